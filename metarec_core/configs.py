@@ -1,0 +1,112 @@
+"""Frozen dataclass configs: built from dicts or JSON, unknown keys rejected."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from metarec_core.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Build a frozen config dataclass from a dict, rejecting unknown keys.
+
+    Nested dataclass fields may be given as dicts. Lists are turned into tuples so
+    the config stays hashable.
+
+    Parameters
+    ----------
+    cls
+        The dataclass type.
+    values
+        Field values; keys must be field names of ``cls``.
+
+    Returns
+    -------
+    C
+        The config, validated by its ``__post_init__``.
+
+    Raises
+    ------
+    ConfigError
+        If a key is unknown or a value is rejected.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{cls.__name__}: expected a mapping of settings, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__}: unknown setting(s) {', '.join(unknown)}; "
+            f"known settings are {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        hint = hints.get(name)
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = config_from_dict(hint, value)  # type: ignore[arg-type]
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Return a JSON-ready dict of a config dataclass (tuples become lists)."""
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(config)
+
+
+def with_overrides(config: C, overrides: dict[str, Any]) -> C:
+    """Return a copy of ``config`` with ``overrides`` applied (unknown keys rejected)."""
+    merged = config_to_dict(config)
+    merged.update(overrides)
+    return config_from_dict(type(config), merged)
+
+
+def parse_set_arguments(pairs: list[str]) -> dict[str, Any]:
+    """Parse CLI ``key=value`` pairs; values are read as JSON when they parse, else as strings.
+
+    Raises
+    ------
+    ConfigError
+        If a pair has no ``=``.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got '{pair}'")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a config as pretty JSON."""
+    Path(path).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
+
+
+def load_config(cls: type[C], path: str | Path) -> C:
+    """Read a config JSON file into ``cls`` (unknown keys rejected)."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read config file '{path}': {exc}") from exc
+    return config_from_dict(cls, values)

@@ -1,0 +1,55 @@
+"""Error types that carry a message a person can act on."""
+from __future__ import annotations
+
+
+class MetarecError(Exception):
+    """Base class of every error metarec raises on purpose.
+
+    The message always says what is wrong and what to do; the CLI and the app
+    print it as one line, never a traceback.
+    """
+
+
+class DataError(MetarecError):
+    """Bad input data: names the file, the column or row, the problem and the fix.
+
+    Parameters
+    ----------
+    message
+        What is wrong and what to do about it.
+    source
+        The file (or upload) name the problem was found in, if known.
+    column
+        The column involved, if any.
+    row
+        The 1-based data row involved, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        self.source = source
+        self.column = column
+        self.row = row
+        where = []
+        if source:
+            where.append(f"file '{source}'")
+        if column:
+            where.append(f"column '{column}'")
+        if row is not None:
+            where.append(f"row {row}")
+        prefix = (", ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+
+
+class ConfigError(MetarecError):
+    """A configuration value or key that cannot be used (unknown key, out of range)."""
+
+
+class TrainingError(MetarecError):
+    """Training cannot go on (for example a NaN loss); the message names phase, epoch and term."""
