@@ -1,0 +1,589 @@
+"""Evaluation metrics: pure functions on NumPy arrays (rating error, ranking quality, AUC).
+
+Every function here is pure (no state, no randomness) and documents its exact
+definition, so a figure in a table can be recomputed by hand. Two families:
+
+* **Rating error** over (true, predicted) pairs: :func:`mae`, :func:`rmse`
+  (pooled over all pairs) and :func:`per_user_mean` (the metric computed per user,
+  then averaged over users so every user weighs the same).
+* **Ranking quality**, either *within a user's query set* (rank only the items the
+  user rated in the query; :func:`ndcg_at_k`, :func:`mean_ndcg_at_k`) or over the
+  *full catalogue* (rank every item the user has not already seen;
+  :func:`ndcg_at_k_catalogue`, :func:`recall_at_k`, :func:`hit_rate_at_k`), and
+  :func:`auc` / :func:`mean_auc` for implicit (0/1) feedback.
+
+Ties in the predicted scores are never broken by input order (which could leak
+information such as a timestamp or an item index): every ranking metric reports
+its *expected value when tied items are put in uniformly random order*, which is
+deterministic. For nDCG this is the tie-averaged DCG of McSherry & Najork (2008),
+the same rule as ``sklearn.metrics.ndcg_score(..., ignore_ties=False)``.
+
+Grouped functions take a ``users`` array and work on all users at once with one
+sort and ``np.bincount`` / ``np.add.reduceat``; there is no Python loop over rows.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import math
+
+import numpy as np
+
+from metarec_core.errors import ConfigError, DataError
+
+#: The cut-offs the app and benchmarks report by default.
+DEFAULT_KS = (1, 3, 5, 10)
+
+__all__ = [
+    "DEFAULT_KS",
+    "auc",
+    "dcg_gains",
+    "hit_rate_at_k",
+    "mae",
+    "mean_auc",
+    "mean_ndcg_at_k",
+    "ndcg_at_k",
+    "ndcg_at_k_catalogue",
+    "ndcg_per_user",
+    "per_user",
+    "per_user_mean",
+    "recall_at_k",
+    "rmse",
+]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _as_1d(values: np.ndarray, name: str, dtype: type = np.float64) -> np.ndarray:
+    arr = np.asarray(values, dtype=dtype)
+    if arr.ndim != 1:
+        raise DataError(f"expected a 1-D array, got shape {arr.shape}; pass one value per row", column=name)
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise DataError(f"value at position {bad} is {arr[bad]}; metrics need finite numbers", column=name)
+    return arr
+
+
+def _pair(y_true: np.ndarray, y_pred: np.ndarray, pred_name: str = "y_pred") -> tuple[np.ndarray, np.ndarray]:
+    t = _as_1d(y_true, "y_true")
+    p = _as_1d(y_pred, pred_name)
+    if len(t) != len(p):
+        raise DataError(f"y_true has {len(t)} values but {pred_name} has {len(p)}; pass one prediction per rating")
+    if len(t) == 0:
+        raise DataError("no values to evaluate (empty arrays)", column="y_true")
+    return t, p
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal values in an already sorted array."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+
+
+# --------------------------------------------------------------------------- rating error
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean absolute error, pooled over all pairs.
+
+    ``MAE = (1/n) * sum_j |y_true_j - y_pred_j|``. Users with many query ratings
+    weigh more; see :func:`per_user_mean` for the per-user average.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted ratings, same length, finite.
+
+    Returns
+    -------
+    float
+    """
+    t, p = _pair(y_true, y_pred)
+    return float(np.mean(np.abs(t - p)))
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root mean squared error, pooled over all pairs.
+
+    ``RMSE = sqrt((1/n) * sum_j (y_true_j - y_pred_j)^2)``.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted ratings, same length, finite.
+
+    Returns
+    -------
+    float
+    """
+    t, p = _pair(y_true, y_pred)
+    return float(np.sqrt(np.mean((t - p) ** 2)))
+
+
+def per_user(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    users: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Compute ``metric`` separately on each user's rows.
+
+    Rows are grouped by ``users`` with one stable sort; ``metric`` is called once
+    per user (``mae`` and ``rmse`` are recognised and computed without any Python
+    loop).
+
+    Parameters
+    ----------
+    metric
+        A function ``metric(y_true, y_pred) -> float`` such as :func:`mae`.
+    users
+        User index of each row.
+    y_true, y_pred
+        True and predicted values of each row.
+
+    Returns
+    -------
+    user_ids, values
+        The distinct users in increasing order and the metric of each.
+    """
+    t, p = _pair(y_true, y_pred)
+    u = _as_1d(users, "users", np.int64)
+    if len(u) != len(t):
+        raise DataError(f"users has {len(u)} values but y_true has {len(t)}; pass one user per row")
+    ids, inverse, counts = np.unique(u, return_inverse=True, return_counts=True)
+    if metric is mae:
+        return ids, np.bincount(inverse, weights=np.abs(t - p)) / counts
+    if metric is rmse:
+        return ids, np.sqrt(np.bincount(inverse, weights=(t - p) ** 2) / counts)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(counts)[:-1]
+    values = np.array(
+        [metric(a, b) for a, b in zip(np.split(t[order], bounds), np.split(p[order], bounds), strict=True)],
+        dtype=np.float64,
+    )
+    return ids, values
+
+
+def per_user_mean(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    users: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+) -> float:
+    """The metric computed per user, then averaged over users (every user weighs the same).
+
+    ``per_user_mean(mae) = (1/|U|) * sum_u MAE(rows of u)``. Users whose metric is
+    undefined (NaN, e.g. :func:`auc` with one class) are left out of the average.
+
+    Parameters
+    ----------
+    metric
+        A function ``metric(y_true, y_pred) -> float`` such as :func:`mae` or :func:`rmse`.
+    users, y_true, y_pred
+        One entry per row, as in :func:`per_user`.
+
+    Returns
+    -------
+    float
+        NaN only when the metric is undefined for every user.
+    """
+    _, values = per_user(metric, users, y_true, y_pred)
+    return _nanmean(values)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
+
+
+# --------------------------------------------------------------------------- nDCG
+
+
+def dcg_gains(ratings: np.ndarray, gain: str = "exponential") -> np.ndarray:
+    """Gain of each rating: ``2**r - 1`` (``"exponential"``, the default) or ``r`` (``"linear"``).
+
+    Ratings must be >= 0 (a rating of 0 has no gain). For implicit 0/1 feedback
+    both gains coincide.
+
+    Raises
+    ------
+    DataError
+        If a rating is negative (shift the scale so the lowest rating is >= 0).
+    ConfigError
+        If ``gain`` is not one of the two names.
+    """
+    r = _as_1d(ratings, "y_true")
+    if len(r) and r.min() < 0:
+        raise DataError(
+            f"ratings must be >= 0 for nDCG gains, found {r.min()}; shift the rating scale so the lowest is 0 or more",
+            column="y_true",
+        )
+    if gain == "exponential":
+        return np.exp2(r) - 1.0
+    if gain == "linear":
+        return r.copy()
+    raise ConfigError(f"gain must be 'exponential' or 'linear', got {gain!r}")
+
+
+def _grouped_ndcg(groups: np.ndarray, gains: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tie-averaged nDCG@k of every group; returns (group ids, values with NaN where IDCG = 0)."""
+    ids, g = np.unique(groups, return_inverse=True)
+    n_groups = len(ids)
+    # DCG: rank by score descending within group; tied items share their group's mean gain.
+    order = np.lexsort((-scores, g))
+    g_s, s_s, gain_s = g[order], scores[order], gains[order]
+    starts = _group_starts(g_s)
+    pos = np.arange(len(g_s)) - np.repeat(starts, np.diff(np.r_[starts, len(g_s)]))
+    discount = np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)
+    tie_new = np.r_[True, (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])]
+    tie_id = np.cumsum(tie_new) - 1
+    tie_mean = np.bincount(tie_id, weights=gain_s) / np.bincount(tie_id)
+    dcg = np.bincount(g_s, weights=tie_mean[tie_id] * discount, minlength=n_groups)
+    # IDCG: the same items ranked by their true gain.
+    ideal = np.lexsort((-gains, g))
+    idcg = np.bincount(g[ideal], weights=gains[ideal] * discount, minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan)
+    return ids, values
+
+
+def ndcg_at_k(y_true: np.ndarray, y_score: np.ndarray, k: int, *, gain: str = "exponential") -> float:
+    """nDCG@k of one user's query set: rank the query items by score, compare with the ideal order.
+
+    Definition (positions ``i = 1..min(k, n)`` of the ranking by ``y_score``,
+    highest first; ``g = 2**r - 1`` the gain of true rating ``r``)::
+
+        DCG@k  = sum_{i<=k} g_(i) / log2(i + 1)
+        IDCG@k = the same sum with items ordered by their true gain
+        nDCG@k = DCG@k / IDCG@k
+
+    Only the ``n`` items of the query set are ranked. When ``n < k`` the sums
+    stop at ``n`` (so a one-item query set scores 1). **Ties:** items with equal
+    scores share the mean gain of their tied group (the expected DCG under a
+    uniformly random order of the tie; same as ``sklearn.metrics.ndcg_score``).
+    **All-zero gain** (every true rating 0, so IDCG = 0): nDCG is undefined and
+    NaN is returned; :func:`mean_ndcg_at_k` leaves such users out.
+
+    Parameters
+    ----------
+    y_true
+        True ratings (>= 0) of the query items.
+    y_score
+        Predicted scores of the same items (higher ranks first).
+    k
+        Cut-off, a positive integer.
+    gain
+        ``"exponential"`` (``2**r - 1``, default) or ``"linear"`` (``r``).
+
+    Returns
+    -------
+    float
+        In [0, 1], or NaN when IDCG is 0.
+
+    Examples
+    --------
+    >>> round(ndcg_at_k(np.array([5.0, 3.0, 1.0]), np.array([0.1, 0.9, 0.5]), k=3), 4)
+    0.644
+    """
+    k = _check_k(k)
+    t, s = _pair(y_true, y_score, "y_score")
+    _, values = _grouped_ndcg(np.zeros(len(t), dtype=np.int64), dcg_gains(t, gain), s, k)
+    return float(values[0])
+
+
+def ndcg_per_user(
+    users: np.ndarray, y_true: np.ndarray, y_score: np.ndarray, k: int, *, gain: str = "exponential"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ndcg_at_k` of every user's query set at once (vectorised: one sort, no per-user loop).
+
+    Returns
+    -------
+    user_ids, values
+        Distinct users in increasing order and their nDCG@k (NaN where all gains are 0).
+    """
+    k = _check_k(k)
+    t, s = _pair(y_true, y_score, "y_score")
+    u = _as_1d(users, "users", np.int64)
+    if len(u) != len(t):
+        raise DataError(f"users has {len(u)} values but y_true has {len(t)}; pass one user per row")
+    return _grouped_ndcg(u, dcg_gains(t, gain), s, k)
+
+
+def mean_ndcg_at_k(
+    users: np.ndarray, y_true: np.ndarray, y_score: np.ndarray, k: int, *, gain: str = "exponential"
+) -> float:
+    """nDCG@k per user over each user's query set (:func:`ndcg_at_k`), averaged over users.
+
+    Users whose query ratings are all 0 (undefined nDCG) are left out of the
+    average; NaN is returned only if that is every user.
+
+    Parameters
+    ----------
+    users
+        User index of each query row.
+    y_true, y_score
+        True rating and predicted score of each query row.
+    k
+        Cut-off.
+    gain
+        ``"exponential"`` (default) or ``"linear"``.
+
+    Returns
+    -------
+    float
+    """
+    _, values = ndcg_per_user(users, y_true, y_score, k, gain=gain)
+    return _nanmean(values)
+
+
+# --------------------------------------------------------------------------- full-catalogue ranking
+
+
+def _catalogue(
+    scores: np.ndarray, relevant: np.ndarray, exclude: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores of the candidate items, a 'relevant' mask over them, and the candidate mask over the catalogue."""
+    s = _as_1d(scores, "scores_over_catalogue")
+    rel = _as_1d(relevant, "relevant_items", np.int64)
+    n = len(s)
+    if len(rel) and (rel.min() < 0 or rel.max() >= n):
+        raise DataError(f"relevant item indices must lie in 0..{n - 1} (the catalogue size is {n})", column="relevant_items")
+    if len(np.unique(rel)) != len(rel):
+        raise DataError("relevant items contain duplicates; list each item once", column="relevant_items")
+    keep = np.ones(n, dtype=bool)
+    if exclude is not None:
+        ex = _as_1d(exclude, "exclude", np.int64)
+        if len(ex) and (ex.min() < 0 or ex.max() >= n):
+            raise DataError(f"excluded item indices must lie in 0..{n - 1}", column="exclude")
+        keep[ex] = False
+        if not keep[rel].all():
+            bad = int(rel[~keep[rel]][0])
+            raise DataError(
+                f"item {bad} is both relevant and excluded; exclude only items already seen (support/train), not query items",
+                column="exclude",
+            )
+    is_rel = np.zeros(n, dtype=bool)
+    is_rel[rel] = True
+    return s[keep], is_rel[keep], keep
+
+
+def ndcg_at_k_catalogue(
+    relevant_items_with_gains: tuple[np.ndarray, np.ndarray],
+    scores_over_catalogue: np.ndarray,
+    k: int,
+    *,
+    exclude: np.ndarray | None = None,
+    gain: str = "exponential",
+) -> float:
+    """nDCG@k of one user over the full catalogue: every item not excluded is ranked.
+
+    The candidates are all items ``0..n_items-1`` except ``exclude`` (usually the
+    items the user rated in training/support). A candidate's gain is ``2**r - 1``
+    if it is one of the user's held-out items with rating ``r``, else 0. DCG,
+    IDCG, the tie rule and the NaN for IDCG = 0 are as in :func:`ndcg_at_k`, with
+    the ranking taken over all candidates instead of the query set.
+
+    Parameters
+    ----------
+    relevant_items_with_gains
+        ``(items, ratings)``: the held-out item indices and their true ratings
+        (>= 0; gains are computed from them as in :func:`dcg_gains`).
+    scores_over_catalogue
+        Predicted score of every item, shape ``(n_items,)``.
+    k
+        Cut-off.
+    exclude
+        Item indices removed from the ranking (must not include relevant items).
+    gain
+        ``"exponential"`` (default) or ``"linear"``.
+
+    Returns
+    -------
+    float
+    """
+    k = _check_k(k)
+    items, ratings = relevant_items_with_gains
+    items = _as_1d(items, "relevant_items", np.int64)
+    g = dcg_gains(ratings, gain)
+    if len(g) != len(items):
+        raise DataError(f"{len(items)} relevant items but {len(g)} ratings; pass one rating per item")
+    s, _, keep = _catalogue(scores_over_catalogue, items, exclude)
+    gain_by_item = np.zeros(len(keep))
+    gain_by_item[items] = g
+    _, values = _grouped_ndcg(np.zeros(len(s), dtype=np.int64), gain_by_item[keep], s, k)
+    return float(values[0])
+
+
+def _expected_hits(s: np.ndarray, is_rel: np.ndarray, k: int) -> tuple[float, float]:
+    """Expected (#relevant in top k, P(at least one relevant in top k)) under random tie order."""
+    k = min(k, len(s))
+    if k == 0:
+        return 0.0, 0.0
+    threshold = np.partition(s, len(s) - k)[len(s) - k]  # the k-th largest score
+    above = s > threshold
+    tied = s == threshold
+    slots = k - int(above.sum())  # how many of the tied items make the top k
+    hits_above = int(is_rel[above].sum())
+    n_tied, rel_tied = int(tied.sum()), int(is_rel[tied].sum())
+    expected = hits_above + slots * rel_tied / n_tied
+    if hits_above > 0:
+        p_hit = 1.0
+    elif rel_tied == 0 or slots == 0:
+        p_hit = 0.0
+    else:  # 1 - C(n_tied - rel_tied, slots) / C(n_tied, slots)
+        misses = n_tied - rel_tied
+        if misses < slots:
+            p_hit = 1.0
+        else:
+            log_p_miss = (
+                math.lgamma(misses + 1)
+                - math.lgamma(misses - slots + 1)
+                - math.lgamma(n_tied + 1)
+                + math.lgamma(n_tied - slots + 1)
+            )
+            p_hit = 1.0 - math.exp(log_p_miss)
+    return float(expected), p_hit
+
+
+def recall_at_k(
+    relevant_items: np.ndarray, scores_over_catalogue: np.ndarray, k: int, *, exclude: np.ndarray | None = None
+) -> float:
+    """Recall@k of one user over the full catalogue.
+
+    ``Recall@k = |top-k ∩ relevant| / |relevant|``, where top-k is taken over all
+    items except ``exclude``, by score. Ties at the cut-off count in expectation
+    (tied items fill the remaining slots in uniformly random order). NaN when the
+    user has no relevant item. Note the denominator is ``|relevant|``, not
+    ``min(k, |relevant|)``: with more relevant items than ``k`` the maximum is below 1.
+
+    Parameters
+    ----------
+    relevant_items
+        Item indices that count as hits (e.g. held-out items rated >= 4, or all
+        held-out items for implicit data).
+    scores_over_catalogue
+        Predicted score of every item, shape ``(n_items,)``.
+    k
+        Cut-off.
+    exclude
+        Item indices removed from the ranking (items already seen).
+
+    Returns
+    -------
+    float
+    """
+    k = _check_k(k)
+    s, is_rel, _ = _catalogue(scores_over_catalogue, relevant_items, exclude)
+    n_rel = int(is_rel.sum())
+    if n_rel == 0:
+        return float("nan")
+    expected, _ = _expected_hits(s, is_rel, k)
+    return expected / n_rel
+
+
+def hit_rate_at_k(
+    relevant_items: np.ndarray, scores_over_catalogue: np.ndarray, k: int, *, exclude: np.ndarray | None = None
+) -> float:
+    """HitRate@k of one user over the full catalogue: 1 if any relevant item is in the top k, else 0.
+
+    Same candidates and ranking as :func:`recall_at_k`. When ties straddle the
+    cut-off the value is the probability of a hit under a uniformly random order
+    of the tie (hypergeometric), so it can lie strictly between 0 and 1. NaN when
+    the user has no relevant item. Averaged over users it is the share of users
+    with at least one hit.
+
+    Returns
+    -------
+    float
+    """
+    k = _check_k(k)
+    s, is_rel, _ = _catalogue(scores_over_catalogue, relevant_items, exclude)
+    if not is_rel.any():
+        return float("nan")
+    _, p_hit = _expected_hits(s, is_rel, k)
+    return p_hit
+
+
+# --------------------------------------------------------------------------- AUC
+
+
+def _grouped_auc(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ids, g = np.unique(groups, return_inverse=True)
+    order = np.lexsort((scores, g))
+    g_s, s_s, y_s = g[order], scores[order], labels[order]
+    starts = _group_starts(g_s)
+    sizes = np.diff(np.r_[starts, len(g_s)])
+    rank = np.arange(len(g_s)) - np.repeat(starts, sizes) + 1.0  # 1-based rank within group
+    tie_new = np.r_[True, (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])]
+    tie_id = np.cumsum(tie_new) - 1
+    avg_rank = (np.bincount(tie_id, weights=rank) / np.bincount(tie_id))[tie_id]
+    n_pos = np.bincount(g_s, weights=y_s, minlength=len(ids))
+    n_neg = np.bincount(g_s, minlength=len(ids)) - n_pos
+    rank_sum = np.bincount(g_s, weights=avg_rank * y_s, minlength=len(ids))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    values[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return ids, values
+
+
+def _labels(y_true: np.ndarray) -> np.ndarray:
+    t = _as_1d(y_true, "y_true")
+    if not np.isin(t, (0.0, 1.0)).all():
+        raise DataError("AUC needs 0/1 labels (1 = interacted); binarise explicit ratings first", column="y_true")
+    return t
+
+
+def auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Area under the ROC curve for implicit feedback (labels 0/1), pooled over all rows.
+
+    ``AUC = P(score of a random positive > score of a random negative)``, ties
+    counting 1/2 (the Mann–Whitney statistic; equals ``sklearn.metrics.roc_auc_score``).
+    NaN when only one class is present.
+
+    Parameters
+    ----------
+    y_true
+        0/1 labels.
+    y_score
+        Predicted scores, higher = more likely positive.
+
+    Returns
+    -------
+    float
+    """
+    t, s = _pair(y_true, y_score, "y_score")
+    _, values = _grouped_auc(np.zeros(len(t), dtype=np.int64), _labels(t), s)
+    return float(values[0])
+
+
+def mean_auc(users: np.ndarray, y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """:func:`auc` computed within each user's rows, averaged over users (a.k.a. GAUC, unweighted).
+
+    Users with only positives or only negatives (AUC undefined) are left out;
+    NaN only if that is every user.
+
+    Parameters
+    ----------
+    users
+        User index of each row.
+    y_true, y_score
+        0/1 label and predicted score of each row.
+
+    Returns
+    -------
+    float
+    """
+    t, s = _pair(y_true, y_score, "y_score")
+    u = _as_1d(users, "users", np.int64)
+    if len(u) != len(t):
+        raise DataError(f"users has {len(u)} values but y_true has {len(t)}; pass one user per row")
+    _, values = _grouped_auc(u, _labels(t), s)
+    return _nanmean(values)
