@@ -1,0 +1,49 @@
+"""Loss terms of the objective ``L_total = λ1·L_meta + λ2·L_trans + L0``, as pure functions."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+LOSS_KINDS = ("mse", "bce")
+
+
+def task_losses(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """Per-task mean loss over the valid (masked) entries -> ``(T,)``; an empty task gives 0.
+
+    ``mse``: squared error of predicted ratings. ``bce``: binary cross-entropy
+    with ``predictions`` as logits and 0/1 targets.
+    """
+    if kind == "mse":
+        errors = (predictions - targets) ** 2
+    elif kind == "bce":
+        errors = F.binary_cross_entropy_with_logits(predictions, targets, reduction="none")
+    else:
+        raise ValueError(f"loss kind must be one of {LOSS_KINDS}, got '{kind}'")
+    weights = mask.to(errors.dtype)
+    return (errors * weights).sum(dim=-1) / weights.sum(dim=-1).clamp(min=1.0)
+
+
+def pointwise_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """``L_trans`` on a batch of (user, item) pairs: the mean MSE, or BCE on logits."""
+    if kind == "mse":
+        return F.mse_loss(predictions, targets)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(predictions, targets)
+    raise ValueError(f"loss kind must be one of {LOSS_KINDS}, got '{kind}'")
+
+
+def l2_penalty(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """``L0`` before its weight: ``Σ‖θ − θ_source‖²`` (L2-SP) when ``anchor`` is given, else ``Σ‖θ‖²``.
+
+    Parameters absent from ``anchor`` (e.g. new layers) fall back to plain L2.
+    """
+    total = None
+    for name, value in params.items():
+        ref = anchor.get(name) if anchor is not None else None
+        term = ((value - ref) ** 2).sum() if ref is not None and ref.shape == value.shape else (value ** 2).sum()
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total

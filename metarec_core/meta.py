@@ -1,0 +1,139 @@
+"""Meta-learning: ``adapt`` a model to tasks from their support sets, and the MAML meta-loss on their query sets."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.func import functional_call
+
+from metarec_core.losses import task_losses
+from metarec_core.models import FeatureContext, PreferenceModel
+from metarec_core.tasks import Episode, TaskBatch
+
+Params = dict[str, torch.Tensor]
+
+
+def adapt(
+    model: PreferenceModel,
+    params: Mapping[str, torch.Tensor],
+    support: Episode,
+    context: FeatureContext,
+    *,
+    steps: int,
+    lr: float | Mapping[str, torch.Tensor],
+    first_order: bool = False,
+    scope: str = "user",
+    loss: str = "mse",
+    trace: list[float] | None = None,
+) -> Params:
+    """Adapt parameters to each task of a batch by gradient steps on its support set.
+
+    The module is never mutated: parameters are a plain dict run through
+    ``torch.func.functional_call``. Parameters in ``scope`` get a leading task
+    dimension ``T`` and each task follows its own gradient (the inner loss is
+    the sum of per-task support losses, so task ``t``'s parameters only see
+    task ``t``). Tasks with an empty support set keep the starting point.
+
+    Parameters
+    ----------
+    model
+        The module whose forward defines the scores.
+    params
+        Starting parameters (``dict(model.named_parameters())`` or an
+        outer-loop version of them).
+    support
+        The support sets ``(T, S)`` with masks.
+    context
+        Side features of users and items.
+    steps
+        Number of inner gradient steps; ``0`` returns the starting point.
+    lr
+        Inner learning rate: one number, or a tensor per adapted parameter
+        (learned per-parameter rates, Meta-SGD), broadcast against it.
+    first_order
+        Drop second-order terms (the inner gradients are treated as constants).
+        By default the graph through the inner loop is kept, so the outer
+        gradient is true second-order MAML when gradients are enabled.
+    scope
+        Which parameters adapt: ``user`` (offset and taste vector), ``head``
+        (the MLP head, as in MeLU), ``user+head`` or ``dense`` (all but the
+        embedding tables).
+    loss
+        ``mse`` (explicit ratings) or ``bce`` (implicit, scores are logits).
+    trace
+        If given, the mean support loss over tasks before each step and after
+        the last one is appended to it (for plots of the inner loop).
+
+    Returns
+    -------
+    dict
+        All parameters; those in ``scope`` with shape ``(T, *shape)``.
+
+    Examples
+    --------
+    >>> adapted = adapt(model, dict(model.named_parameters()), batch.support(), ctx, steps=5, lr=0.1)  # doctest: +SKIP
+    >>> scores = score(model, adapted, batch.query(), ctx)  # doctest: +SKIP
+    """
+    names = model.scope_names(scope)
+    n_tasks = int(support.users.shape[0])
+    base = dict(params)
+    create_graph = torch.is_grad_enabled() and not first_order
+    with torch.enable_grad():
+        fast = {}
+        for name in names:
+            start = base[name]
+            if not start.requires_grad:
+                start = start.detach().requires_grad_(True)
+            fast[name] = start.unsqueeze(0).expand(n_tasks, *start.shape)
+        for _ in range(steps):
+            predictions = functional_call(model, {**base, **fast}, (support.users, support.items, context), {"warm": support.warm})
+            inner = task_losses(predictions, support.ratings, support.mask, loss).sum()
+            if trace is not None:
+                trace.append(float(inner.detach()) / max(n_tasks, 1))
+            grads = torch.autograd.grad(inner, list(fast.values()), create_graph=create_graph, allow_unused=True)
+            updated = {}
+            for (name, weight), grad in zip(fast.items(), grads):
+                if grad is None:
+                    updated[name] = weight
+                    continue
+                if not create_graph:
+                    grad = grad.detach()
+                step = lr[name] if isinstance(lr, Mapping) else lr
+                updated[name] = weight - step * grad
+            fast = updated
+        if trace is not None and steps > 0:
+            with torch.no_grad():
+                predictions = functional_call(model, {**base, **fast}, (support.users, support.items, context), {"warm": support.warm})
+                trace.append(float(task_losses(predictions, support.ratings, support.mask, loss).sum()) / max(n_tasks, 1))
+    if not torch.is_grad_enabled():
+        fast = {name: weight.detach() for name, weight in fast.items()}
+    return {**base, **fast}
+
+
+def score(model: PreferenceModel, params: Mapping[str, torch.Tensor], episode: Episode, context: FeatureContext) -> torch.Tensor:
+    """Scores ``(T, N)`` of an episode's items under (possibly adapted) parameters."""
+    return functional_call(model, dict(params), (episode.users, episode.items, context), {"warm": episode.warm})
+
+
+def meta_loss(
+    model: PreferenceModel,
+    params: Mapping[str, torch.Tensor],
+    tasks: TaskBatch,
+    context: FeatureContext,
+    *,
+    steps: int,
+    lr: float | Mapping[str, torch.Tensor],
+    first_order: bool = False,
+    scope: str = "user",
+    loss: str = "mse",
+) -> torch.Tensor:
+    """``L_meta``: the mean over tasks of each task's query loss after adapting on its support set.
+
+    Differentiating it with respect to ``params`` gives the MAML meta-gradient
+    (second order unless ``first_order``).
+    """
+    adapted = adapt(model, params, tasks.support(), context, steps=steps, lr=lr, first_order=first_order, scope=scope, loss=loss)
+    query = tasks.query()
+    per_task = task_losses(score(model, adapted, query, context), query.ratings, query.mask, loss)
+    has_query = query.mask.any(dim=1)
+    return per_task[has_query].mean() if bool(has_query.any()) else per_task.sum() * 0.0

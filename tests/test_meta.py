@@ -1,0 +1,117 @@
+"""Tests of metarec_core.meta: adapt, score and the MAML meta-loss."""
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metarec_core.meta import adapt, meta_loss, score
+from metarec_core.models import EntityTensors, FeatureContext, ModelConfig, ModelShape, PreferenceModel
+from metarec_core.tasks import UserRatings, sample_tasks
+
+
+@pytest.fixture()
+def setup():
+    torch.manual_seed(0)
+    shape = ModelShape(n_users=30, n_items=25, user_categorical=(4,), item_multilabel=(6,), item_numeric=1, global_mean=3.0)
+    model = PreferenceModel(shape, ModelConfig(factor_dim=4, feature_dim=3, hidden=(8,)))
+    # Give the zero-initialised last head layer some weight so head gradients are not trivially zero.
+    with torch.no_grad():
+        model.head[-1].weight.normal_(std=0.3)
+        model.user_taste.normal_(std=0.3)
+    g = torch.Generator().manual_seed(1)
+    context = FeatureContext(
+        EntityTensors(torch.randint(0, 4, (30, 1), generator=g), (), torch.zeros(30, 0)),
+        EntityTensors(torch.zeros(25, 0, dtype=torch.long), (torch.randint(0, 6, (25, 3), generator=g),), torch.randn(25, 1, generator=g)),
+    )
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({
+        "user": rng.integers(0, 30, 900), "item": rng.integers(0, 25, 900), "rating": rng.integers(1, 6, 900).astype(np.float32),
+    }).drop_duplicates(["user", "item"])
+    model.mark_known(frame["user"].to_numpy(), frame["item"].to_numpy())
+    tasks = sample_tasks(UserRatings(frame, 30), np.arange(8), support_size=5, query_size=8, rng=rng)
+    return model, context, tasks
+
+
+@pytest.mark.parametrize("scope", ["user", "head", "user+head", "dense"])
+def test_adapt_leaves_module_untouched(setup, scope):
+    model, context, tasks = setup
+    before = copy.deepcopy(model.state_dict())
+    params = dict(model.named_parameters())
+    adapted = adapt(model, params, tasks.support(), context, steps=3, lr=0.1, scope=scope)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    changed = [n for n in model.scope_names(scope) if not torch.allclose(adapted[n], params[n].expand_as(adapted[n]))]
+    assert changed, "adaptation changed no parameter"
+
+
+def test_zero_steps_is_identity(setup):
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    adapted = adapt(model, params, tasks.support(), context, steps=0, lr=0.1, scope="user+head")
+    q = tasks.query()
+    assert torch.allclose(score(model, adapted, q, context), score(model, params, q, context))
+
+
+def test_adaptation_lowers_support_loss(setup):
+    model, context, tasks = setup
+    trace: list[float] = []
+    adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=5, lr=0.05, scope="user", trace=trace)
+    assert len(trace) == 6
+    assert trace[-1] < trace[0]
+
+
+def test_tasks_adapt_independently(setup):
+    """Task t's adapted parameters depend only on task t's support set."""
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    together = adapt(model, params, tasks.support(), context, steps=3, lr=0.1, scope="user+head")
+    for t in (0, 3):
+        alone = adapt(model, params, tasks.select([t]).support(), context, steps=3, lr=0.1, scope="user+head")
+        for name in model.scope_names("user+head"):
+            assert torch.allclose(together[name][t], alone[name][0], atol=1e-6), name
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_vectorised_meta_gradient_equals_task_loop(setup, first_order):
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    names = list(params)
+    kwargs = dict(steps=3, lr=0.1, scope="user+head", first_order=first_order)
+    batched = torch.autograd.grad(meta_loss(model, params, tasks, context, **kwargs), [params[n] for n in names], allow_unused=True)
+    loop_total = sum(meta_loss(model, params, tasks.select([t]), context, **kwargs) for t in range(len(tasks))) / len(tasks)
+    looped = torch.autograd.grad(loop_total, [params[n] for n in names], allow_unused=True)
+    for name, a, b in zip(names, batched, looped):
+        if a is None or b is None:
+            assert a is None and b is None, name
+            continue
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+
+
+def test_second_order_differs_from_first_order(setup):
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    kwargs = dict(steps=3, lr=0.1, scope="user+head")
+    second = torch.autograd.grad(meta_loss(model, params, tasks, context, **kwargs), [params["item_factor.weight"], params["user_taste"]])
+    first = torch.autograd.grad(meta_loss(model, params, tasks, context, first_order=True, **kwargs), [params["item_factor.weight"], params["user_taste"]])
+    assert not torch.allclose(second[0], first[0], atol=1e-6)
+    assert not torch.allclose(second[1], first[1], atol=1e-6)
+
+
+def test_learned_per_parameter_rates_are_differentiable(setup):
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    rates = {n: torch.full_like(params[n], 0.1, requires_grad=True) for n in model.scope_names("user")}
+    loss = meta_loss(model, params, tasks, context, steps=2, lr=rates, scope="user")
+    grads = torch.autograd.grad(loss, list(rates.values()))
+    assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_adapt_under_no_grad_still_adapts(setup):
+    model, context, tasks = setup
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        adapted = adapt(model, params, tasks.support(), context, steps=2, lr=0.1, scope="user")
+    assert not adapted["user_taste"].requires_grad
+    assert not torch.allclose(adapted["user_taste"][0], params["user_taste"])
