@@ -1,0 +1,95 @@
+"""Projections: PCA keeps the geometry, neighbours are exact, UMAP separates clusters, caching works."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec_core import projection
+from metarec_core.errors import ConfigError, DataError
+
+
+def plane_points(n: int = 50, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Points on a random 2-D plane inside R^d, and their plane coordinates."""
+    rng = np.random.default_rng(seed)
+    plane = np.linalg.qr(rng.normal(size=(d, 2)))[0].T  # (2, d) orthonormal
+    coords = rng.normal(size=(n, 2)) * [3.0, 1.0]
+    return coords @ plane + 5.0, coords
+
+
+def test_pca_preserves_distances_of_planar_data() -> None:
+    vectors, coords = plane_points()
+    fitted = projection.fit_pca(vectors)
+    xy = fitted.transform(vectors)
+    original = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    projected = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    np.testing.assert_allclose(projected, original, atol=1e-8)
+    assert fitted.explained[0] > fitted.explained[1] > 0.0
+    assert sum(fitted.explained) == pytest.approx(1.0)
+
+
+def test_pca_frame_keeps_ids_and_new_points_follow_the_same_map() -> None:
+    vectors, _ = plane_points()
+    frame = projection.pca_frame(vectors, [f"i{k}" for k in range(len(vectors))])
+    assert list(frame.columns) == ["id", "x", "y"] and frame["id"].iloc[3] == "i3"
+    fitted = projection.fit_pca(vectors)
+    np.testing.assert_allclose(fitted.transform(vectors[7]), frame[["x", "y"]].to_numpy()[[7]], atol=1e-5)
+    with pytest.raises(DataError, match="one ID per row"):
+        projection.pca_frame(vectors, ["a"])
+    with pytest.raises(DataError, match="NaN"):
+        projection.pca_frame(np.full((3, 2), np.nan))
+
+
+def test_nearest_neighbours_match_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 5))
+    query = vectors[4]
+    near = projection.nearest_neighbours(vectors, query, k=5, metric="euclidean", exclude=[4])
+    brute = np.argsort(np.linalg.norm(vectors - query, axis=1))[1:6]
+    assert list(near["index"]) == list(brute)
+    assert near["distance"].is_monotonic_increasing
+    cos = projection.nearest_neighbours(vectors, 3.0 * vectors[9], k=1)
+    assert cos["index"].iloc[0] == 9 and cos["distance"].iloc[0] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError):
+        projection.nearest_neighbours(vectors, query, metric="manhattan")
+
+
+def test_place_among_puts_a_new_point_next_to_its_twin() -> None:
+    vectors, _ = plane_points(seed=2)
+    xy = projection.fit_pca(vectors).transform(vectors)
+    placed = projection.place_among(xy, vectors, vectors[11] + 1e-9, k=5, metric="euclidean")
+    np.testing.assert_allclose(placed, xy[11], atol=1e-3)
+
+
+def test_cached_projection_reads_the_file_and_invalidates_on_new_vectors(tmp_path, monkeypatch) -> None:
+    vectors, _ = plane_points()
+    first = projection.cached_projection(tmp_path, "items", "pca", vectors)
+    files = list((tmp_path / projection.PROJECTION_DIR).glob("items-pca-*.parquet"))
+    assert len(files) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed instead of reading the cache")
+
+    monkeypatch.setattr(projection, "pca_frame", fail)
+    pd.testing.assert_frame_equal(projection.cached_projection(tmp_path, "items", "pca", vectors), first)
+    monkeypatch.undo()
+    projection.cached_projection(tmp_path, "items", "pca", vectors * 2)
+    assert len(list((tmp_path / projection.PROJECTION_DIR).glob("items-pca-*.parquet"))) == 2
+    with pytest.raises(ConfigError):
+        projection.cached_projection(tmp_path, "../items", "pca", vectors)
+    with pytest.raises(ConfigError):
+        projection.cached_projection(tmp_path, "items", "tsne", vectors)
+
+
+@pytest.mark.slow
+def test_umap_separates_clusters_from_a_precomputed_matrix(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 8)) * 10
+    labels = np.repeat(np.arange(3), 25)
+    vectors = centres[labels] + rng.normal(size=(75, 8))
+    frame = projection.cached_projection(tmp_path, "items", "umap", vectors, n_neighbors=10, metric="euclidean")
+    xy = frame[["x", "y"]].to_numpy()
+    means = np.stack([xy[labels == c].mean(axis=0) for c in range(3)])
+    within = max(np.linalg.norm(xy[labels == c] - means[c], axis=1).mean() for c in range(3))
+    between = min(np.linalg.norm(means[a] - means[b]) for a in range(3) for b in range(a + 1, 3))
+    assert between > 3 * within
