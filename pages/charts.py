@@ -171,3 +171,130 @@ def schedule_figure(segments: pd.DataFrame, labels: Mapping[str, str], *, x_titl
         xaxis_title=x_title,
     )
     return fig
+
+
+# ---------------------------------------------------------------- training curves
+#: Loss terms drawn by default, and how each is dashed when several runs share a chart.
+LOSS_KEYS = ("meta", "trans", "total")
+_DASH = {"meta": "solid", "trans": "dash", "l0": "dot", "total": "dashdot"}
+_KEY_COLOURS = {"meta": PHASE_COLOURS["meta"], "trans": PHASE_COLOURS["transfer"], "l0": "#e9c46a", "total": "#264653"}
+TRAINING_PHASES = ("meta", "transfer", "joint")
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """Debiased exponential moving average (TensorBoard's smoothing); ``weight`` 0 returns the values.
+
+    Parameters
+    ----------
+    values
+        The series (NaNs are carried over without updating the average).
+    weight
+        Smoothing in ``[0, 1)``; larger is smoother.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    if weight == 0.0 or len(values) == 0:
+        return values.copy()
+    out = np.empty_like(values)
+    average, count = 0.0, 0
+    for i, value in enumerate(values):
+        if np.isfinite(value):
+            count += 1
+            average = weight * average + (1.0 - weight) * value
+            out[i] = average / (1.0 - weight**count)
+        else:
+            out[i] = np.nan
+    return out
+
+
+def loss_figure(
+    metrics: pd.DataFrame,
+    *,
+    keys: Sequence[str] = LOSS_KEYS,
+    smoothing: float = 0.0,
+    x: str = "step",
+    run_labels: Mapping[str, str] | None = None,
+    key_labels: Mapping[str, str] | None = None,
+    x_title: str = "",
+    y_title: str = "",
+    height: int = 360,
+) -> go.Figure:
+    """Training-loss curves, one line per (run, loss term), overlaid.
+
+    Parameters
+    ----------
+    metrics
+        Long-format points with columns ``phase``, ``step``, ``key``, ``value``,
+        ``time`` and optionally ``run`` (the run store's ``metrics_frame``).
+        Only training phases (meta / transfer / joint) are drawn.
+    keys
+        Loss terms to draw (``meta``, ``trans``, ``l0``, ``total``).
+    smoothing
+        Weight of :func:`smooth`.
+    x
+        ``step`` or ``time`` (seconds since the run's first point).
+    run_labels, key_labels
+        Display names of runs and loss terms.
+    x_title, y_title
+        Axis titles.
+    """
+    if x not in ("step", "time"):
+        raise ValueError(f"x must be 'step' or 'time', got '{x}'")
+    frame = metrics[metrics["phase"].isin(TRAINING_PHASES) & metrics["key"].isin(keys)]
+    if "run" not in frame.columns:
+        frame = frame.assign(run="")
+    runs = list(dict.fromkeys(frame["run"]))
+    fig = go.Figure()
+    for r, run in enumerate(runs):
+        part = frame[frame["run"] == run]
+        start = float(part["time"].min()) if len(part) else 0.0
+        for key in keys:
+            series = part[part["key"] == key].sort_values(["step", "time"])
+            if series.empty:
+                continue
+            xs = series["step"].to_numpy(dtype=float) if x == "step" else series["time"].to_numpy(dtype=float) - start
+            name = (key_labels or {}).get(key, key)
+            if len(runs) > 1:
+                name = f"{(run_labels or {}).get(run, run)} · {name}"
+                line = dict(color=METHOD_COLOURS[r % len(METHOD_COLOURS)], dash=_DASH.get(key, "solid"))
+            else:
+                line = dict(color=_KEY_COLOURS.get(key, "#999999"))
+            fig.add_trace(go.Scatter(x=xs, y=smooth(series["value"].to_numpy(), smoothing), mode="lines", name=name, line=line))
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=40),
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+    )
+    return fig
+
+
+def validation_figure(
+    metrics: pd.DataFrame,
+    key: str,
+    *,
+    run_labels: Mapping[str, str] | None = None,
+    x_title: str = "",
+    y_title: str = "",
+    height: int = 300,
+) -> go.Figure:
+    """A validation metric per epoch (``validate`` points), one line per run."""
+    frame = metrics[(metrics["phase"] == "validate") & (metrics["key"] == key)]
+    if "run" not in frame.columns:
+        frame = frame.assign(run="")
+    fig = go.Figure()
+    for r, (run, part) in enumerate(frame.groupby("run", sort=False)):
+        part = part.sort_values("step")
+        fig.add_trace(
+            go.Scatter(
+                x=part["epoch"].to_numpy(dtype=float),
+                y=part["value"].to_numpy(dtype=float),
+                mode="lines+markers",
+                name=(run_labels or {}).get(run, run) or key,
+                line=dict(color=METHOD_COLOURS[r % len(METHOD_COLOURS)]),
+            )
+        )
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, showlegend=len(fig.data) > 1)
+    return fig

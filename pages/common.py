@@ -1,0 +1,411 @@
+"""What every page shares: session state, translation, cached data, error display, the sidebar."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from metarec_core.errors import ConfigError, DataError, MetarecError, TrainingError
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+I18N_PATH = ROOT / "assets" / "i18n.json"
+
+#: UI languages: code -> name shown in the switch.
+LANGUAGES: dict[str, str] = {"en": "English", "zh": "简体中文"}
+
+#: Session-state keys shared between pages.
+LANG = "lang"
+DATASET = "dataset_key"
+RUN = "run_id"
+
+
+# ---------------------------------------------------------------- translation
+@functools.cache
+def load_strings(path: str = str(I18N_PATH)) -> dict[str, dict[str, str]]:
+    """Read the UI strings: ``{key: {"en": text, "zh": text}}``.
+
+    Parameters
+    ----------
+    path
+        The JSON file; the default is ``assets/i18n.json``.
+
+    Returns
+    -------
+    dict
+        Every UI string in every language.
+    """
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def language() -> str:
+    """The current UI language code (``"en"`` or ``"zh"``)."""
+    try:
+        lang = st.session_state.get(LANG, "en")
+    except Exception:  # outside a Streamlit session (plain unit tests)
+        lang = "en"
+    return lang if lang in LANGUAGES else "en"
+
+
+def t(key: str, /, **values: Any) -> str:
+    """The UI string ``key`` in the current language, formatted with ``values``.
+
+    Falls back to English, then to the key itself, so a missing translation
+    never breaks a page (``tests/test_i18n.py`` makes sure none is missing).
+    """
+    entry = load_strings().get(key)
+    if entry is None:
+        logger.warning("missing UI string %r", key)
+        return key
+    text = entry.get(language()) or entry.get("en") or key
+    return text.format(**values) if values else text
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")
+
+
+def plain(text: object) -> str:
+    """Escape Markdown (and LaTeX ``$``) in text that came from data or a user.
+
+    Streamlit renders element text as Markdown (never as HTML here); escaping
+    keeps uploaded names and values shown literally.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+# ---------------------------------------------------------------- state
+def init_state() -> None:
+    """Give the shared session-state keys their first values."""
+    st.session_state.setdefault(LANG, "en")
+    st.session_state.setdefault(DATASET, None)
+    st.session_state.setdefault(RUN, None)
+
+
+# ---------------------------------------------------------------- errors
+_NEXT_STEP = {
+    DataError: "error.next.data",
+    ConfigError: "error.next.config",
+    TrainingError: "error.next.training",
+}
+
+
+def error_message(exc: BaseException) -> str:
+    """The text shown for an error: what went wrong and the next step (no traceback).
+
+    Parameters
+    ----------
+    exc
+        The exception caught by a page.
+
+    Returns
+    -------
+    str
+        Plain text (Markdown-escaped) ready for ``st.error``.
+    """
+    if isinstance(exc, MetarecError):
+        step_key = next((k for cls, k in _NEXT_STEP.items() if isinstance(exc, cls)), "error.next.generic")
+        return f"{plain(exc)}\n\n{t(step_key)}"
+    return t("error.unexpected", kind=type(exc).__name__, message=plain(exc))
+
+
+def show_error(exc: BaseException) -> None:
+    """Show an error as a message with a next step; log unexpected ones with their traceback."""
+    if not isinstance(exc, MetarecError):
+        logger.exception("unexpected error in a page", exc_info=exc)
+    st.error(error_message(exc), icon=":material/error:")
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Run a block; any error becomes an ``st.error`` message instead of a traceback.
+
+    Streamlit's own control flow (``st.rerun``, ``st.stop``) derives from
+    ``BaseException`` and passes through untouched.
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every error must become a message
+        show_error(exc)
+
+
+def show_warnings(warnings: tuple[str, ...] | list[str], *, limit: int = 8) -> None:
+    """Show loader warnings (plain sentences from the core) as ``st.warning`` boxes."""
+    for text in list(warnings)[:limit]:
+        st.warning(plain(text), icon=":material/warning:")
+    if len(warnings) > limit:
+        st.caption(t("common.more_warnings", n=len(warnings) - limit))
+
+
+# ---------------------------------------------------------------- sidebar
+def language_switch() -> None:
+    """The EN / 简体中文 switch; it keeps its value across pages."""
+    st.segmented_control(
+        "Language · 语言",
+        list(LANGUAGES),
+        format_func=LANGUAGES.__getitem__,
+        key=LANG,
+        required=True,
+        persist_state="session",
+    )
+
+
+
+
+# ---------------------------------------------------------------- navigation helpers
+def page_link(container: Any, path: str, label_key: str, icon: str | None = None) -> None:
+    """A link to another page of the app, drawn only when that page is registered."""
+    if (ROOT / path).is_file():
+        container.page_link(path, label=t(label_key), icon=icon)
+
+
+def phase_labels() -> dict[str, str]:
+    """Display names of the training phases in the current language."""
+    return {phase: t(f"phase.{phase}") for phase in ("meta", "transfer", "joint", "validate")}
+
+
+# ---------------------------------------------------------------- training defaults
+@functools.cache
+def train_defaults() -> dict[str, Any]:
+    """The default training settings, read from ``metarec_core.training.TrainConfig``."""
+    from metarec_core.configs import config_to_dict
+    from metarec_core.training import TrainConfig
+
+    return config_to_dict(TrainConfig())
+
+
+# ---------------------------------------------------------------- store and datasets
+#: Built-in dataset references and the UI string key of their names.
+BUILTIN_DATASETS: dict[str, str] = {
+    "builtin:movielens-100k": "dataset.movielens",
+    "builtin:synthetic": "dataset.synthetic",
+    "builtin:synthetic-two-domains": "dataset.synthetic_two",
+}
+DEFAULT_DATASET = "builtin:movielens-100k"
+FALLBACK_DATASET = "builtin:synthetic"
+
+
+@st.cache_resource(show_spinner=False)
+def store() -> Any:
+    """The run store of this server (``METAREC_HOME``), opened once; connections are per thread."""
+    from metarec_core.store import RunStore
+
+    return RunStore()
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def load_dataset_ref(ref: str) -> Any:
+    """Load a dataset by reference once per server process (shared by every session).
+
+    Parameters
+    ----------
+    ref
+        ``builtin:<name>`` or ``stored:<dataset id>``.
+    """
+    return store().resolve_dataset(ref)
+
+
+def movielens_cached() -> bool:
+    """Whether MovieLens-100K is already in the local cache (no fetch needed)."""
+    from metarec_core.movielens import movielens_cache_dir
+
+    return movielens_cache_dir().is_dir()
+
+
+def dataset_options() -> dict[str, str]:
+    """Every dataset a user can pick: reference -> display name (built-ins first, then saved ones)."""
+    options = {ref: t(key) for ref, key in BUILTIN_DATASETS.items()}
+    for record in store().list_datasets():
+        options[record.ref] = t("dataset.saved", name=record.name, n=record.n_ratings)
+    return options
+
+
+def current_dataset() -> Any:
+    """The session's dataset, loading it on first use.
+
+    The first start fetches MovieLens-100K with a visible status; if that
+    fails the synthetic scenario is used and the reason is kept as a note
+    for the sidebar. Returns ``None`` (after showing an error) when the
+    chosen dataset cannot be loaded.
+    """
+    ref = st.session_state.get(DATASET) or DEFAULT_DATASET
+    if ref == "builtin:movielens-100k" and not movielens_cached():
+        with st.status(t("dataset.fetching"), expanded=False) as status:
+            try:
+                dataset = load_dataset_ref(ref)
+            except MetarecError as exc:
+                status.update(label=t("dataset.fetch_failed"), state="error")
+                st.session_state["dataset_note"] = t("dataset.fallback_note", reason=plain(exc))
+                st.session_state[DATASET] = ref = FALLBACK_DATASET
+            else:
+                status.update(label=t("dataset.fetched"), state="complete")
+                st.session_state[DATASET] = ref
+                return dataset
+    try:
+        dataset = load_dataset_ref(ref)
+    except MetarecError as exc:
+        show_error(exc)
+        return None
+    st.session_state[DATASET] = ref
+    return dataset
+
+
+def _sync_choice(widget_key: str, state_key: str) -> None:
+    st.session_state[state_key] = st.session_state[widget_key]
+
+
+def dataset_picker() -> None:
+    """Sidebar select box of datasets; choosing one makes it the session's dataset."""
+    options = dataset_options()
+    current = st.session_state.get(DATASET) or DEFAULT_DATASET
+    if current not in options:
+        current = DEFAULT_DATASET
+    st.session_state[DATASET] = current
+    st.session_state["sidebar_dataset"] = current  # the widget follows the session's choice
+    st.selectbox(
+        t("sidebar.dataset"),
+        list(options),
+        format_func=options.__getitem__,
+        key="sidebar_dataset",
+        on_change=_sync_choice,
+        args=("sidebar_dataset", DATASET),
+    )
+
+
+# ---------------------------------------------------------------- runs
+#: A run with these files can score, recommend and be mapped.
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def runs_for(dataset_ref: str | None = None) -> list[Any]:
+    """Runs in the store, newest first; only those on ``dataset_ref`` when given."""
+    runs = store().list_runs()
+    return [r for r in runs if dataset_ref is None or r.dataset_ref == dataset_ref]
+
+
+def has_weights(run_id: str) -> bool:
+    """Whether a run has saved weights (completed, or stopped after a checkpoint)."""
+    return (store().run_dir(run_id) / WEIGHTS_FILE).is_file()
+
+
+def run_label(run: Any) -> str:
+    """``name · status`` of a run record, in the current language."""
+    return f"{run.name} · {t(f'status.{run.status}')}"
+
+
+def current_run() -> Any:
+    """The session's run record (``None`` when there is none on the current dataset)."""
+    run_id = st.session_state.get(RUN)
+    if not run_id:
+        return None
+    from metarec_core.store import StoreError
+
+    try:
+        return store().get_run(run_id)
+    except StoreError:
+        st.session_state[RUN] = None
+        return None
+
+
+def run_picker() -> None:
+    """Sidebar select box of the current dataset's runs (newest usable run first by default)."""
+    ref = st.session_state.get(DATASET) or DEFAULT_DATASET
+    runs = runs_for(ref)
+    if not runs:
+        st.session_state[RUN] = None
+        st.caption(t("sidebar.no_runs"))
+        return
+    ids = [r.id for r in runs]
+    labels = {r.id: run_label(r) for r in runs}
+    current = st.session_state.get(RUN)
+    if current not in ids:
+        usable = [r.id for r in runs if r.status == "completed"] or ids
+        current = usable[0]
+    st.session_state[RUN] = current
+    st.session_state["sidebar_run"] = current
+    st.selectbox(
+        t("sidebar.run"), ids, format_func=labels.__getitem__, key="sidebar_run",
+        on_change=_sync_choice, args=("sidebar_run", RUN),
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def recommender(run_id: str, weights_mtime: float) -> Any:
+    """A :class:`~metarec_core.recommender.Recommender` for a run (reloaded when its weights change)."""
+    from metarec_core.recommender import Recommender
+
+    return Recommender.from_run_dir(store().run_dir(run_id))
+
+
+def current_recommender() -> Any:
+    """The recommender of the session's run, or ``None`` when it has no weights yet."""
+    run = current_run()
+    if run is None or not has_weights(run.id):
+        return None
+    weights = store().run_dir(run.id) / WEIGHTS_FILE
+    return recommender(run.id, weights.stat().st_mtime)
+
+
+# ---------------------------------------------------------------- sidebar
+def sidebar() -> None:
+    """The sidebar every page shares: language, current dataset (with its size), current run."""
+    with st.sidebar:
+        language_switch()
+        with guard():
+            dataset_picker()
+            dataset = current_dataset()
+            if dataset is not None:
+                st.caption(t("sidebar.counts", users=dataset.n_users, items=dataset.n_items, ratings=len(dataset.ratings)))
+            note = st.session_state.get("dataset_note")
+            if note:
+                st.info(note, icon=":material/info:")
+            run_picker()
+
+
+# ---------------------------------------------------------------- small data views
+def item_titles(dataset: Any) -> pd.Series:
+    """A display name per item index: the ``title`` feature when there is one, else the external ID."""
+    ids = pd.Series(dataset.items.external_ids, dtype=object)
+    if "title" in dataset.item_table.columns:
+        titles = dataset.item_table["title"].astype(object)
+        return titles.where(titles.notna(), ids).astype(str).reset_index(drop=True)
+    return ids.astype(str)
+
+
+def support_query_example(dataset: Any, *, k: int = 5, max_query: int = 15) -> tuple[str, pd.DataFrame, pd.DataFrame] | None:
+    """One user's ratings split into a support set (first ``k`` in time) and a query set.
+
+    The user is the one whose number of ratings is closest to the median among
+    users with more than ``2 k`` ratings (deterministic).
+
+    Returns
+    -------
+    tuple or None
+        ``(user_id, support, query)`` with columns item ID, title and rating;
+        ``None`` when no user has enough ratings.
+    """
+    ratings = dataset.ratings
+    counts = ratings.groupby("user").size()
+    eligible = counts[counts > 2 * k]
+    if eligible.empty:
+        return None
+    median = eligible.median()
+    user = int((eligible - median).abs().sort_values(kind="stable").index[0])
+    rows = ratings[ratings["user"] == user].sort_values(["timestamp", "item"], kind="stable")
+    titles = item_titles(dataset)
+    table = pd.DataFrame(
+        {
+            t("common.item_id"): [dataset.items.external(int(i)) for i in rows["item"]],
+            t("common.title"): titles.iloc[rows["item"].to_numpy()].to_numpy(),
+            t("common.rating"): rows["rating"].to_numpy(),
+        }
+    )
+    return dataset.users.external(user), table.iloc[:k].reset_index(drop=True), table.iloc[k : k + max_query].reset_index(drop=True)

@@ -1,0 +1,196 @@
+"""Learn page: meta-learning vs transfer learning, the objective, tasks, metrics and a glossary."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import charts, common
+from pages.common import t
+
+st.title(t("learn.title"))
+st.markdown(t("learn.intro"))
+
+# ---------------------------------------------------------------- the two ideas
+st.header(t("learn.ideas.header"))
+left, right = st.columns(2)
+with left:
+    st.subheader(t("learn.meta.title"))
+    st.markdown(t("learn.meta.body"))
+with right:
+    st.subheader(t("learn.transfer.title"))
+    st.markdown(t("learn.transfer.body"))
+st.markdown(t("learn.compare"))
+
+st.header(t("learn.map.header"))
+st.graphviz_chart(charts.concept_map_dot(common.load_strings(), common.language()), width="stretch")
+st.caption(t("learn.map.caption"))
+
+# ---------------------------------------------------------------- the objective
+st.header(t("learn.objective.header"))
+st.latex(r"\mathcal{L}_{\mathrm{total}}(\theta)=\lambda_1\,\mathcal{L}_{\mathrm{meta}}(\theta)+\lambda_2\,\mathcal{L}_{\mathrm{trans}}(\theta)+\mathcal{L}_0(\theta)")
+st.markdown(t("learn.objective.body"))
+
+TERMS = (
+    (
+        "learn.term.meta.title",
+        "learn.term.meta.body",
+        r"\mathcal{L}_{\mathrm{meta}}(\theta)=\frac{1}{T}\sum_{t=1}^{T}\ell\big(f_{\theta'_t};\,Q_t\big),\qquad"
+        r"\theta'_t=\mathrm{adapt}(\theta;\,S_t)",
+    ),
+    ("learn.term.trans.title", "learn.term.trans.body", r"\mathcal{L}_{\mathrm{trans}}(\theta)=\frac{1}{N}\sum_{i=1}^{N}\ell\big(f_\theta(u_i,v_i),\,y_i\big)"),
+    ("learn.term.l0.title", "learn.term.l0.body", r"\mathcal{L}_0(\theta)=\lambda_0\,\lVert\theta-\theta_{\mathrm{source}}\rVert_2^2"),
+)
+for column, (title_key, body_key, formula) in zip(st.columns(3), TERMS):
+    with column:
+        st.subheader(t(title_key))
+        st.latex(formula)
+        st.markdown(t(body_key))
+
+st.subheader(t("learn.settings.header"))
+SETTINGS = (
+    ("λ1", "lambda_meta"),
+    ("λ2", "lambda_trans"),
+    ("λ0", "lambda_l0"),
+    ("", "schedule"),
+    ("", "num_epochs"),
+    ("", "meta_epochs"),
+    ("", "trans_epochs"),
+    ("", "inner_steps"),
+    ("α", "inner_lr"),
+    ("", "adapt_scope"),
+    ("", "first_order"),
+)
+defaults = common.train_defaults()
+settings = pd.DataFrame(
+    {
+        t("learn.col.symbol"): [symbol for symbol, _ in SETTINGS],
+        t("learn.col.setting"): [name for _, name in SETTINGS],
+        t("learn.col.controls"): [t(f"learn.set.{name}") for _, name in SETTINGS],
+        t("learn.col.default"): [str(defaults.get(name, "")) for _, name in SETTINGS],
+    }
+)
+st.dataframe(settings, hide_index=True)
+st.caption(t("learn.settings.caption"))
+links = st.columns(3)
+common.page_link(links[0], "pages/train.py", "learn.goto.train", ":material/model_training:")
+common.page_link(links[1], "pages/runs.py", "learn.goto.runs", ":material/stacked_line_chart:")
+common.page_link(links[2], "pages/lab.py", "learn.goto.lab", ":material/science:")
+
+# ---------------------------------------------------------------- schedules
+st.header(t("learn.schedule.header"))
+st.markdown(t("learn.schedule.body"))
+segments = charts.schedule_segments(
+    str(defaults.get("schedule", "alternating")),
+    int(defaults.get("num_epochs", 20)),
+    int(defaults.get("meta_epochs", 5)),
+    int(defaults.get("trans_epochs", 15)),
+    lambda_meta=float(defaults.get("lambda_meta", 1.0)),
+    lambda_trans=float(defaults.get("lambda_trans", 1.0)),
+)
+st.plotly_chart(
+    charts.schedule_figure(segments, common.phase_labels(), x_title=t("train.timeline.x")),
+    config={"displayModeBar": False},
+)
+st.caption(t("learn.schedule.caption"))
+
+# ---------------------------------------------------------------- tasks
+st.header(t("learn.tasks.header"))
+st.markdown(t("learn.tasks.body"))
+st.markdown(t("learn.tasks.adapt"))
+st.latex(r"\theta \leftarrow \theta-\alpha\,\nabla_\theta\,\frac{1}{|S|}\sum_{(u,v,y)\in S}\ell\big(f_\theta(u,v),\,y\big)")
+with common.guard():
+    dataset = common.current_dataset()
+    example = None if dataset is None else common.support_query_example(dataset, k=5)
+    if example is None:
+        st.info(t("learn.tasks.no_data"))
+    else:
+        user, support, query = example
+        st.caption(t("learn.tasks.example", user=common.plain(user), k=len(support)))
+        left, right = st.columns([2, 3])
+        left.markdown(f"**{t('learn.tasks.support')}**")
+        left.dataframe(support, hide_index=True)
+        right.markdown(f"**{t('learn.tasks.query')}**")
+        right.dataframe(query, hide_index=True, height=250)
+
+# ---------------------------------------------------------------- metrics
+st.header(t("learn.metrics.header"))
+METRICS = (
+    ("mae", r"\mathrm{MAE}=\frac{1}{|Q|}\sum_{(u,i)\in Q}\lvert \hat r_{ui}-r_{ui}\rvert"),
+    ("rmse", r"\mathrm{RMSE}=\sqrt{\frac{1}{|Q|}\sum_{(u,i)\in Q}(\hat r_{ui}-r_{ui})^2}"),
+    ("ndcg", r"\mathrm{nDCG@}k=\frac{\sum_{p=1}^{k}(2^{r_p}-1)/\log_2(p+1)}{\mathrm{IDCG@}k}"),
+    ("recall", r"\mathrm{Recall@}k=\frac{\lvert \mathrm{top}_k(u)\cap R_u\rvert}{\lvert R_u\rvert}"),
+    ("hit", r"\mathrm{HitRate@}k=\frac{1}{|U|}\sum_{u}\mathbb{1}\big[\mathrm{top}_k(u)\cap R_u\neq\varnothing\big]"),
+    ("auc", r"\mathrm{AUC}=P\big(\hat s_{u,i^+}>\hat s_{u,i^-}\big)"),
+)
+for row in range(0, len(METRICS), 2):
+    for column, (name, formula) in zip(st.columns(2), METRICS[row : row + 2]):
+        with column:
+            st.markdown(t(f"learn.metric.{name}"))
+            st.latex(formula)
+
+# ---------------------------------------------------------------- glossary
+st.header(t("learn.glossary.header"))
+strings = common.load_strings()
+terms = sorted({key.split(".")[1] for key in strings if key.startswith("term.")})
+st.dataframe(
+    pd.DataFrame(
+        {
+            t("learn.glossary.col.en"): [strings[f"term.{name}"]["en"] for name in terms],
+            t("learn.glossary.col.zh"): [strings[f"term.{name}"]["zh"] for name in terms],
+            t("learn.glossary.col.meaning"): [t(f"term.{name}.def") for name in terms],
+        }
+    ),
+    hide_index=True,
+)
+
+# ---------------------------------------------------------------- honest claims
+st.header(t("learn.claims.header"))
+left, right = st.columns(2)
+with left:
+    st.subheader(t("learn.claims.strengths"))
+    st.markdown(t("learn.claims.strengths.body"))
+with right:
+    st.subheader(t("learn.claims.weaknesses"))
+    st.markdown(t("learn.claims.weaknesses.body"))
+st.info(t("learn.claims.reality"), icon=":material/fact_check:")
+st.caption(t("learn.claims.scenarios"))
+
+# ---------------------------------------------------------------- live miniature
+st.header(t("learn.live.header"))
+
+
+def live_miniature() -> None:
+    """The current run's settings, validation curve and final metrics, small."""
+    run = common.current_run()
+    if run is None:
+        st.info(t("learn.live.none"))
+        common.page_link(st, "pages/train.py", "learn.goto.train", ":material/model_training:")
+        return
+    config = run.config
+    st.latex(
+        rf"\lambda_1={config.get('lambda_meta', 0):g},\;\lambda_2={config.get('lambda_trans', 0):g},\;"
+        rf"\lambda_0={config.get('lambda_l0', 0):g}"
+    )
+    st.caption(t("learn.live.caption", name=common.plain(run.name), schedule=config.get("schedule", ""),
+                 steps=config.get("inner_steps", ""), scope=config.get("adapt_scope", "")))
+    metrics = common.store().metrics_frame(run.id)
+    left, right = st.columns([3, 2])
+    with left:
+        if (metrics["phase"] == "validate").any():
+            st.plotly_chart(
+                charts.validation_figure(metrics, "valid_mae", x_title=t("common.epoch"), y_title=t("learn.live.valid_mae"), height=260),
+                config={"displayModeBar": False},
+            )
+        else:
+            st.info(t("learn.live.no_curve"))
+    with right:
+        final = common.store().final_metrics(run.id)
+        shown = {k: v for k, v in final.items() if k.startswith("test_")}
+        if shown:
+            st.dataframe(pd.DataFrame({t("learn.live.metric"): list(shown), t("learn.live.value"): [round(v, 4) for v in shown.values()]}), hide_index=True)
+        else:
+            st.info(t("learn.live.no_final", status=t(f"status.{run.status}")))
+
+
+with common.guard():
+    live_miniature()
