@@ -26,7 +26,7 @@ _WHEEL_MEMBERS = {
     "user": "recbole/dataset_example/ml-100k/ml-100k.user",
     "item": "recbole/dataset_example/ml-100k/ml-100k.item",
 }
-_CACHE_NAME = "movielens-100k-v1"
+_CACHE_NAME = "movielens-100k-v2"
 _TABLES = ("ratings", "users", "items")
 #: Feature kinds of the ML-100K side tables.
 FEATURE_KINDS = {
@@ -251,12 +251,16 @@ def convert_recbole(inter: bytes, user: bytes, item: bytes) -> dict[str, pd.Data
     )
     title = item_f["movie_title"].astype(str).str.strip()
     title = title.mask(title.str.lower().isin(["unkonwn", "unknown"]), "unknown")
+    # One RecBole row keeps "(1995)" in the title and has "V" as its year: take the year from the title there.
+    title_year = title.str.extract(r"\((\d{4})\)\s*$", expand=False)
+    title = title.str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)
+    year = pd.to_numeric(item_f["release_year"], errors="coerce").fillna(pd.to_numeric(title_year, errors="coerce"))
     genres = item_f["class"].fillna("").astype(str).str.split().str.join("|")
     items = pd.DataFrame(
         {
             "item_id": item_f["item_id"].astype("int64"),
             "title": title,
-            "year": pd.to_numeric(item_f["release_year"], errors="coerce").astype("Int64"),
+            "year": year.astype("Int64"),
             "genres": genres.mask(genres == ""),
         }
     )

@@ -88,14 +88,16 @@ def test_recbole_conversion():
     inter = b"user_id:token\titem_id:token\trating:float\ttimestamp:float\n7\t1\t3\t100\n8\t2\t5\t200\n"
     user = b"user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n7\t24\tM\ttechnician\t85711\n8\t30\tF\tother\t01002\n"
     item = ("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-            "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tunkonwn\tunkonwn\tunknown\n").encode()
+            "1\tToy Story\t1995\tAnimation Children's Comedy\n2\tunkonwn\tunkonwn\tunknown\n"
+            "3\tLand Before Time III (1995)\tV\tAnimation\n").encode()
     tables = convert_recbole(inter, user, item)
     assert list(tables["ratings"].columns) == ["user_id", "item_id", "rating", "timestamp"]
     assert list(tables["users"].columns) == ["user_id", "age", "gender", "occupation"]
     assert list(tables["items"].columns) == ["item_id", "title", "year", "genres"]
-    assert tables["items"]["genres"].tolist() == ["Animation|Children's|Comedy", "unknown"]
-    assert tables["items"]["title"].tolist() == ["Toy Story", "unknown"]
-    assert tables["items"]["year"].iloc[0] == 1995 and pd.isna(tables["items"]["year"].iloc[1])
+    assert tables["items"]["genres"].tolist() == ["Animation|Children's|Comedy", "unknown", "Animation"]
+    assert tables["items"]["title"].tolist() == ["Toy Story", "unknown", "Land Before Time III"]
+    year = tables["items"]["year"]
+    assert year.iloc[0] == 1995 and pd.isna(year.iloc[1]) and year.iloc[2] == 1995
 
 
 def test_export_writes_the_three_csv_files(grouplens_dir, offline, tmp_path):
@@ -140,3 +142,4 @@ def test_real_movielens_100k():
     assert set(data.user_table.columns) == {"age", "gender", "occupation"}
     assert data.item_table["genres"].str.contains("Comedy").sum() == 505
     assert not data.warnings
+    assert data.item_table["year"].isna().sum() == 1  # only the 'unknown' movie
