@@ -195,7 +195,10 @@ def _feature_rows(table_name: str, table: pd.DataFrame, specs) -> list[FeatureIn
             distinct = int(labels[labels != ""].nunique())
         else:
             distinct = int(present.nunique())
-        example = str(present.iloc[0]) if len(present) else ""
+        first = present.iloc[0] if len(present) else ""
+        if isinstance(first, (float, np.floating)) and float(first).is_integer():
+            first = int(first)
+        example = str(first)
         rows.append(FeatureInfo(table_name, spec.name, spec.kind, int(column.isna().sum()), distinct, example[:40]))
     return rows
 
