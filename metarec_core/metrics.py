@@ -23,9 +23,8 @@ sort and ``np.bincount`` / ``np.add.reduceat``; there is no Python loop over row
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -355,7 +354,9 @@ def _catalogue(
     rel = _as_1d(relevant, "relevant_items", np.int64)
     n = len(s)
     if len(rel) and (rel.min() < 0 or rel.max() >= n):
-        raise DataError(f"relevant item indices must lie in 0..{n - 1} (the catalogue size is {n})", column="relevant_items")
+        raise DataError(
+            f"relevant item indices must lie in 0..{n - 1} (the catalogue size is {n})", column="relevant_items"
+        )
     if len(np.unique(rel)) != len(rel):
         raise DataError("relevant items contain duplicates; list each item once", column="relevant_items")
     keep = np.ones(n, dtype=bool)
@@ -367,7 +368,8 @@ def _catalogue(
         if not keep[rel].all():
             bad = int(rel[~keep[rel]][0])
             raise DataError(
-                f"item {bad} is both relevant and excluded; exclude only items already seen (support/train), not query items",
+                f"item {bad} is both relevant and excluded; exclude only items already seen "
+                "(support/train), not query items",
                 column="exclude",
             )
     is_rel = np.zeros(n, dtype=bool)

@@ -1,0 +1,231 @@
+"""Tests for metarec_core.baselines on small synthetic rating matrices with a known low-rank structure."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec_core.baselines import (
+    BiasBaseline,
+    BiasConfig,
+    GlobalMean,
+    ItemMean,
+    ItemMeanConfig,
+    MatrixFactorization,
+    MFConfig,
+    fold_in,
+    fold_in_batch,
+    grid_search,
+    tune_bias,
+    tune_mf,
+)
+from metarec_core.configs import config_from_dict
+from metarec_core.errors import ConfigError, DataError
+from metarec_core.metrics import mae, mean_ndcg_at_k
+
+N_USERS, N_ITEMS = 300, 200
+
+
+def make_split(seed: int = 0, rank: int = 3, support_size: int = 10):
+    """Ratings 1..5 from biases + a rank-``rank`` interaction; the last 20% of users are cold."""
+    rng = np.random.default_rng(seed)
+    p = rng.normal(0, 0.8, (N_USERS, rank))
+    q = rng.normal(0, 0.8, (N_ITEMS, rank))
+    b_u = rng.normal(0, 0.5, N_USERS)
+    b_i = rng.normal(0, 0.5, N_ITEMS)
+    users, items = np.nonzero(rng.random((N_USERS, N_ITEMS)) < 0.3)
+    r = 3.3 + b_u[users] + b_i[items] + (p[users] * q[items]).sum(1) + rng.normal(0, 0.3, len(users))
+    df = pd.DataFrame({"user": users, "item": items, "rating": np.clip(np.round(r), 1, 5).astype(np.float32)})
+    cold = df["user"] >= int(N_USERS * 0.8)
+    train = df[~cold].reset_index(drop=True)
+    c = df[cold].sample(frac=1.0, random_state=seed)
+    first = c.groupby("user").cumcount() < support_size
+    return train, c[first].reset_index(drop=True), c[~first].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return make_split()
+
+
+def evaluate(model, split) -> tuple[float, float]:
+    train, support, query = split
+    scores = model.fit(train, N_USERS, N_ITEMS).predict_tasks(support, query)
+    return mae(query["rating"], scores), mean_ndcg_at_k(query["user"], query["rating"], scores, 3)
+
+
+def test_bias_baseline_beats_global_and_item_mean(split) -> None:
+    global_mae, _ = evaluate(GlobalMean(), split)
+    item_mae, _ = evaluate(ItemMean(), split)
+    bias_mae, _ = evaluate(BiasBaseline(), split)
+    assert bias_mae < item_mae < global_mae
+    assert bias_mae < global_mae - 0.1
+
+
+def test_mf_fold_in_beats_item_mean_and_bias_on_low_rank_data(split) -> None:
+    item_mae, item_ndcg = evaluate(ItemMean(), split)
+    bias_mae, _ = evaluate(BiasBaseline(), split)
+    mf_mae, mf_ndcg = evaluate(MatrixFactorization(MFConfig(n_factors=3)), split)
+    assert mf_mae < bias_mae - 0.05
+    assert mf_mae < item_mae - 0.1
+    assert mf_ndcg > item_ndcg + 0.1
+
+
+def test_fold_in_with_zero_support_gives_the_item_bias_prediction(split) -> None:
+    train, _, _ = split
+    model = MatrixFactorization(MFConfig(clip=False)).fit(train, N_USERS, N_ITEMS)
+    items = np.arange(N_ITEMS)
+    empty = np.zeros(0)
+    np.testing.assert_allclose(model.predict(empty, empty, items), model.global_mean + model.item_bias)
+    p, b = fold_in(empty, empty, model.item_factors, model.item_bias, model.global_mean, reg=1.0, bias_reg=1.0)
+    assert b == 0.0 and np.all(p == 0.0)
+    bias = BiasBaseline(BiasConfig(clip=False)).fit(train, N_USERS, N_ITEMS)
+    np.testing.assert_allclose(bias.predict(empty, empty, items), bias.global_mean + bias.item_bias)
+
+
+def test_fold_in_is_the_ridge_least_squares_solution() -> None:
+    rng = np.random.default_rng(7)
+    q, b_i = rng.normal(size=(30, 4)), rng.normal(size=30)
+    tasks = np.array([0] * 6 + [2] * 9)
+    items = rng.integers(0, 30, size=len(tasks))
+    r = rng.normal(3, 1, size=len(tasks))
+    reg, bias_reg = 0.7, 2.0
+    p, b = fold_in_batch(tasks, items, r, 3, q, b_i, 3.5, reg=reg, bias_reg=bias_reg)
+    for t in range(3):
+        m = tasks == t
+        x = np.c_[q[items[m]], np.ones(m.sum())]
+        y = r[m] - 3.5 - b_i[items[m]]
+        # ridge as an augmented least-squares problem
+        xa = np.r_[x, np.diag(np.sqrt(np.r_[np.full(4, reg), bias_reg]))]
+        ya = np.r_[y, np.zeros(5)]
+        ref = np.linalg.lstsq(xa, ya, rcond=None)[0]
+        np.testing.assert_allclose(np.r_[p[t], b[t]], ref, atol=1e-10)
+    assert np.all(p[1] == 0) and b[1] == 0  # task 1 has no support rows
+
+
+def test_als_is_deterministic_under_its_seed(split) -> None:
+    train, support, query = split
+    a = MatrixFactorization(MFConfig(seed=3)).fit(train, N_USERS, N_ITEMS)
+    b = MatrixFactorization(MFConfig(seed=3)).fit(train, N_USERS, N_ITEMS)
+    c = MatrixFactorization(MFConfig(seed=4)).fit(train, N_USERS, N_ITEMS)
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+    np.testing.assert_array_equal(a.predict_tasks(support, query), b.predict_tasks(support, query))
+    assert not np.allclose(a.item_factors, c.item_factors)
+
+
+def test_als_training_error_decreases(split) -> None:
+    train, _, _ = split
+    seen = []
+    config = MFConfig(n_factors=3, n_iter=8, reg=0.01, bias_reg=0.01)
+    model = MatrixFactorization(config, on_iteration=lambda it, err: seen.append((it, err)))
+    model.fit(train, N_USERS, N_ITEMS)
+    assert [it for it, _ in seen] == list(range(1, 9))
+    assert model.train_rmse[-1] < model.train_rmse[0] < 1.0
+    assert model.train_rmse[-1] < 0.45  # noise std 0.3 plus rounding
+
+
+def test_predict_matches_predict_tasks_and_unseen_items(split) -> None:
+    train, support, query = split
+    model = MatrixFactorization().fit(train, N_USERS, N_ITEMS)
+    batched = model.predict_tasks(support, query)
+    u = query["user"].iloc[0]
+    s, q = support[support["user"] == u], query[query["user"] == u]
+    single = model.predict(s["item"].to_numpy(), s["rating"].to_numpy(), q["item"].to_numpy())
+    np.testing.assert_allclose(single, batched[(query["user"] == u).to_numpy()])
+    # a query user with no support rows is scored from the prior; support of other users is ignored
+    lonely = pd.DataFrame({"user": [N_USERS - 1] * 3, "item": [0, 1, 2]})
+    np.testing.assert_allclose(
+        model.predict_tasks(support[support["user"] != N_USERS - 1], lonely),
+        np.clip(model.global_mean + model.item_bias[:3], *model.rating_range),
+    )
+
+
+def test_with_fold_in_shares_factors_and_changes_penalties(split) -> None:
+    train, support, query = split
+    model = MatrixFactorization().fit(train, N_USERS, N_ITEMS)
+    loose = model.with_fold_in(fold_in_reg=1e-3, fold_in_bias_reg=1e-3)
+    assert loose.item_factors is model.item_factors
+    assert not np.allclose(loose.predict_tasks(support, query), model.predict_tasks(support, query))
+    with pytest.raises(ConfigError, match="without refitting"):
+        model.with_fold_in(n_factors=4)
+
+
+def test_item_mean_popularity_for_implicit_data() -> None:
+    train = pd.DataFrame({"user": [0, 1, 2, 0], "item": [1, 1, 1, 2], "rating": np.ones(4, np.float32)})
+    model = ItemMean().fit(train, 3, 4)
+    np.testing.assert_array_equal(model.predict([], [], [0, 1, 2, 3]), [0.0, 3.0, 1.0, 0.0])
+    with pytest.raises(DataError, match="implicit"):
+        BiasBaseline().fit(train, 3, 4)
+    with pytest.raises(DataError, match="popularity"):
+        MatrixFactorization().fit(train, 3, 4)
+    shrunk = ItemMean(ItemMeanConfig(shrinkage=1.0, score="mean"))
+    explicit = train.assign(rating=[5.0, 5.0, 5.0, 1.0])
+    # mu = 4; item 1: 4 + 3*1/(3+1); item 2: 4 + (-3)/(1+1)
+    np.testing.assert_allclose(shrunk.fit(explicit, 3, 4).predict([], [], [1, 2, 3]), [4.75, 2.5, 4.0])
+
+
+def test_bad_input_and_configs_are_rejected(split) -> None:
+    train, support, query = split
+    with pytest.raises(DataError, match="rating"):
+        BiasBaseline().fit(train.drop(columns="rating"), N_USERS, N_ITEMS)
+    with pytest.raises(DataError, match="item indices"):
+        BiasBaseline().fit(train, N_USERS, 10)
+    with pytest.raises(ConfigError, match="not fitted"):
+        GlobalMean().predict_tasks(support, query)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config_from_dict(MFConfig, {"factors": 5})
+    with pytest.raises(ConfigError, match="reg"):
+        MFConfig(reg=-1.0)
+    assert config_from_dict(BiasConfig, {"user_shrinkage": 2.0}).user_shrinkage == 2.0
+
+
+def test_grid_search_picks_the_best_validation_config(split) -> None:
+    train, support, query = split
+    configs = [BiasConfig(user_shrinkage=s) for s in (0.0, 5.0, 1e6)]
+
+    def objective(q: pd.DataFrame, scores: np.ndarray) -> float:
+        return mae(q["rating"], scores)
+
+    best, table = grid_search(BiasBaseline, configs, train, support, query, N_USERS, N_ITEMS, objective)
+    assert [c for c, _ in table] == configs
+    assert best.user_shrinkage != 1e6  # no user offset at all must lose on data with user biases
+    assert min(v for _, v in table) == dict((c.user_shrinkage, v) for c, v in table)[best.user_shrinkage]
+
+
+def test_with_fold_in_equals_a_fresh_fit_with_the_same_config(split) -> None:
+    train, support, query = split
+    fitted = MatrixFactorization(MFConfig(n_factors=3)).fit(train, N_USERS, N_ITEMS)
+    shortcut = fitted.with_fold_in(fold_in_reg=0.5, fold_in_bias_reg=7.0)
+    config = MFConfig(n_factors=3, fold_in_reg=0.5, fold_in_bias_reg=7.0)
+    fresh = MatrixFactorization(config).fit(train, N_USERS, N_ITEMS)
+    np.testing.assert_allclose(shortcut.predict_tasks(support, query), fresh.predict_tasks(support, query))
+
+
+def test_tuning_picks_from_the_grid_and_beats_a_bad_setting(split) -> None:
+    train, support, query = split
+    best, table = tune_bias(train, support, query, N_USERS, N_ITEMS, grid={"user_shrinkage": (2.0, 1e6)})
+    assert best.user_shrinkage == 2.0 and len(table) == 2
+    grid = {"reg": (0.5, 1e4), "bias_reg": (1.0,), "fold_in_reg": (0.3, 3.0), "fold_in_bias_reg": (1.0,)}
+    best_mf, table_mf = tune_mf(train, support, query, N_USERS, N_ITEMS, base=MFConfig(n_factors=3), grid=grid)
+    assert len(table_mf) == 4
+    assert best_mf.reg == 0.5  # 1e4 crushes the factors: no better than the bias model
+    assert dict(((c.reg, c.fold_in_reg), v) for c, v in table_mf)[(best_mf.reg, best_mf.fold_in_reg)] == min(
+        v for _, v in table_mf
+    )
+
+
+def test_baselines_on_the_project_splitter_and_synthetic_scenario() -> None:
+    """The data layer's contract: split_cold_start frames go straight into fit / predict_tasks."""
+    from metarec_core.splits import SplitConfig, split_cold_start
+    from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+    dataset = make_synthetic(SyntheticConfig(n_users=250, n_items=150, affinity=1.5, seed=1)).dataset
+    split = split_cold_start(dataset, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=10, seed=0))
+    scores = {}
+    for model in (GlobalMean(), ItemMean(), BiasBaseline(), MatrixFactorization(MFConfig(reg=1.0))):
+        model.fit(split.train, dataset.n_users, dataset.n_items)
+        s = model.predict_tasks(split.support, split.query)
+        assert s.shape == (len(split.query),) and np.isfinite(s).all()
+        scores[model.name] = mae(split.query["rating"], s)
+    # taste groups x categories is a low-rank signal that only the factor model can pick up from 10 ratings
+    assert scores[MatrixFactorization.name] < scores[BiasBaseline.name] < scores[GlobalMean.name]
