@@ -19,7 +19,7 @@ deterministic. For nDCG this is the tie-averaged DCG of McSherry & Najork (2008)
 the same rule as ``sklearn.metrics.ndcg_score(..., ignore_ties=False)``.
 
 Grouped functions take a ``users`` array and work on all users at once with one
-sort and ``np.bincount`` / ``np.add.reduceat``; there is no Python loop over rows.
+sort and ``np.bincount``; there is no Python loop over rows.
 """
 from __future__ import annotations
 
