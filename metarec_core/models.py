@@ -176,7 +176,7 @@ class FeatureEmbedder(nn.Module):
             parts.append(self.text_adaptor(data.text[flat]))
         if not parts:
             return flat.new_zeros(tuple(index.shape) + (0,), dtype=torch.float32)
-        return torch.cat(parts, dim=-1).reshape(tuple(index.shape) + (-1,))
+        return torch.cat(parts, dim=-1).reshape(tuple(index.shape) + (self.out_dim,))
 
 
 class PreferenceModel(nn.Module):

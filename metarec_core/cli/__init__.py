@@ -51,3 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
+        if args.verbose:
+            logging.getLogger("metarec_core").exception("unexpected error")
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with -v to see where)", file=sys.stderr)
+        return 1

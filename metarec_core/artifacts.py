@@ -1,0 +1,223 @@
+"""Run directories: everything needed to score and recommend later, written and read back safely."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from metarec_core.configs import config_from_dict, config_to_dict
+from metarec_core.errors import DataError
+from metarec_core.features import FeatureEncoder
+from metarec_core.idmap import IdMap
+from metarec_core.models import EntityTensors, FeatureContext, ModelConfig, ModelShape, PreferenceModel
+
+if TYPE_CHECKING:
+    from metarec_core.training import ProgressEvent, TrainConfig
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+CONTEXT_FILE = "context.safetensors"
+METRICS_FILE = "metrics.jsonl"
+RESULT_FILE = "result.json"
+INNER_LR_PREFIX = "inner_lr."
+
+
+@dataclass
+class RunArtifacts:
+    """What a run directory holds besides the weights: config, sizes, ID maps, vocabularies, provenance."""
+
+    config: "TrainConfig"
+    shape: ModelShape
+    users: IdMap
+    items: IdMap
+    user_encoder: FeatureEncoder
+    item_encoder: FeatureEncoder
+    dataset_name: str
+    fingerprint: str
+    loss: str
+    rating_range: tuple[float, float]
+    context: FeatureContext = field(repr=False)
+    cold_users: tuple[int, ...] = ()
+    cold_items: tuple[int, ...] = ()
+    item_titles: tuple[str, ...] = ()
+
+    def append_metrics(self, run_dir: Path, event: "ProgressEvent") -> None:
+        """Append one progress event as a JSON line to ``metrics.jsonl``."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({**dataclasses.asdict(event), "time": time.time()})
+        with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_run(
+    run_dir: Path,
+    model: PreferenceModel,
+    inner_lr: dict[str, torch.Tensor],
+    artifacts: RunArtifacts,
+    *,
+    final_metrics: dict[str, float],
+    stopped: bool,
+) -> None:
+    """Write (or overwrite, atomically per file) a run directory.
+
+    Files: ``config.json``, ``model.json`` (shape, model config, ID maps,
+    feature vocabularies, provenance), ``weights.safetensors`` (parameters,
+    buffers and learned inner learning rates), ``context.safetensors``
+    (encoded side features and text vectors) and ``result.json``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config_to_dict(artifacts.config), indent=2, sort_keys=True) + "\n")
+    meta = {
+        "format": 1,
+        "shape": dataclasses.asdict(artifacts.shape),
+        "model_config": config_to_dict(artifacts.config.model),
+        "users": artifacts.users.to_json(),
+        "items": artifacts.items.to_json(),
+        "user_features": artifacts.user_encoder.to_json(),
+        "item_features": artifacts.item_encoder.to_json(),
+        "dataset_name": artifacts.dataset_name,
+        "fingerprint": artifacts.fingerprint,
+        "loss": artifacts.loss,
+        "rating_range": list(artifacts.rating_range),
+        "cold_users": list(artifacts.cold_users),
+        "cold_items": list(artifacts.cold_items),
+        "item_titles": dict(zip(artifacts.items.external_ids, artifacts.item_titles)) if artifacts.item_titles else {},
+    }
+    _atomic_write_text(run_dir / MODEL_FILE, json.dumps(meta) + "\n")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({INNER_LR_PREFIX + k: v.detach().cpu().contiguous() for k, v in inner_lr.items()})
+    tmp = run_dir / (WEIGHTS_FILE + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, run_dir / WEIGHTS_FILE)
+    if not (run_dir / CONTEXT_FILE).exists():
+        tmp = run_dir / (CONTEXT_FILE + ".tmp")
+        save_file(_context_tensors(artifacts.context), str(tmp))
+        os.replace(tmp, run_dir / CONTEXT_FILE)
+    _atomic_write_text(run_dir / RESULT_FILE, json.dumps({"final_metrics": final_metrics, "stopped": stopped, "saved_at": time.time()}) + "\n")
+
+
+def _context_tensors(context: FeatureContext) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for prefix, ent in (("users", context.users), ("items", context.items)):
+        out[f"{prefix}.categorical"] = ent.categorical.cpu().contiguous()
+        out[f"{prefix}.numeric"] = ent.numeric.cpu().contiguous()
+        for j, m in enumerate(ent.multilabel):
+            out[f"{prefix}.multilabel.{j}"] = m.cpu().contiguous()
+        if ent.text is not None:
+            out[f"{prefix}.text"] = ent.text.cpu().contiguous()
+    return out
+
+
+@dataclass
+class LoadedRun:
+    """A trained run read back from disk: model, learned inner rates, features and metadata."""
+
+    run_dir: Path
+    config: "TrainConfig"
+    model: PreferenceModel
+    inner_lr: dict[str, torch.Tensor]
+    context: FeatureContext
+    users: IdMap
+    items: IdMap
+    user_encoder: FeatureEncoder
+    item_encoder: FeatureEncoder
+    meta: dict[str, Any]
+
+    @property
+    def loss(self) -> str:
+        """``mse`` or ``bce``."""
+        return str(self.meta["loss"])
+
+    @property
+    def rating_range(self) -> tuple[float, float]:
+        """Smallest and largest training rating."""
+        lo, hi = self.meta["rating_range"]
+        return float(lo), float(hi)
+
+
+def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The model tensors of a run (no inner learning rates), loaded without unpickling."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    if not path.exists():
+        raise DataError(f"no weights in run directory '{run_dir}'; train the run first or pick another run")
+    return {k: v for k, v in load_file(str(path)).items() if not k.startswith(INNER_LR_PREFIX)}
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
+    """Read a run directory back into a ready-to-score model.
+
+    Raises
+    ------
+    DataError
+        If a file is missing or unreadable; the message names it.
+    """
+    from metarec_core.training import TrainConfig
+
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, MODEL_FILE, WEIGHTS_FILE, CONTEXT_FILE):
+        if not (run_dir / name).exists():
+            raise DataError(f"run directory '{run_dir}' has no {name}; it was not written completely — train it again")
+    try:
+        config = config_from_dict(TrainConfig, json.loads((run_dir / CONFIG_FILE).read_text()))
+        meta = json.loads((run_dir / MODEL_FILE).read_text())
+        tensors = load_file(str(run_dir / WEIGHTS_FILE))
+        ctx = load_file(str(run_dir / CONTEXT_FILE))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read run directory '{run_dir}': {exc}") from exc
+    shape_values = dict(meta["shape"])
+    for key in ("user_categorical", "user_multilabel", "item_categorical", "item_multilabel"):
+        shape_values[key] = tuple(shape_values[key])
+    shape = ModelShape(**shape_values)
+    model = PreferenceModel(shape, config_from_dict(ModelConfig, meta["model_config"]))
+    state = {k: v for k, v in tensors.items() if not k.startswith(INNER_LR_PREFIX)}
+    model.load_state_dict(state)
+    model.to(device).eval()
+    inner_lr = {k[len(INNER_LR_PREFIX):]: v.to(device) for k, v in tensors.items() if k.startswith(INNER_LR_PREFIX)}
+
+    def entity(prefix: str) -> EntityTensors:
+        n_multi = sum(1 for k in ctx if k.startswith(f"{prefix}.multilabel."))
+        return EntityTensors(
+            ctx[f"{prefix}.categorical"], tuple(ctx[f"{prefix}.multilabel.{j}"] for j in range(n_multi)),
+            ctx[f"{prefix}.numeric"], ctx.get(f"{prefix}.text"),
+        )
+
+    context = FeatureContext(entity("users"), entity("items")).to(device)
+    return LoadedRun(
+        run_dir=run_dir, config=config, model=model, inner_lr=inner_lr, context=context,
+        users=IdMap.from_json(meta["users"]), items=IdMap.from_json(meta["items"]),
+        user_encoder=FeatureEncoder.from_json(meta["user_features"]),
+        item_encoder=FeatureEncoder.from_json(meta["item_features"]), meta=meta,
+    )
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The events of ``metrics.jsonl``; a half-written last line is skipped with a log warning."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not complete JSON; skipped", path, number)
+    return rows

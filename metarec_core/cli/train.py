@@ -1,0 +1,204 @@
+"""CLI sub-commands of training and inference: ``train``, ``score`` and ``recommend``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
+from metarec_core.configs import config_from_dict, config_to_dict, load_config, parse_set_arguments
+from metarec_core.dataset import Dataset
+from metarec_core.errors import DataError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``score`` and ``recommend``."""
+    from metarec_core.training import PRESETS
+
+    train = subparsers.add_parser("train", help="train a model (meta-learning + transfer learning) and evaluate it")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=BUILTIN_DATASETS, help="a built-in dataset")
+    source.add_argument("--interactions", type=Path, help="interactions file (CSV, TSV or Parquet)")
+    train.add_argument("--users", type=Path, help="user table (optional)")
+    train.add_argument("--items", type=Path, help="item table (optional)")
+    train.add_argument("--preset", choices=list(PRESETS), help="start from a named preset")
+    train.add_argument("--config", type=Path, help="a config JSON file (keys of TrainConfig)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    train.add_argument("--out", type=Path, required=True, help="run directory to write")
+    train.add_argument("--background", action="store_true", help="queue the run in the run store and return at once")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=run_train)
+
+    score = subparsers.add_parser("score", help="adapt to users from support ratings and score item pairs")
+    score.add_argument("--run", type=Path, required=True, help="run directory")
+    score.add_argument("--support", type=Path, required=True, help="CSV user_id,item_id,rating")
+    score.add_argument("--pairs", type=Path, required=True, help="CSV user_id,item_id")
+    score.add_argument("--out", type=Path, required=True, help="output CSV user_id,item_id,score")
+    score.set_defaults(func=run_score)
+
+    rec = subparsers.add_parser("recommend", help="top-K unseen items for a user")
+    rec.add_argument("--run", type=Path, required=True, help="run directory")
+    rec.add_argument("--user", required=True, help="user ID (known or new)")
+    rec.add_argument("--support", type=Path, help="CSV user_id,item_id,rating with this user's ratings")
+    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.set_defaults(func=run_recommend)
+
+
+def build_config(args: argparse.Namespace):
+    """The TrainConfig from ``--preset``, ``--config`` and ``--set`` (applied in that order)."""
+    from metarec_core.configs import ConfigError
+    from metarec_core.training import PRESETS, TrainConfig
+
+    values: dict = dict(PRESETS[args.preset]) if args.preset else {}
+    if args.config:
+        values.update(config_to_dict(load_config(TrainConfig, args.config)))
+    values.update(_nested(parse_set_arguments(args.overrides)))
+    if "model" in values and not isinstance(values["model"], dict):
+        raise ConfigError("'model' must be a mapping of model settings")
+    return config_from_dict(TrainConfig, values)
+
+
+def _nested(values: dict) -> dict:
+    """``model.hidden=[64]`` -> ``{"model": {"hidden": [64]}}``."""
+    out: dict = {}
+    for key, value in values.items():
+        if key.startswith("model."):
+            out.setdefault("model", {})[key.split(".", 1)[1]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def load_cli_dataset(args: argparse.Namespace) -> Dataset:
+    """The dataset named by ``--dataset`` or read from ``--interactions/--users/--items``."""
+    if args.dataset:
+        return load_builtin(args.dataset)
+    from metarec_core.loaders import load_dataset
+
+    return load_dataset(args.interactions, users=args.users, items=args.items)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr for ``fit``'s progress events."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.last = 0.0
+
+    def __call__(self, event) -> None:
+        now = time.perf_counter()
+        if event.phase == "validate":
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.metrics.items())
+            self.stream.write(f"\repoch {event.epoch}: {shown}" + " " * 20 + "\n")
+            return
+        if event.phase == "done" or now - self.last < 0.2:
+            return
+        self.last = now
+        width = 24
+        filled = int(width * event.step / max(event.total_steps, 1))
+        loss = event.losses.get("total", float("nan"))
+        eta = f"{event.eta:.0f}s" if event.eta is not None else "?"
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {event.step}/{event.total_steps} {event.phase:<8} epoch {event.epoch} loss {loss:.4f} eta {eta}  ")
+        self.stream.flush()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """``train``: fit, save the run directory, print a summary."""
+    from metarec_core.training import fit
+
+    config = build_config(args)
+    if args.background:
+        from metarec_core.jobs import dispatch, submit
+        from metarec_core.store import RunStore
+
+        store = RunStore()
+        ref = f"builtin:{args.dataset}" if args.dataset else "stored:" + store.save_dataset(load_cli_dataset(args), name=args.interactions.stem)
+        run_id = submit(store, config, ref, name=args.out.name)
+        dispatch(store)
+        print(f"queued run {run_id}; follow it with: python -m metarec_core runs show {run_id}")
+        return 0
+    dataset = load_cli_dataset(args)
+    for warning in dataset.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    result = fit(config, dataset, out_dir=args.out, on_progress=None if args.quiet else ProgressBar())
+    print(("stopped" if result.stopped else "finished") + f" after {result.epochs_completed} epoch(s) on {result.device}; run saved to {args.out}")
+    for key, value in sorted(result.final_metrics.items()):
+        print(f"  {key:<16} {value:.4f}")
+    return 0
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    from metarec_core.loaders import read_table
+
+    frame = read_table(path)
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(missing)}; expected columns {', '.join(required)}", source=path.name)
+    frame = frame.copy()
+    for column in ("user_id", "item_id"):
+        if column in frame:
+            frame[column] = frame[column].astype(str).str.strip()
+    if "rating" in required:
+        ratings = pd.to_numeric(frame["rating"], errors="coerce")
+        bad = np.flatnonzero(ratings.isna().to_numpy())
+        if len(bad):
+            raise DataError(f"rating '{frame['rating'].iloc[bad[0]]}' is not a number; fix or remove that row", source=path.name, column="rating", row=int(bad[0]) + 2)
+        frame["rating"] = ratings.astype(np.float32)
+    return frame
+
+
+def run_score(args: argparse.Namespace) -> int:
+    """``score``: per user, adapt on the support rows and score that user's pairs."""
+    from metarec_core.recommender import Recommender
+
+    rec = Recommender.from_run_dir(args.run)
+    support = _read_csv(args.support, ("user_id", "item_id", "rating"))
+    pairs = _read_csv(args.pairs, ("user_id", "item_id"))
+    pair_items = rec.item_indices(pairs["item_id"].tolist(), source=args.pairs.name)
+    scores = np.zeros(len(pairs), dtype=np.float64)
+    groups = dict(tuple(support.groupby("user_id", sort=False)))
+    for user, rows in pairs.groupby("user_id", sort=False):
+        sup = groups.get(user)
+        pairs_of_user = rows.index.to_numpy()
+        if sup is not None:
+            rec.item_indices(sup["item_id"].tolist(), source=args.support.name)
+        state = rec.adapt_user(sup if sup is not None else [], user_id=user)
+        scores[pairs_of_user] = rec.score_items(state, pair_items[pairs_of_user])
+    out = pd.DataFrame({"user_id": pairs["user_id"], "item_id": pairs["item_id"], "score": scores})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(args.out, index=False)
+    print(f"scored {len(out)} pairs for {pairs['user_id'].nunique()} user(s) -> {args.out}")
+    return 0
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    """``recommend``: top-K unseen items for one user."""
+    from metarec_core.recommender import Recommender
+
+    rec = Recommender.from_run_dir(args.run)
+    support: pd.DataFrame | list = []
+    if args.support:
+        frame = _read_csv(args.support, ("user_id", "item_id", "rating"))
+        support = frame[frame["user_id"] == str(args.user).strip()]
+    state = rec.adapt_user(support, user_id=args.user)
+    top = rec.recommend(state, k=args.k)
+    titles = _titles(rec)
+    top = top.assign(title=[titles.get(i, "") for i in top["item_id"]]) if titles else top
+    if args.json:
+        print(json.dumps({"user_id": args.user, "known_user": state.known, "support_size": len(state.support_items), "items": top.drop(columns=["item"]).to_dict(orient="records")}, indent=2))
+    else:
+        kind = "known user" if state.known else "new user"
+        print(f"top {len(top)} for {kind} {args.user} (adapted on {len(state.support_items)} rating(s)):")
+        print(top.drop(columns=["item"]).to_string(index=False))
+    return 0
+
+
+def _titles(rec) -> dict[str, str]:
+    titles = rec.run.meta.get("item_titles") or {}
+    return {str(k): str(v) for k, v in titles.items()}

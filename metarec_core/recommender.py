@@ -1,0 +1,224 @@
+"""The recommender: a trained run that adapts to one user from a few ratings and ranks items."""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec_core.artifacts import LoadedRun, load_run
+from metarec_core.errors import DataError
+from metarec_core.meta import adapt, score
+from metarec_core.models import EntityTensors, FeatureContext
+from metarec_core.tasks import Episode
+
+
+@dataclass(frozen=True)
+class UserState:
+    """One user's adapted parameters and what produced them.
+
+    Attributes
+    ----------
+    user_id
+        External ID (``None`` for an anonymous new user).
+    known
+        Whether the user was a training (warm) user whose ID parameters are used.
+    support_items, support_ratings
+        The ratings adapted on (item indices, ratings).
+    params
+        Parameters after adaptation (adapted ones with a leading dimension 1).
+    losses
+        Support loss before each inner step and after the last.
+    seconds
+        Time the adaptation took.
+    """
+
+    user_id: str | None
+    known: bool
+    support_items: np.ndarray
+    support_ratings: np.ndarray
+    params: dict[str, torch.Tensor] = field(repr=False)
+    context: FeatureContext = field(repr=False)
+    user_index: int = 0
+    losses: tuple[float, ...] = ()
+    seconds: float = 0.0
+
+
+class Recommender:
+    """Adapt-and-rank on top of a trained run directory.
+
+    Examples
+    --------
+    >>> rec = Recommender.from_run_dir("runs/demo")  # doctest: +SKIP
+    >>> state = rec.adapt_user([("50", 5.0), ("181", 4.0)])  # doctest: +SKIP
+    >>> rec.recommend(state, k=5)  # doctest: +SKIP
+    """
+
+    def __init__(self, run: LoadedRun) -> None:
+        self.run = run
+        self.model = run.model
+        self._start = {k: v.detach() for k, v in run.model.named_parameters()}
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, *, device: str = "cpu") -> "Recommender":
+        """Load a run directory (see :func:`metarec_core.artifacts.load_run`)."""
+        return cls(load_run(run_dir, device=device))
+
+    @property
+    def items(self):
+        """The item ID map."""
+        return self.run.items
+
+    @property
+    def users(self):
+        """The user ID map."""
+        return self.run.users
+
+    def item_indices(self, item_ids: Sequence[object], *, source: str = "support") -> np.ndarray:
+        """Indices of external item IDs; unknown IDs raise a :class:`DataError` naming them."""
+        idx = self.run.items.lookup(item_ids)
+        if (idx < 0).any():
+            unknown = [str(item_ids[i]) for i in np.flatnonzero(idx < 0)[:5]]
+            raise DataError(
+                f"item ID(s) {', '.join(unknown)} are not in this run's catalogue; "
+                "use item IDs from the training data or retrain with these items in the item table",
+                source=source, column="item_id",
+            )
+        return idx
+
+    def adapt_user(
+        self,
+        ratings: Sequence[tuple[object, float]] | pd.DataFrame,
+        *,
+        user_id: object | None = None,
+        user_features: Mapping[str, object] | None = None,
+        steps: int | None = None,
+        use_known: bool = True,
+    ) -> UserState:
+        """Adapt the model to one user from their ratings (the support set).
+
+        Parameters
+        ----------
+        ratings
+            ``(item_id, rating)`` pairs, or a frame with ``item_id`` and ``rating``.
+        user_id
+            A known user's ID (their learned parameters and features are used
+            when ``use_known``), or a new ID / ``None`` for a new user.
+        user_features
+            Side features of a new user (``{"age": 30, "gender": "F"}``); missing ones are unknown.
+        steps
+            Inner steps (default: the run's ``inner_steps``).
+        use_known
+            Use a known user's learned ID parameters (warm scoring).
+        """
+        if isinstance(ratings, pd.DataFrame):
+            pairs = list(zip(ratings["item_id"].tolist(), ratings["rating"].tolist()))
+        else:
+            pairs = list(ratings)
+        items = self.item_indices([p[0] for p in pairs]) if pairs else np.zeros(0, np.int64)
+        values = np.asarray([float(p[1]) for p in pairs], dtype=np.float32)
+        known_index = self.run.users.get(user_id) if user_id is not None else -1
+        device = self.run.context.items.categorical.device
+        if known_index >= 0:
+            context = self.run.context
+            user_index = known_index
+            warm = use_known and bool(self.model.user_known[known_index])
+        else:
+            context = FeatureContext(self._new_user_features(user_features or {}).to(device), self.run.context.items)
+            user_index = 0
+            warm = False
+        episode = Episode(
+            users=torch.tensor([user_index], device=device),
+            items=torch.as_tensor(items, device=device).reshape(1, -1),
+            ratings=torch.as_tensor(values, device=device).reshape(1, -1),
+            mask=torch.ones((1, len(items)), dtype=torch.bool, device=device),
+            warm=warm,
+        )
+        config = self.run.config
+        trace: list[float] = []
+        started = time.perf_counter()
+        with torch.no_grad():
+            params = adapt(
+                self.model, self._start, episode, context,
+                steps=config.inner_steps if steps is None else int(steps),
+                lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss, trace=trace,
+            )
+        return UserState(
+            user_id=None if user_id is None else str(user_id), known=warm, support_items=items, support_ratings=values,
+            params=params, context=context, user_index=user_index, losses=tuple(trace), seconds=time.perf_counter() - started,
+        )
+
+    def start_state(self, *, user_features: Mapping[str, object] | None = None) -> UserState:
+        """The meta-learned starting point for a new user with no ratings yet."""
+        return self.adapt_user([], user_features=user_features, steps=0)
+
+    def score_items(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
+        """Scores of ``items`` (indices; default all) for an adapted user (ratings are clipped to the training range)."""
+        device = self.run.context.items.categorical.device
+        idx = np.arange(len(self.run.items)) if items is None else np.asarray(items, dtype=np.int64)
+        episode = Episode(
+            users=torch.tensor([state.user_index], device=device),
+            items=torch.as_tensor(idx, device=device).reshape(1, -1),
+            ratings=torch.zeros((1, len(idx)), device=device),
+            mask=torch.ones((1, len(idx)), dtype=torch.bool, device=device),
+            warm=state.known,
+        )
+        with torch.no_grad():
+            out = score(self.model, state.params, episode, state.context).reshape(-1).cpu().numpy()
+        if self.run.loss == "bce":
+            return 1.0 / (1.0 + np.exp(-out))
+        return np.clip(out, *self.run.rating_range)
+
+    def recommend(self, state: UserState, *, k: int = 10, exclude: Sequence[int] | None = None) -> pd.DataFrame:
+        """Top-``k`` items not in the support set (nor in ``exclude``): ``item_id``, ``item``, ``score``, ``rank``."""
+        scores = self.score_items(state)
+        banned = set(state.support_items.tolist()) | set(exclude or [])
+        if banned:
+            scores = scores.copy()
+            scores[list(banned)] = -np.inf
+        k = max(0, min(int(k), int(np.isfinite(scores).sum())))
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, np.int64)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return pd.DataFrame({
+            "item_id": self.run.items.externals(top), "item": top, "score": scores[top], "rank": np.arange(1, len(top) + 1),
+        })
+
+    def user_vector(self, state: UserState) -> np.ndarray:
+        """The user's taste vector (in the item-factor space), for embedding plots."""
+        device = self.run.context.items.categorical.device
+        taste = state.params["user_taste"]
+        taste = taste[0] if taste.dim() == 2 else taste
+        model = self.model
+        with torch.no_grad():
+            x_user = model.user_features(state.context.users, torch.tensor([state.user_index], device=device))
+            if model.user_feature_taste is not None:
+                weight = state.params.get("user_feature_taste.weight", model.user_feature_taste.weight)
+                weight = weight[0] if weight.dim() == 3 else weight
+                taste = taste + x_user[0] @ weight.T
+            if state.known:
+                taste = taste + model.user_factor.weight[state.user_index]
+        return taste.cpu().numpy()
+
+    def item_vectors(self) -> np.ndarray:
+        """Every item's factor vector ``q_i`` (ID factor of known items plus the feature projection)."""
+        model = self.model
+        device = self.run.context.items.categorical.device
+        idx = torch.arange(len(self.run.items), device=device)
+        with torch.no_grad():
+            x_item = model.item_features(self.run.context.items, idx)
+            q = model.item_factor.weight * model.item_known.unsqueeze(-1).to(x_item.dtype) if model.config.use_item_ids else torch.zeros(len(idx), model.config.factor_dim, device=device)
+            if model.item_feature_factor is not None:
+                q = q + x_item @ model.item_feature_factor.weight.T
+        return q.cpu().numpy()
+
+    def _new_user_features(self, values: Mapping[str, object]) -> EntityTensors:
+        known = {v.spec.name for v in self.run.user_encoder.vocabs}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DataError(f"unknown user feature(s) {', '.join(unknown)}; this run knows {', '.join(sorted(known)) or 'none'}")
+        table = pd.DataFrame([{name: values.get(name) for name in known}]) if known else None
+        return EntityTensors.from_encoded(self.run.user_encoder.transform(table, n_rows=1))

@@ -1,0 +1,518 @@
+"""Training: one ``fit`` that optimises ``L_total = λ1·L_meta + λ2·L_trans + L0`` on a schedule of phases."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec_core.artifacts import RunArtifacts, save_run
+from metarec_core.configs import config_from_dict, config_to_dict
+from metarec_core.dataset import Dataset
+from metarec_core.errors import ConfigError, TrainingError
+from metarec_core.features import FeatureEncoder
+from metarec_core.losses import l2_penalty, pointwise_loss
+from metarec_core.meta import adapt, meta_loss, score
+from metarec_core.models import ADAPT_SCOPES, EntityTensors, FeatureContext, ModelConfig, PreferenceModel, shape_for
+from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
+from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks, tasks_from_frames
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("alternating", "sequential", "joint")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run; saved as ``config.json`` beside the weights.
+
+    The objective is ``L_total = λ1·L_meta + λ2·L_trans + L0`` with
+    ``λ1 = lambda_meta``, ``λ2 = lambda_trans`` and ``L0 = lambda_l0·‖θ − θ_source‖²``
+    (L2-SP towards a source run's weights when ``source_run`` is set, plain L2
+    ``lambda_l0·‖θ‖²`` otherwise). ``λ1 = 0`` turns the meta phase off (pure
+    transfer), ``λ2 = 0`` the transfer phase (pure meta-learning).
+
+    Schedules: ``alternating`` runs, in each of ``num_epochs`` epochs,
+    ``meta_epochs`` passes of the meta phase then ``trans_epochs`` passes of
+    the transfer phase; ``sequential`` runs all transfer passes first
+    (``num_epochs × trans_epochs``), then all meta passes; ``joint`` takes,
+    in every step, one meta-batch and one warm batch and optimises the whole
+    sum (``num_epochs × max(meta_epochs, trans_epochs)`` passes).
+    """
+
+    lambda_meta: float = 1.0
+    lambda_trans: float = 1.0
+    lambda_l0: float = 1e-3
+    schedule: str = "alternating"
+    num_epochs: int = 8
+    meta_epochs: int = 1
+    trans_epochs: int = 2
+    inner_steps: int = 5
+    inner_lr: float = 0.1
+    learn_inner_lr: bool = True
+    adapt_scope: str = "user"
+    first_order: bool = False
+    meta_batch_size: int = 32
+    support_size: int = 10
+    query_size: int = 25
+    batch_size: int = 512
+    lr: float = 0.005
+    model: ModelConfig = field(default_factory=ModelConfig)
+    use_text: bool = False
+    text_encoder: str = "default"
+    text_columns: tuple[str, ...] = ()
+    scenario: str = "user-cold"
+    cold_fraction: float = 0.2
+    valid_fraction: float = 0.1
+    eval_support_size: int = 10
+    loss: str = "auto"
+    negatives: int = 4
+    source_run: str = ""
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got '{self.device}'")
+        if self.adapt_scope not in ADAPT_SCOPES:
+            raise ValueError(f"adapt_scope must be one of {ADAPT_SCOPES}, got '{self.adapt_scope}'")
+        if self.loss not in ("auto", "mse", "bce"):
+            raise ValueError(f"loss must be auto, mse or bce, got '{self.loss}'")
+        for name in ("lambda_meta", "lambda_trans", "lambda_l0", "inner_lr", "lr"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        for name in ("num_epochs", "meta_epochs", "trans_epochs", "inner_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0")
+        for name in ("meta_batch_size", "support_size", "query_size", "batch_size", "eval_support_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not 0.0 <= self.cold_fraction < 1.0 or not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError("cold_fraction and valid_fraction must be in [0, 1)")
+        if self.lambda_meta == 0 and self.lambda_trans == 0:
+            raise ValueError("lambda_meta and lambda_trans cannot both be 0: nothing would be trained")
+
+
+#: Named starting points for the scenarios users try (overrides of the defaults).
+PRESETS: dict[str, dict] = {
+    "new users (meta + transfer)": {},
+    "transfer only": {"lambda_meta": 0.0},
+    "meta only": {"lambda_trans": 0.0},
+    "new items (text features)": {"scenario": "item-cold", "use_text": True},
+}
+
+
+def preset_config(name: str, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` from a named preset (see :data:`PRESETS`) plus overrides."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; presets are: {', '.join(PRESETS)}")
+    return config_from_dict(TrainConfig, {**PRESETS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One report from ``fit``: where training is and what the loss terms are.
+
+    ``phase`` is ``meta``, ``transfer``, ``joint``, ``validate`` or ``done``;
+    ``losses`` holds the terms of the last step (``total``, ``meta``,
+    ``trans``, ``l0``); ``metrics`` holds validation metrics on ``validate``
+    and ``done`` events (``valid_mae``, ``valid_rmse``, ``valid_ndcg@3``, and
+    ``test_*`` at the end).
+    """
+
+    phase: str
+    epoch: int
+    step: int
+    total_steps: int
+    losses: Mapping[str, float]
+    metrics: Mapping[str, float]
+    elapsed: float
+    eta: float | None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``fit`` returns: where the run was saved, whether it was stopped, final metrics."""
+
+    run_dir: Path | None
+    stopped: bool
+    epochs_completed: int
+    final_metrics: dict[str, float]
+    device: str
+    model: PreferenceModel = field(repr=False, compare=False)
+    artifacts: RunArtifacts = field(repr=False, compare=False)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is available; use device=auto or cpu")
+    return torch.device(device)
+
+
+def loss_kind(config: TrainConfig, dataset: Dataset) -> str:
+    """The loss in use: the config's, or MSE for explicit and BCE for implicit data."""
+    if config.loss != "auto":
+        return config.loss
+    return "bce" if dataset.implicit else "mse"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The pieces of a dataset that training and evaluation use, prepared once."""
+
+    split: ColdStartSplit
+    train: pd.DataFrame
+    valid_support: pd.DataFrame
+    valid_query: pd.DataFrame
+    user_encoder: FeatureEncoder
+    item_encoder: FeatureEncoder
+    context: FeatureContext
+    text_vectors: np.ndarray | None
+
+
+def prepare_data(config: TrainConfig, dataset: Dataset, *, text_vectors: np.ndarray | None = None) -> TrainingData:
+    """Split a dataset (seeded), carve validation users from the training users and encode features."""
+    split = split_cold_start(
+        dataset,
+        SplitConfig(scenario=config.scenario, cold_fraction=config.cold_fraction, support_size=config.eval_support_size, seed=config.seed),
+    )
+    train = split.train
+    counts = train.groupby("user").size()
+    eligible = counts.index[counts > config.eval_support_size].to_numpy(np.int64)
+    rng = np.random.default_rng(config.seed + 1)
+    n_valid = int(round(len(eligible) * config.valid_fraction))
+    valid_users = np.sort(rng.choice(eligible, size=n_valid, replace=False)) if n_valid else np.zeros(0, np.int64)
+    is_valid = train["user"].isin(valid_users).to_numpy()
+    valid_rows = train[is_valid]
+    train = train[~is_valid].reset_index(drop=True)
+    # Validation tasks: a seeded support set of K ratings per validation user, the rest as query.
+    order = rng.permutation(len(valid_rows))
+    shuffled = valid_rows.iloc[order]
+    rank = shuffled.groupby("user").cumcount().to_numpy()
+    valid_support = shuffled[rank < config.eval_support_size].reset_index(drop=True)
+    valid_query = shuffled[rank >= config.eval_support_size].reset_index(drop=True)
+    user_encoder = FeatureEncoder.fit(dataset.user_table, dataset.user_features)
+    item_encoder = FeatureEncoder.fit(dataset.item_table, tuple(s for s in dataset.item_features if s.kind != "text"))
+    context = FeatureContext(
+        EntityTensors.from_encoded(user_encoder.transform(dataset.user_table)),
+        EntityTensors.from_encoded(item_encoder.transform(dataset.item_table), text=text_vectors),
+    )
+    return TrainingData(split, train, valid_support, valid_query, user_encoder, item_encoder, context, text_vectors)
+
+
+def item_text_vectors(config: TrainConfig, dataset: Dataset) -> np.ndarray | None:
+    """Encoded item texts when ``use_text`` is on (cached on disk by the text module)."""
+    if not config.use_text:
+        return None
+    from metarec_core.text import encode_items, make_text_encoder
+
+    columns = tuple(config.text_columns) or None
+    return encode_items(dataset, make_text_encoder(config.text_encoder), columns=columns)
+
+
+def fit(
+    config: TrainConfig,
+    dataset: Dataset,
+    *,
+    out_dir: str | Path | None = None,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    text_vectors: np.ndarray | None = None,
+) -> TrainResult:
+    """Train a model on a dataset's training users and evaluate it on held-out cold users.
+
+    Parameters
+    ----------
+    config
+        All settings (see :class:`TrainConfig`).
+    dataset
+        The data; it is split by ``config.scenario`` with ``config.seed``.
+    out_dir
+        Run directory to write (config, weights, ID maps, metrics); a
+        checkpoint is written after every epoch and when stopped.
+    on_progress
+        Called with a :class:`ProgressEvent` after every step, validation and at the end.
+    should_stop
+        Checked before every step; when it returns true training stops
+        cleanly, the last state is saved and ``TrainResult.stopped`` is true.
+    text_vectors
+        Item text vectors ``(n_items, dim)``; computed from the config when
+        ``use_text`` is on and they are not given.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainingError
+        If a loss becomes NaN or infinite (the message names phase, epoch and term).
+    """
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    device = resolve_device(config.device)
+    kind = loss_kind(config, dataset)
+    if text_vectors is None:
+        text_vectors = item_text_vectors(config, dataset)
+    data = prepare_data(config, dataset, text_vectors=text_vectors)
+    if len(data.train) == 0:
+        raise TrainingError("no training interactions are left after the cold-start split; lower cold_fraction")
+    shape = shape_for(
+        dataset, data.user_encoder, data.item_encoder,
+        text_dim=0 if text_vectors is None else int(text_vectors.shape[1]),
+        global_mean=0.0 if kind == "bce" else float(data.train["rating"].mean()),
+    )
+    model = PreferenceModel(shape, config.model).to(device)
+    model.mark_known(data.train["user"].to_numpy(), data.train["item"].to_numpy())
+    context = data.context.to(device)
+    anchor = _source_anchor(config, model, device)
+    inner_lr = _inner_learning_rates(model, config, device)
+    trainable = list(model.parameters()) + (list(inner_lr.values()) if config.learn_inner_lr else [])
+    optimizer = torch.optim.Adam(trainable, lr=config.lr)
+
+    user_ratings = UserRatings(data.train, dataset.n_users)
+    meta_users = np.flatnonzero(user_ratings.count() > config.support_size)
+    warm = data.train[["user", "item", "rating"]].to_numpy()
+    valid_tasks, valid_positions = (
+        tasks_from_frames(data.valid_support, data.valid_query) if len(data.valid_query) else (None, None)
+    )
+    plan = _plan(config, n_meta_steps=_n_batches(len(meta_users), config.meta_batch_size), n_trans_steps=_n_batches(len(warm), config.batch_size))
+    total_steps = sum(n for _, _, n in plan)
+
+    artifacts = RunArtifacts(
+        config=config, shape=shape, users=dataset.users, items=dataset.items,
+        user_encoder=data.user_encoder, item_encoder=data.item_encoder,
+        dataset_name=dataset.name, fingerprint=dataset.fingerprint, loss=kind,
+        rating_range=dataset.rating_range, context=data.context,
+        item_titles=tuple(dataset.item_table["title"].astype(str)) if "title" in dataset.item_table else (),
+        cold_users=tuple(int(u) for u in data.split.cold_users), cold_items=tuple(int(i) for i in data.split.cold_items),
+    )
+    history: list[ProgressEvent] = []
+
+    def emit(event: ProgressEvent) -> None:
+        history.append(event) if event.phase in ("validate", "done") else None
+        if out_dir is not None and event.phase in ("validate", "done"):
+            artifacts.append_metrics(Path(out_dir), event)
+        if on_progress is not None:
+            on_progress(event)
+
+    def l0_term() -> torch.Tensor:
+        if config.lambda_l0 == 0:
+            return torch.zeros((), device=device)
+        params = {n: p for n, p in model.named_parameters() if n != "global_bias"}
+        return config.lambda_l0 * l2_penalty(params, anchor)
+
+    def meta_term(users: np.ndarray) -> torch.Tensor:
+        tasks = sample_tasks(
+            user_ratings, users, support_size=config.support_size, query_size=config.query_size, rng=rng,
+            n_items=dataset.n_items, negatives=config.negatives if kind == "bce" else 0,
+        ).to(device)
+        return meta_loss(
+            model, dict(model.named_parameters()), tasks, context,
+            steps=config.inner_steps, lr=inner_lr, first_order=config.first_order, scope=config.adapt_scope, loss=kind,
+        )
+
+    def trans_term(rows: np.ndarray) -> torch.Tensor:
+        users = torch.as_tensor(rows[:, 0], dtype=torch.long, device=device)
+        items = torch.as_tensor(rows[:, 1], dtype=torch.long, device=device)
+        targets = torch.as_tensor(rows[:, 2], dtype=torch.float32, device=device)
+        if kind == "bce":
+            negatives = torch.as_tensor(rng.integers(0, dataset.n_items, size=len(rows) * config.negatives), device=device)
+            users = torch.cat([users, users.repeat(config.negatives)])
+            items = torch.cat([items, negatives])
+            targets = torch.cat([targets, torch.zeros(len(negatives), device=device)])
+        predictions = model(users, items.unsqueeze(1), context, warm=True).squeeze(1)
+        return pointwise_loss(predictions, targets, kind)
+
+    step = 0
+    stopped = False
+    epochs_completed = 0
+    last_epoch = -1
+    for epoch, phase, n_steps in plan:
+        if epoch != last_epoch and last_epoch >= 0:
+            epochs_completed = last_epoch + 1
+            _validate_and_save(model, inner_lr, config, valid_tasks, valid_positions, data, context, kind, last_epoch, step, total_steps, started, emit, out_dir, artifacts)
+        last_epoch = epoch
+        meta_order = rng.permutation(meta_users)
+        warm_order = rng.permutation(len(warm))
+        for b in range(n_steps):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            model.train()
+            terms: dict[str, torch.Tensor] = {}
+            if phase in ("meta", "joint"):
+                users = _batch(meta_order, b, config.meta_batch_size)
+                terms["meta"] = meta_term(users)
+            if phase in ("transfer", "joint"):
+                rows = warm[_batch(warm_order, b, config.batch_size)]
+                terms["trans"] = trans_term(rows)
+            terms["l0"] = l0_term()
+            total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"]
+            for name, value in list(terms.items()) + [("total", total)]:
+                if not torch.isfinite(value).all():
+                    raise TrainingError(
+                        f"the {name} loss became {float(value.detach())} in the {phase} phase, epoch {epoch + 1}, step {step + 1}; "
+                        f"lower the learning rate (lr={config.lr}, inner_lr={config.inner_lr}) and train again"
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            if config.learn_inner_lr:
+                with torch.no_grad():
+                    for value in inner_lr.values():
+                        value.clamp_(min=0.0)
+            step += 1
+            elapsed = time.perf_counter() - started
+            emit(ProgressEvent(
+                phase=phase, epoch=epoch + 1, step=step, total_steps=total_steps,
+                losses={k: float(v.detach()) for k, v in terms.items()} | {"total": float(total.detach())},
+                metrics={}, elapsed=elapsed, eta=elapsed / step * (total_steps - step),
+            ))
+        if stopped:
+            break
+    if not stopped and last_epoch >= 0:
+        epochs_completed = last_epoch + 1
+    final = _validate_and_save(model, inner_lr, config, valid_tasks, valid_positions, data, context, kind, max(last_epoch, 0), step, total_steps, started, emit, out_dir, artifacts, final=True)
+    final.update(evaluate_split(model, inner_lr, config, data, context, kind))
+    elapsed = time.perf_counter() - started
+    emit(ProgressEvent("done", epochs_completed, step, total_steps, {}, dict(final), elapsed, 0.0))
+    if out_dir is not None:
+        save_run(Path(out_dir), model, inner_lr, artifacts, final_metrics=final, stopped=stopped)
+    log.info("fit finished in %.1fs (%s), final metrics %s", elapsed, "stopped" if stopped else "completed", final)
+    return TrainResult(Path(out_dir) if out_dir else None, stopped, epochs_completed, final, str(device), model, artifacts)
+
+
+def _validate_and_save(model, inner_lr, config, valid_tasks, valid_positions, data, context, kind, epoch, step, total_steps, started, emit, out_dir, artifacts, final: bool = False) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    if valid_tasks is not None:
+        predictions = predict_tasks(model, inner_lr, config, valid_tasks.to(context.items.categorical.device), context, kind)
+        flat = predictions.reshape(-1)[valid_positions]
+        metrics = {f"valid_{k}": v for k, v in query_metrics(data.valid_query, flat, kind, artifacts.rating_range).items()}
+    elapsed = time.perf_counter() - started
+    if not final:
+        emit(ProgressEvent("validate", epoch + 1, step, total_steps, {}, metrics, elapsed, elapsed / max(step, 1) * (total_steps - step)))
+        if out_dir is not None:
+            save_run(Path(out_dir), model, inner_lr, artifacts, final_metrics=metrics, stopped=False)
+    return metrics
+
+
+def predict_tasks(model: PreferenceModel, inner_lr, config: TrainConfig, tasks: TaskBatch, context: FeatureContext, kind: str, *, chunk: int = 256) -> np.ndarray:
+    """Adapt to each task's support set and score its query items -> ``(T, Q)`` numpy array."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(tasks), chunk):
+            part = tasks.select(slice(start, start + chunk))
+            adapted = adapt(model, dict(model.named_parameters()), part.support(), context, steps=config.inner_steps, lr=inner_lr, scope=config.adapt_scope, loss=kind)
+            out.append(score(model, adapted, part.query(), context).cpu().numpy())
+    return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
+
+
+def query_metrics(query: pd.DataFrame, predictions: np.ndarray, kind: str, rating_range: tuple[float, float]) -> dict[str, float]:
+    """MAE, RMSE and nDCG@3 (explicit) or AUC (implicit) of predictions aligned with ``query`` rows."""
+    from metarec_core import metrics
+
+    users = query["user"].to_numpy()
+    truth = query["rating"].to_numpy(np.float64)
+    if kind == "bce":
+        return {"auc": metrics.mean_auc(users, truth, predictions)} if len(np.unique(truth)) > 1 else {}
+    clipped = np.clip(predictions, *rating_range)
+    return {
+        "mae": metrics.mae(truth, clipped),
+        "rmse": metrics.rmse(truth, clipped),
+        "ndcg@3": metrics.mean_ndcg_at_k(users, truth, clipped, 3),
+    }
+
+
+def evaluate_split(model: PreferenceModel, inner_lr, config: TrainConfig, data: TrainingData, context: FeatureContext, kind: str) -> dict[str, float]:
+    """Test metrics on the split's held-out tasks (adapt on support, score query)."""
+    query = data.split.query
+    if len(query) == 0:
+        return {}
+    tasks, positions = tasks_from_frames(data.split.support, query, warm=config.scenario in ("warm", "item-cold"))
+    predictions = predict_tasks(model, inner_lr, config, tasks.to(context.items.categorical.device), context, kind).reshape(-1)[positions]
+    return {f"test_{k}": v for k, v in query_metrics(query, predictions, kind, data.split.rating_range if hasattr(data.split, "rating_range") else (float(query["rating"].min()), float(query["rating"].max()))).items()}
+
+
+def _inner_learning_rates(model: PreferenceModel, config: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    names = model.scope_names(config.adapt_scope)
+    params = dict(model.named_parameters())
+    return {
+        name: torch.full_like(params[name], config.inner_lr, device=device).requires_grad_(config.learn_inner_lr)
+        for name in names
+    }
+
+
+def _source_anchor(config: TrainConfig, model: PreferenceModel, device: torch.device) -> dict[str, torch.Tensor] | None:
+    """Weights of the source run (L2-SP anchor), also used to initialise the model."""
+    if not config.source_run:
+        return None
+    from metarec_core.artifacts import load_weights
+
+    weights = load_weights(Path(config.source_run))
+    own = dict(model.named_parameters())
+    anchor = {n: w.to(device) for n, w in weights.items() if n in own and own[n].shape == w.shape}
+    with torch.no_grad():
+        for name, value in anchor.items():
+            own[name].copy_(value)
+    log.info("initialised %d tensors from source run %s", len(anchor), config.source_run)
+    return anchor
+
+
+def _plan(config: TrainConfig, *, n_meta_steps: int, n_trans_steps: int) -> list[tuple[int, str, int]]:
+    """The schedule as ``(epoch, phase, steps)`` blocks."""
+    meta_on = config.lambda_meta > 0 and n_meta_steps > 0
+    trans_on = config.lambda_trans > 0 and n_trans_steps > 0
+    plan: list[tuple[int, str, int]] = []
+    if config.schedule == "alternating":
+        for e in range(config.num_epochs):
+            plan += [(e, "meta", n_meta_steps)] * (config.meta_epochs if meta_on else 0)
+            plan += [(e, "transfer", n_trans_steps)] * (config.trans_epochs if trans_on else 0)
+    elif config.schedule == "sequential":
+        plan += [(e, "transfer", n_trans_steps) for e in range(config.num_epochs) for _ in range(config.trans_epochs if trans_on else 0)]
+        offset = config.num_epochs if plan else 0
+        plan += [(offset + e, "meta", n_meta_steps) for e in range(config.num_epochs) for _ in range(config.meta_epochs if meta_on else 0)]
+    else:
+        passes = max(config.meta_epochs, config.trans_epochs)
+        if meta_on and trans_on:
+            plan += [(e, "joint", n_meta_steps) for e in range(config.num_epochs) for _ in range(passes)]
+        elif meta_on:
+            plan += [(e, "meta", n_meta_steps) for e in range(config.num_epochs) for _ in range(passes)]
+        elif trans_on:
+            plan += [(e, "transfer", n_trans_steps) for e in range(config.num_epochs) for _ in range(passes)]
+    return plan
+
+
+def _n_batches(n: int, size: int) -> int:
+    return (n + size - 1) // size if n else 0
+
+
+def _batch(order: np.ndarray, b: int, size: int) -> np.ndarray:
+    n = len(order)
+    if n == 0:
+        return order
+    start = (b * size) % n
+    idx = order[start : start + size]
+    if len(idx) < min(size, n):
+        idx = np.concatenate([idx, order[: min(size, n) - len(idx)]])
+    return idx
+
+
+def config_summary(config: TrainConfig) -> dict:
+    """The config as a JSON-ready dict (for logs and the run store)."""
+    return config_to_dict(config)

@@ -1,0 +1,140 @@
+"""Tests of metarec_core.training: the objective's schedule, progress, stopping, NaN handling, quality."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from metarec_core.artifacts import load_run, read_metrics
+from metarec_core.configs import config_from_dict
+from metarec_core.errors import ConfigError, TrainingError
+from metarec_core.recommender import Recommender
+from metarec_core.synthetic import SyntheticConfig, make_synthetic
+from metarec_core.training import PRESETS, TrainConfig, _plan, fit, preset_config
+
+FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "meta_batch_size": 32, "batch_size": 256, "inner_steps": 3}
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    # Demographics carry no group signal here: only the ratings can reveal a user's group.
+    return make_synthetic(SyntheticConfig(n_users=240, n_items=120, feature_signal=0.0, seed=3))
+
+
+def config(**values) -> TrainConfig:
+    return config_from_dict(TrainConfig, {**FAST, **values})
+
+
+def test_unknown_setting_is_rejected():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config_from_dict(TrainConfig, {"lamda_meta": 1.0})
+    with pytest.raises(ConfigError):
+        config_from_dict(TrainConfig, {"schedule": "random"})
+    with pytest.raises(ConfigError):
+        config_from_dict(TrainConfig, {"lambda_meta": 0.0, "lambda_trans": 0.0})
+
+
+def test_presets_build_and_ablate():
+    assert set(PRESETS) >= {"new users (meta + transfer)", "transfer only", "meta only", "new items (text features)"}
+    assert preset_config("transfer only").lambda_meta == 0
+    assert preset_config("meta only").lambda_trans == 0
+    assert preset_config("new items (text features)").use_text
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        ("alternating", ["meta", "transfer", "transfer", "meta", "transfer", "transfer"]),
+        ("sequential", ["transfer", "transfer", "transfer", "transfer", "meta", "meta"]),
+        ("joint", ["joint", "joint", "joint", "joint"]),
+    ],
+)
+def test_schedules_run_expected_phases(schedule, expected):
+    cfg = config_from_dict(TrainConfig, {"schedule": schedule, "num_epochs": 2, "meta_epochs": 1, "trans_epochs": 2})
+    assert [phase for _, phase, _ in _plan(cfg, n_meta_steps=3, n_trans_steps=5)] == expected
+
+
+def test_zero_lambda_turns_a_phase_off(scenario):
+    phases = {}
+    for name, values in (("transfer", {"lambda_meta": 0.0}), ("meta", {"lambda_trans": 0.0})):
+        seen = set()
+        fit(config(**values), scenario.dataset, on_progress=lambda e: seen.add(e.phase))
+        phases[name] = seen
+    assert "meta" not in phases["transfer"] and "transfer" in phases["transfer"]
+    assert "transfer" not in phases["meta"] and "meta" in phases["meta"]
+
+
+def test_progress_events_and_metrics_file(scenario, tmp_path):
+    events = []
+    result = fit(config(), scenario.dataset, out_dir=tmp_path / "run", on_progress=events.append)
+    steps = [e for e in events if e.phase in ("meta", "transfer")]
+    assert steps and steps[-1].step == steps[-1].total_steps
+    assert all({"total", "l0"} <= set(e.losses) for e in steps)
+    assert all(e.eta is not None and e.eta >= 0 for e in steps)
+    validations = [e for e in events if e.phase == "validate"]
+    assert validations and "valid_mae" in validations[0].metrics
+    assert events[-1].phase == "done" and "test_mae" in events[-1].metrics
+    rows = read_metrics(tmp_path / "run")
+    assert [r["phase"] for r in rows][-1] == "done"
+    assert not result.stopped and result.epochs_completed == 2
+
+
+def test_should_stop_stops_cleanly_with_usable_checkpoint(scenario, tmp_path):
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    result = fit(config(num_epochs=5), scenario.dataset, out_dir=tmp_path / "run", should_stop=stop)
+    assert result.stopped
+    assert result.epochs_completed < 5
+    rec = Recommender.from_run_dir(tmp_path / "run")
+    scores = rec.score_items(rec.start_state())
+    assert np.isfinite(scores).all()
+
+
+def test_nan_loss_stops_with_a_message(scenario):
+    with pytest.raises(TrainingError, match=r"(?s)phase.*epoch.*learning rate"):
+        fit(config(lr=1e30, inner_lr=1e30, lambda_l0=0.0), scenario.dataset)
+
+
+def test_run_directory_round_trip_gives_same_scores(scenario, tmp_path):
+    result = fit(config(), scenario.dataset, out_dir=tmp_path / "run")
+    loaded = load_run(tmp_path / "run")
+    assert loaded.config == result.artifacts.config
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(value.cpu(), loaded.model.state_dict()[name]), name
+    rec = Recommender(loaded)
+    state = rec.adapt_user([("1", 5.0), ("2", 1.0), ("3", 4.0)])
+    again = Recommender.from_run_dir(tmp_path / "run").adapt_user([("1", 5.0), ("2", 1.0), ("3", 4.0)])
+    assert np.allclose(rec.score_items(state), Recommender.from_run_dir(tmp_path / "run").score_items(again))
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["final_metrics"]["test_mae"] == pytest.approx(result.final_metrics["test_mae"])
+
+
+def test_adaptation_lowers_new_users_query_error(scenario):
+    result = fit(config(num_epochs=4), scenario.dataset)
+    no_adapt = fit(config(num_epochs=4, inner_steps=0), scenario.dataset)
+    assert result.final_metrics["test_mae"] < no_adapt.final_metrics["test_mae"] - 0.02
+
+
+def test_adaptation_recovers_a_new_users_group(scenario, tmp_path):
+    """After a few ratings, the category a new user is predicted to like most is their group's favourite."""
+    result = fit(config(num_epochs=4), scenario.dataset, out_dir=tmp_path / "run")
+    rec = Recommender.from_run_dir(tmp_path / "run")
+    ratings = scenario.dataset.ratings
+    cold = np.asarray(result.artifacts.cold_users)
+    favourite = scenario.affinity[0].argmax(axis=1)
+    hits_adapted = hits_start = 0
+    for user in cold:
+        rows = ratings[ratings["user"] == user].head(10)
+        support = list(zip(rec.items.externals(rows["item"]), rows["rating"]))
+        adapted = rec.score_items(rec.adapt_user(support))
+        start = rec.score_items(rec.start_state())
+        per_category = lambda s: np.bincount(scenario.item_category, weights=s) / np.bincount(scenario.item_category)  # noqa: E731
+        want = favourite[scenario.user_group[user]]
+        hits_adapted += per_category(adapted).argmax() == want
+        hits_start += per_category(start).argmax() == want
+    assert hits_adapted / len(cold) > 0.7
+    assert hits_adapted > hits_start
