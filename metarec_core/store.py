@@ -242,7 +242,8 @@ def parse_dataset_ref(ref: str) -> tuple[str, str]:
     Parameters
     ----------
     ref
-        ``builtin:movielens-100k``, ``builtin:synthetic`` or ``stored:<dataset_id>``.
+        ``builtin:<name>`` with a name of :data:`metarec_core.builtin.BUILTIN_DATASETS`
+        (``movielens-100k``, ``synthetic``, ...) or ``stored:<dataset_id>``.
 
     Returns
     -------
@@ -525,6 +526,8 @@ class RunStore:
         Counting and claiming happen in one transaction, so two dispatchers (two
         app sessions) never start more runs than allowed.
         """
+        if self._conn().execute("SELECT 1 FROM runs WHERE status = 'queued' LIMIT 1").fetchone() is None:
+            return None  # nothing queued: no write lock taken (the app calls this on every poll)
         now = time.time()
         with self._write() as conn:
             running = conn.execute("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetchone()[0]

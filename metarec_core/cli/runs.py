@@ -1,0 +1,332 @@
+"""CLI sub-commands of the run store and background workers: ``runs ...`` and ``worker``."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from metarec_core.store import RUN_STATUSES, RunRecord, RunStore
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``worker`` and ``runs list|show|cancel|delete|rename|compare|export|import|dispatch|wait|datasets``."""
+    home = argparse.ArgumentParser(add_help=False)
+    home.add_argument("--home", type=Path, help="run store directory (default: METAREC_HOME or the user data dir)")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    worker = subparsers.add_parser("worker", parents=[home], help="train one queued run in this process (started by the queue)")
+    worker.add_argument("run_id", metavar="RUN_ID")
+    worker.set_defaults(func=cmd_worker)
+
+    runs = subparsers.add_parser("runs", help="list, inspect, cancel, export and import training runs")
+    sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("list", parents=[home, as_json], help="list runs, newest first")
+    p.add_argument("--status", choices=RUN_STATUSES, action="append", help="only runs with this status (repeatable)")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", parents=[home, as_json], help="one run: settings, progress, final metrics, problems")
+    p.add_argument("run_id", metavar="ID")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("cancel", parents=[home], help="stop a queued or running run")
+    p.add_argument("run_id", metavar="ID")
+    p.add_argument("--wait", action="store_true", help="wait until the worker has stopped")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("delete", parents=[home], help="delete a run and its artifacts")
+    p.add_argument("run_id", metavar="ID")
+    p.set_defaults(func=cmd_delete)
+    p = sub.add_parser("rename", parents=[home], help="rename a run")
+    p.add_argument("run_id", metavar="ID")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_rename)
+    p = sub.add_parser("compare", parents=[home, as_json], help="settings that differ and final metrics of runs")
+    p.add_argument("run_ids", metavar="ID", nargs="+")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("export", parents=[home], help="write a finished run to a zip file")
+    p.add_argument("run_id", metavar="ID")
+    p.add_argument("--to", type=Path, required=True, metavar="FILE.zip")
+    p.add_argument("--no-dataset", action="store_true", help="leave out the saved dataset the run was trained on")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("import", parents=[home, as_json], help="add a run from a zip file written by `runs export`")
+    p.add_argument("zip", type=Path, metavar="FILE.zip")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("dispatch", parents=[home, as_json], help="start queued runs while worker slots are free")
+    p.add_argument("--max-concurrent", type=int, help="runs allowed at once (default METAREC_MAX_WORKERS or 1)")
+    p.set_defaults(func=cmd_dispatch)
+    p = sub.add_parser("wait", parents=[home, as_json], help="wait until a run has finished")
+    p.add_argument("run_id", metavar="ID")
+    p.add_argument("--timeout", type=float, help="give up after this many seconds")
+    p.set_defaults(func=cmd_wait)
+    p = sub.add_parser("datasets", parents=[home, as_json], help="list saved datasets, or delete one")
+    p.add_argument("--delete", metavar="DATASET_ID", help="delete this saved dataset")
+    p.add_argument("--force", action="store_true", help="delete even if finished runs used it")
+    p.set_defaults(func=cmd_datasets)
+
+
+def _store(args: argparse.Namespace) -> RunStore:
+    return RunStore(args.home)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``worker RUN_ID``: train the run here; exit code 0 unless it failed."""
+    from metarec_core.jobs import run_worker
+
+    status = run_worker(_store(args), args.run_id)
+    return 0 if status in ("completed", "cancelled") else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``runs list``."""
+    from metarec_core.jobs import mark_stale_runs
+
+    store = _store(args)
+    mark_stale_runs(store)
+    runs = store.list_runs(args.status)
+    if args.json:
+        _print_json([r.to_json() for r in runs])
+        return 0
+    if not runs:
+        print("no runs yet; queue one with: python -m metarec_core train --background ...")
+        return 0
+    rows = [
+        [r.id, r.name, r.status, _progress_text(r), r.dataset_ref, r.device or "", _when(r.created), _duration(r), r.error or ""]
+        for r in runs
+    ]
+    print(format_table(["id", "name", "status", "progress", "dataset", "device", "created", "duration", "error"], rows))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``runs show ID``."""
+    store = _store(args)
+    run = store.find_run(args.run_id)
+    final = store.final_metrics(run.id)
+    problems = store.check_run(run.id)
+    if args.json:
+        _print_json({**run.to_json(), "run_dir": str(store.run_dir(run.id)), "final_metrics": final, "problems": list(problems)})
+        return 0
+    fields = [
+        ("id", run.id), ("name", run.name), ("status", run.status), ("dataset", run.dataset_ref),
+        ("dataset fingerprint", run.dataset_fingerprint or ""), ("device", run.device or ""),
+        ("created", _when(run.created)), ("started", _when(run.started)), ("finished", _when(run.finished)),
+        ("duration", _duration(run)), ("progress", _progress_text(run)), ("artifacts", str(store.run_dir(run.id))),
+    ]
+    if run.status == "running":
+        fields += [("worker", f"pid {run.pid} on {run.host}"), ("heartbeat", f"{time.time() - (run.heartbeat or 0):.1f} s ago")]
+    if run.cancel_requested and run.status == "running":
+        fields.append(("cancel", "requested"))
+    if run.error:
+        fields.append(("error", run.error))
+    print(format_table(["field", "value"], fields, header=False))
+    print("\nsettings")
+    print(format_table(["setting", "value"], [(k, json.dumps(v)) for k, v in sorted(_flat(run.config).items())], header=False))
+    if final:
+        print("\nfinal metrics")
+        print(format_table(["metric", "value"], [(k, f"{v:.4f}") for k, v in sorted(final.items())], header=False))
+    for problem in problems:
+        print(f"problem: {problem}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """``runs cancel ID``."""
+    store = _store(args)
+    run = store.find_run(args.run_id)
+    status = store.request_cancel(run.id)
+    if status == "running":
+        print(f"cancel requested for run {run.id}; its worker stops within a few seconds")
+        if args.wait:
+            from metarec_core.jobs import wait
+
+            status = wait(store, run.id, timeout=120).status
+            print(f"run {run.id} {status}")
+    elif status == "cancelled":
+        print(f"run {run.id} cancelled")
+    else:
+        print(f"run {run.id} had already {status}; nothing to cancel")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """``runs delete ID``."""
+    store = _store(args)
+    run = store.find_run(args.run_id)
+    store.delete(run.id)
+    print(f"deleted run {run.id} ({run.name}) and its artifacts")
+    return 0
+
+
+def cmd_rename(args: argparse.Namespace) -> int:
+    """``runs rename ID NAME``."""
+    store = _store(args)
+    run = store.find_run(args.run_id)
+    store.rename(run.id, args.name)
+    print(f"run {run.id} is now named '{store.get_run(run.id).name}'")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``runs compare ID ID ...``."""
+    store = _store(args)
+    ids = [store.find_run(r).id for r in args.run_ids]
+    comparison = store.compare(ids)
+    if args.json:
+        _print_json(
+            {
+                "params": {run_id: comparison.params[run_id].to_dict() for run_id in comparison.params.columns},
+                "metrics": json.loads(comparison.metrics.to_json(orient="index")),
+            }
+        )
+        return 0
+    if comparison.params.empty:
+        print("the runs have the same settings")
+    else:
+        rows = [[key] + [json.dumps(v) for v in comparison.params.loc[key]] for key in comparison.params.index]
+        print(format_table(["setting"] + ids, rows))
+    print()
+    metric_columns = [c for c in comparison.metrics.columns if c not in ("name", "status")]
+    rows = [
+        [run_id, row["name"], row["status"]] + [_number(row[c]) for c in metric_columns]
+        for run_id, row in comparison.metrics.iterrows()
+    ]
+    print(format_table(["run", "name", "status"] + metric_columns, rows))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``runs export ID --to FILE.zip``."""
+    store = _store(args)
+    run = store.find_run(args.run_id)
+    path = store.export_run(run.id, args.to, include_dataset=not args.no_dataset)
+    print(f"exported run {run.id} to {path}")
+    for problem in store.check_run(run.id):
+        print(f"problem: {problem}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``runs import FILE.zip``."""
+    store = _store(args)
+    imported = store.import_run(args.zip)
+    if args.json:
+        _print_json({"run_id": imported.run_id, "warnings": list(imported.warnings)})
+        return 0
+    print(f"imported run {imported.run_id} ({store.get_run(imported.run_id).name})")
+    for warning in imported.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """``runs dispatch``."""
+    from metarec_core.jobs import dispatch
+
+    store = _store(args)
+    started = dispatch(store, args.max_concurrent)
+    if args.json:
+        _print_json({"started": started})
+    elif started:
+        print("started run(s) " + ", ".join(started))
+    else:
+        queued = len(store.list_runs("queued"))
+        print(f"no run started ({queued} queued, {len(store.list_runs('running'))} running)")
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """``runs wait ID``: exit code 0 if the run completed."""
+    from metarec_core.jobs import wait
+
+    store = _store(args)
+    run = wait(store, store.find_run(args.run_id).id, timeout=args.timeout)
+    if args.json:
+        _print_json(run.to_json())
+    else:
+        print(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""))
+    return 0 if run.status == "completed" else 1
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """``runs datasets [--delete ID [--force]]``."""
+    store = _store(args)
+    if args.delete:
+        store.delete_dataset(args.delete, force=args.force)
+        print(f"deleted dataset {args.delete}")
+        return 0
+    datasets = store.list_datasets()
+    if args.json:
+        _print_json([d.to_json() for d in datasets])
+        return 0
+    if not datasets:
+        print("no saved datasets")
+        return 0
+    rows = [
+        [d.id, d.name, d.n_users, d.n_items, d.n_ratings, "implicit" if d.implicit else "explicit", d.fingerprint,
+         len(store.runs_using_dataset(d.id)), _when(d.created)]
+        for d in datasets
+    ]
+    print(format_table(["id", "name", "users", "items", "ratings", "kind", "fingerprint", "runs", "saved"], rows))
+    return 0
+
+
+# ---------------------------------------------------------------------- formatting
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, header: bool = True, max_width: int = 48) -> str:
+    """Plain-text table with aligned columns; long cells are cut with an ellipsis."""
+    def cell(value: Any) -> str:
+        text = " ".join(str(value).split())
+        return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+    body = [[cell(v) for v in row] for row in rows]
+    table = ([list(headers)] if header else []) + body
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(len(headers))).rstrip() for r in table]
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def _when(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else ""
+
+
+def _duration(run: RunRecord) -> str:
+    if not run.started:
+        return ""
+    seconds = (run.finished or time.time()) - run.started
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _progress_text(run: RunRecord) -> str:
+    progress = run.progress or {}
+    if run.status != "running" or not progress:
+        return ""
+    eta = progress.get("eta")
+    text = f"{progress.get('step', 0)}/{progress.get('total_steps', '?')} {progress.get('phase', '')} epoch {progress.get('epoch', '')}"
+    return text + (f", eta {eta:.0f}s" if isinstance(eta, (int, float)) else "")
+
+
+def _number(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "" if number != number else f"{number:.4f}"
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

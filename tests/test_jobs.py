@@ -1,0 +1,266 @@
+"""Tests of background training: queue, worker processes, cancel, dead workers, and the ``runs`` CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from metarec_core import jobs
+from metarec_core.cli import main
+from metarec_core.store import MetricPoint, RunStore, StoreError
+from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+#: A run of a few seconds: one epoch, first order, one inner step.
+TINY = {"num_epochs": 1, "trans_epochs": 1, "inner_steps": 1, "first_order": True, "meta_batch_size": 8, "batch_size": 256, "device": "cpu"}
+#: A run that would take minutes; tests cancel or kill it.
+LONG = {**TINY, "num_epochs": 500}
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    return make_synthetic(SyntheticConfig(n_users=40, n_items=30, ratings_per_user=(12, 20), seed=1)).dataset
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    store = RunStore(tmp_path / "home")
+    yield store
+    for run in store.list_runs("running"):  # never leave a worker behind when a test fails
+        if run.pid and jobs.pid_alive(run.pid, run.id):
+            os.kill(run.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def dataset_ref(store: RunStore, tiny_dataset) -> str:
+    return "stored:" + store.save_dataset(tiny_dataset, name="tiny")
+
+
+def wait_for(condition, timeout: float, what: str, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def worker_log(store: RunStore, run_id: str) -> str:
+    path = store.run_dir(run_id) / jobs.WORKER_LOG
+    return path.read_text() if path.exists() else "(no worker log)"
+
+
+def test_cancel_stops_a_running_run_within_seconds(store: RunStore, dataset_ref: str) -> None:
+    run_id = jobs.submit(store, LONG, dataset_ref)
+    jobs.dispatch(store)
+    wait_for(lambda: len(store.metrics_frame(run_id)) > 0, 90, "the first metrics")
+    asked = time.monotonic()
+    assert store.request_cancel(run_id) == "running"
+    run = jobs.wait(store, run_id, timeout=30, poll=0.05)
+    latency = time.monotonic() - asked
+    assert run.status == "cancelled", worker_log(store, run_id)
+    assert latency < 5.0, f"cancel took {latency:.1f} s"
+    assert (store.run_dir(run_id) / "weights.safetensors").is_file()  # the checkpoint stays usable
+    assert store.check_run(run_id) == ()
+
+
+def test_killed_worker_is_marked_failed_and_the_next_run_completes_with_metrics(
+    store: RunStore, dataset_ref: str, tmp_path: Path
+) -> None:
+    doomed = jobs.submit(store, LONG, dataset_ref, name="doomed")
+    assert jobs.dispatch(store, max_concurrent=1) == [doomed]
+    wait_for(lambda: len(store.metrics_frame(doomed)) > 0, 90, "the first metrics")
+    pid = store.get_run(doomed).pid
+    assert pid and jobs.pid_alive(pid, doomed)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: jobs.dispatch(store) is not None and store.get_run(doomed).status == "failed", 10, "the dead worker to be noticed")
+    run = store.get_run(doomed)
+    assert run.error.startswith("worker stopped unexpectedly (killed or machine restarted")
+    assert "\n" not in run.error
+    with sqlite3.connect(store.db_path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert len(store.metrics_frame(doomed)) > 0  # what it wrote before dying is kept
+
+    # The next run is unaffected: submit -> completed, with its metrics in the store.
+    run_id = jobs.submit(store, TINY, dataset_ref, name="tiny run")
+    assert store.get_run(run_id).status == "queued"
+    assert jobs.dispatch(store, max_concurrent=1) == [run_id]
+    run = jobs.wait(store, run_id, timeout=120)
+    assert run.status == "completed", worker_log(store, run_id)
+    assert run.error is None and run.device == "cpu" and run.pid and run.started <= run.finished
+    assert run.progress["step"] == run.progress["total_steps"] > 0
+    frame = store.metrics_frame(run_id)
+    assert {"meta", "transfer", "done"} <= set(frame["phase"])
+    assert set(frame.loc[frame["phase"] == "meta", "key"]) >= {"total", "meta"}
+    final = store.final_metrics(run_id)
+    result = json.loads((store.run_dir(run_id) / "result.json").read_text())
+    assert final == pytest.approx(result["final_metrics"])
+    assert 0.3 < final["valid_mae"] < 2.0
+    assert store.check_run(run_id) == ()
+    assert store.get_run(doomed).status == "failed"
+
+    # Export, import elsewhere, and load the imported checkpoint.
+    zip_path = store.export_run(run_id, tmp_path / "tiny.zip")
+    other = RunStore(tmp_path / "other")
+    imported = other.import_run(zip_path)
+    assert imported.warnings == ()
+    assert other.final_metrics(imported.run_id) == pytest.approx(final)
+    from metarec_core.artifacts import load_run
+
+    loaded = load_run(other.run_dir(imported.run_id))
+    assert loaded.users == store.load_dataset(dataset_ref.split(":")[1]).users
+
+
+def test_two_sessions_queue_runs_that_never_mix(store: RunStore, tiny_dataset) -> None:
+    session_a, session_b = store, RunStore(store.home)
+    ref = "stored:" + session_a.save_dataset(tiny_dataset)
+    run_a = jobs.submit(session_a, {**TINY, "seed": 1}, ref, name="from A")
+    run_b = jobs.submit(session_b, {**TINY, "seed": 2, "num_epochs": 2}, ref, name="from B")
+    started = jobs.dispatch(session_a, max_concurrent=1) + jobs.dispatch(session_b, max_concurrent=1)
+    assert started == [run_a]  # one slot: B waits; A's worker starts B when it finishes
+    assert session_b.get_run(run_b).status == "queued"
+    for session, run_id in ((session_a, run_a), (session_b, run_b)):
+        assert jobs.wait(session, run_id, timeout=180).status == "completed", worker_log(session, run_id)
+    a, b = session_a.get_run(run_a), session_b.get_run(run_b)
+    assert b.started >= a.finished - 0.5  # never both running with one slot
+    for run_id, epochs in ((run_a, 1), (run_b, 2)):
+        frame = session_b.metrics_frame(run_id)
+        assert frame["epoch"].max() == epochs
+        result = json.loads((session_a.run_dir(run_id) / "result.json").read_text())
+        done = frame[frame["phase"] == "done"]
+        assert dict(zip(done["key"], done["value"])) == pytest.approx(result["final_metrics"])
+        steps = frame.loc[frame["key"] == "total", "step"].tolist()
+        assert steps == sorted(steps) and len(steps) == len(set(steps))  # one series per run, in order
+
+
+def test_worker_failure_is_stored_as_one_line(store: RunStore, dataset_ref: str, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    import metarec_core.training as training
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("boom\nwith a second line")
+
+    monkeypatch.setattr(training, "fit", broken_fit)
+    run_id = jobs.submit(store, TINY, dataset_ref)
+    assert jobs.run_worker(store, run_id) == "failed"
+    run = store.get_run(run_id)
+    assert run.error.startswith("RuntimeError: boom with a second line (full traceback in")
+    assert "Traceback" not in run.error
+    assert any(r.exc_info for r in caplog.records)  # the traceback goes to the worker log
+
+    def nan_fit(*args, **kwargs):
+        from metarec_core.errors import TrainingError
+
+        raise TrainingError("the meta loss became nan in the meta phase, epoch 1, step 3; lower the learning rate")
+
+    monkeypatch.setattr(training, "fit", nan_fit)
+    second = jobs.submit(store, TINY, dataset_ref)
+    assert jobs.run_worker(store, second) == "failed"
+    assert store.get_run(second).error == "the meta loss became nan in the meta phase, epoch 1, step 3; lower the learning rate"
+    with pytest.raises(StoreError, match="failed"):
+        jobs.run_worker(store, second)  # a finished run is not trained again
+
+
+def test_changed_dataset_fails_the_run_clearly(store: RunStore, tiny_dataset) -> None:
+    dataset_id = store.save_dataset(tiny_dataset)
+    run_id = store.create_run({**TINY}, f"stored:{dataset_id}", dataset_fingerprint="0000000000000000")
+    assert jobs.run_worker(store, run_id) == "failed"
+    assert "changed since the run was queued" in store.get_run(run_id).error
+
+
+def test_stale_runs_are_detected_without_training(store: RunStore) -> None:
+    config = {"num_epochs": 1}
+    silent = store.create_run(config, "builtin:synthetic")
+    store.claim_run(silent)
+    with sqlite3.connect(store.db_path) as conn:
+        conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (time.time() - 100, silent))
+    reused = store.create_run(config, "builtin:synthetic")
+    store.claim_run(reused, pid=os.getpid())  # a live PID that is not this run's worker (PID reuse after a restart)
+    alive = store.create_run(config, "builtin:synthetic")
+    store.claim_run(alive)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", alive])
+    try:
+        store.set_worker(alive, pid=sleeper.pid)
+        assert sorted(jobs.mark_stale_runs(store)) == sorted([silent, reused])
+        assert "last heartbeat 100 s ago" in store.get_run(silent).error
+        assert "no checkpoint had been written yet" in store.get_run(silent).error
+        assert f"process {os.getpid()} is gone" in store.get_run(reused).error
+        assert store.get_run(alive).status == "running"
+        sleeper.kill()
+        wait_for(lambda: not jobs.pid_alive(sleeper.pid, alive), 5, "the zombie to count as gone")
+        assert jobs.mark_stale_runs(store) == [alive]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_dispatch_respects_the_limit_and_rejects_bad_settings(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    running = store.create_run({"num_epochs": 1}, "builtin:synthetic")
+    queued = store.create_run({"num_epochs": 1}, "builtin:synthetic")
+    store.claim_run(running, pid=None)
+    assert jobs.dispatch(store, max_concurrent=1) == []
+    assert store.get_run(queued).status == "queued"
+    with pytest.raises(Exception, match="max_concurrent"):
+        jobs.dispatch(store, max_concurrent=0)
+    monkeypatch.setenv("METAREC_MAX_WORKERS", "many")
+    with pytest.raises(Exception, match="METAREC_MAX_WORKERS"):
+        jobs.default_max_concurrent()
+    with pytest.raises(Exception, match="unknown setting"):
+        jobs.submit(store, {"num_epoch": 1}, "builtin:synthetic")
+    with pytest.raises(StoreError, match="no saved dataset"):
+        jobs.submit(store, TINY, "stored:0123456789")
+
+
+# ---------------------------------------------------------------------- CLI
+def fake_finished_run(store: RunStore, name: str, mae: float) -> str:
+    run_id = store.create_run({**TINY, "seed": int(mae * 10)}, "builtin:synthetic", name=name)
+    store.claim_run(run_id, pid=None)
+    store.append_metrics(run_id, [MetricPoint("done", 1, 5, "valid_mae", mae, time.time())])
+    store.finish(run_id, "completed", device="cpu")
+    return run_id
+
+
+def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    home = ["--home", str(store.home)]
+    first = fake_finished_run(store, "first", 0.8)
+    second = fake_finished_run(store, "second", 0.9)
+
+    assert main(["runs", "list", *home]) == 0
+    out = capsys.readouterr().out
+    assert first in out and "second" in out and "completed" in out
+    assert main(["runs", "list", "--json", *home]) == 0
+    assert {r["id"] for r in json.loads(capsys.readouterr().out)} == {first, second}
+
+    assert main(["runs", "show", first[:6], *home]) == 0
+    out = capsys.readouterr().out
+    assert "valid_mae" in out and "0.8000" in out and "num_epochs" in out
+    assert main(["runs", "compare", first, second, "--json", *home]) == 0
+    comparison = json.loads(capsys.readouterr().out)
+    assert comparison["params"][first] == {"seed": 8} and comparison["metrics"][second]["valid_mae"] == pytest.approx(0.9)
+
+    assert main(["runs", "rename", first, "best run", *home]) == 0
+    assert main(["runs", "export", first, "--to", str(tmp_path / "x.zip"), *home]) == 0
+    capsys.readouterr()
+    assert main(["runs", "import", str(tmp_path / "x.zip"), "--json", *home]) == 0
+    imported = json.loads(capsys.readouterr().out)
+    assert imported["run_id"] != first and store.get_run(imported["run_id"]).name == "best run"
+
+    queued = store.create_run(TINY, "builtin:synthetic")
+    assert main(["runs", "cancel", queued, *home]) == 0
+    assert store.get_run(queued).status == "cancelled"
+    assert main(["runs", "delete", second, *home]) == 0
+    assert second not in {r.id for r in store.list_runs()}
+    capsys.readouterr()
+
+    assert main(["runs", "show", "ffffffffff", *home]) == 1
+    assert "error: no run" in capsys.readouterr().err
+    assert main(["worker", first, *home]) == 1
+    assert "only a queued run" in capsys.readouterr().err
+    assert main(["runs", "datasets", *home]) == 0
+    assert "no saved datasets" in capsys.readouterr().out
