@@ -520,6 +520,8 @@ def _ratings(values: pd.Series, *, source: str | None, column: str) -> np.ndarra
 
 def _timestamps(values: pd.Series, *, source: str | None, column: str, warnings: list[str]) -> np.ndarray:
     dtype = values.dtype
+    if pd.api.types.is_integer_dtype(dtype) and not values.hasnans:
+        return values.to_numpy(dtype=np.int64)
     if pd.api.types.is_datetime64_any_dtype(dtype):
         seconds = _datetime_seconds(values)
     elif pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
@@ -707,17 +709,26 @@ def _deduplicate(
 ) -> np.ndarray | None:
     """Row positions to keep (latest by timestamp, else last), or None when there are no duplicates."""
     key = users * np.int64(max(n_items, 1)) + items
-    if not pd.Series(key).duplicated().any():
-        return None
     n = len(key)
-    order = np.lexsort((np.arange(n), timestamp, key))
+    order = np.argsort(key, kind="stable")  # equal keys stay in row order
     sorted_key = key[order]
-    last = np.empty(n, dtype=bool)
-    last[:-1] = sorted_key[1:] != sorted_key[:-1]
-    last[-1] = True
-    keep = np.sort(order[last])
+    same_as_next = sorted_key[1:] == sorted_key[:-1]
+    if not same_as_next.any():
+        return None
+    # Resolve only the rows of duplicated pairs: latest timestamp wins, then the later row.
+    in_group = np.zeros(n, dtype=bool)
+    in_group[:-1] |= same_as_next
+    in_group[1:] |= same_as_next
+    rows = order[in_group]
+    rows = rows[np.lexsort((rows, timestamp[rows], key[rows]))]
+    group_key = key[rows]
+    last = np.ones(len(rows), dtype=bool)
+    last[:-1] = group_key[1:] != group_key[:-1]
+    keep_mask = np.ones(n, dtype=bool)
+    keep_mask[rows[~last]] = False
+    keep = np.flatnonzero(keep_mask)
     dropped = n - len(keep)
-    pairs = int(pd.Series(key).duplicated(keep=False).sum()) - dropped
+    pairs = int(last.sum())
     policy = "the latest by timestamp (the last row on ties)" if has_time else "the last row (no timestamp column)"
     warnings.append(
         f"{source or 'interactions'}: {pairs} (user, item) pair(s) occur more than once; kept {policy} "
