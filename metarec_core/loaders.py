@@ -619,6 +619,10 @@ def build_dataset(
     """
     names = dict(source_names or {})
     src_inter = names.get("interactions") or interactions.attrs.get("source")
+    if not all(isinstance(c, str) for c in interactions.columns):
+        attrs = dict(interactions.attrs)
+        interactions = interactions.rename(columns=str)
+        interactions.attrs.update(attrs)
     warnings: list[str] = []
     for frame in (interactions, users, items):
         if frame is not None:
@@ -782,6 +786,8 @@ def _side_table(
     if table is None:
         return IdMap(interaction_ids), pd.DataFrame(index=pd.RangeIndex(len(interaction_ids))), ()
     source = source or table.attrs.get("source") or f"{role} table"
+    if not all(isinstance(c, str) for c in table.columns):
+        table = table.rename(columns=str)
     if len(table) == 0:
         raise DataError(f"the {role} table has no rows; leave it out or fill it in", source=source)
     present = [str(c) for c in table.columns]
@@ -909,9 +915,13 @@ def load_dataset(
     for key, source in (("interactions", interactions), ("users", users), ("items", items)):
         frames[key] = None if source is None else read_table(source, name=names.get(key), max_bytes=max_bytes)
     if name is None:
-        name = Path(interactions).stem if isinstance(interactions, (str, Path)) else (
-            Path(names["interactions"]).stem if names.get("interactions") else "uploaded"
-        )
+        if isinstance(interactions, (str, Path)):
+            name = Path(interactions).stem
+        else:
+            # An upload's name is only text for messages: take its last component without the extension.
+            label = re.split(r"[\\/]", names.get("interactions") or "")[-1]
+            name = label.rsplit(".", 1)[0] if "." in label.strip(".") else label
+            name = name or "uploaded"
     return build_dataset(
         frames["interactions"],  # type: ignore[arg-type]
         frames["users"],
