@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -51,6 +52,7 @@ class RunArtifacts:
     cold_users: tuple[int, ...] = ()
     cold_items: tuple[int, ...] = ()
     item_titles: tuple[str, ...] = ()
+    seen: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def append_metrics(self, run_dir: Path, event: "ProgressEvent") -> None:
         """Append one progress event as a JSON line to ``metrics.jsonl``."""
@@ -108,7 +110,11 @@ def save_run(
     os.replace(tmp, run_dir / WEIGHTS_FILE)
     if not (run_dir / CONTEXT_FILE).exists():
         tmp = run_dir / (CONTEXT_FILE + ".tmp")
-        save_file(_context_tensors(artifacts.context), str(tmp))
+        tensors = _context_tensors(artifacts.context)
+        if artifacts.seen is not None:
+            tensors["seen.users"] = torch.tensor(np.asarray(artifacts.seen[0]), dtype=torch.long).contiguous()
+            tensors["seen.items"] = torch.tensor(np.asarray(artifacts.seen[1]), dtype=torch.long).contiguous()
+        save_file(tensors, str(tmp))
         os.replace(tmp, run_dir / CONTEXT_FILE)
     _atomic_write_text(run_dir / RESULT_FILE, json.dumps({"final_metrics": final_metrics, "stopped": stopped, "saved_at": time.time()}) + "\n")
 
@@ -139,6 +145,12 @@ class LoadedRun:
     user_encoder: FeatureEncoder
     item_encoder: FeatureEncoder
     meta: dict[str, Any]
+    seen: tuple[np.ndarray, np.ndarray] = field(default=(np.zeros(0, np.int64), np.zeros(0, np.int64)), repr=False)
+
+    def seen_items(self, user: int) -> np.ndarray:
+        """Items a training user interacted with (their history)."""
+        users, items = self.seen
+        return items[users == user]
 
     @property
     def loss(self) -> str:
@@ -204,6 +216,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
         users=IdMap.from_json(meta["users"]), items=IdMap.from_json(meta["items"]),
         user_encoder=FeatureEncoder.from_json(meta["user_features"]),
         item_encoder=FeatureEncoder.from_json(meta["item_features"]), meta=meta,
+        seen=(ctx["seen.users"].numpy(), ctx["seen.items"].numpy()) if "seen.users" in ctx else (np.zeros(0, np.int64), np.zeros(0, np.int64)),
     )
 
 

@@ -156,8 +156,13 @@ class Recommender:
         """The meta-learned starting point for a new user with no ratings yet."""
         return self.adapt_user([], user_features=user_features, steps=0)
 
-    def score_items(self, state: UserState, items: np.ndarray | None = None) -> np.ndarray:
-        """Scores of ``items`` (indices; default all) for an adapted user (ratings are clipped to the training range)."""
+    def score_items(self, state: UserState, items: np.ndarray | None = None, *, clip: bool = True) -> np.ndarray:
+        """Scores of ``items`` (indices; default all) for an adapted user.
+
+        Predicted ratings are clipped to the training range unless ``clip`` is
+        false (ranking uses the unclipped values so that ties at the top of the
+        scale keep their order); implicit data gives probabilities.
+        """
         device = self.run.context.items.categorical.device
         idx = np.arange(len(self.run.items)) if items is None else np.asarray(items, dtype=np.int64)
         episode = Episode(
@@ -171,20 +176,26 @@ class Recommender:
             out = score(self.model, state.params, episode, state.context).reshape(-1).cpu().numpy()
         if self.run.loss == "bce":
             return 1.0 / (1.0 + np.exp(-out))
-        return np.clip(out, *self.run.rating_range)
+        return np.clip(out, *self.run.rating_range) if clip else out
 
     def recommend(self, state: UserState, *, k: int = 10, exclude: Sequence[int] | None = None) -> pd.DataFrame:
-        """Top-``k`` items not in the support set (nor in ``exclude``): ``item_id``, ``item``, ``score``, ``rank``."""
-        scores = self.score_items(state)
+        """Top-``k`` items the user has not rated: not in the support set, nor a known user's history, nor ``exclude``.
+
+        Returns a frame with ``item_id``, ``item`` (index), ``score`` and ``rank``.
+        """
+        scores = self.score_items(state, clip=False)
         banned = set(state.support_items.tolist()) | set(exclude or [])
+        if state.user_id is not None and state.user_id in self.run.users:
+            banned |= set(self.run.seen_items(self.run.users.index(state.user_id)).tolist())
         if banned:
             scores = scores.copy()
             scores[list(banned)] = -np.inf
         k = max(0, min(int(k), int(np.isfinite(scores).sum())))
         top = np.argpartition(-scores, k - 1)[:k] if k else np.zeros(0, np.int64)
         top = top[np.argsort(-scores[top], kind="stable")]
+        shown = scores[top] if self.run.loss == "bce" else np.clip(scores[top], *self.run.rating_range)
         return pd.DataFrame({
-            "item_id": self.run.items.externals(top), "item": top, "score": scores[top], "rank": np.arange(1, len(top) + 1),
+            "item_id": self.run.items.externals(top), "item": top, "score": shown, "rank": np.arange(1, len(top) + 1),
         })
 
     def user_vector(self, state: UserState) -> np.ndarray:

@@ -298,6 +298,7 @@ def fit(
         user_encoder=data.user_encoder, item_encoder=data.item_encoder,
         dataset_name=dataset.name, fingerprint=dataset.fingerprint, loss=kind,
         rating_range=dataset.rating_range, context=data.context,
+        seen=(data.split.train["user"].to_numpy(np.int64), data.split.train["item"].to_numpy(np.int64)),
         item_titles=tuple(dataset.item_table["title"].astype(str)) if "title" in dataset.item_table else (),
         cold_users=tuple(int(u) for u in data.split.cold_users), cold_items=tuple(int(i) for i in data.split.cold_items),
     )

@@ -1,0 +1,86 @@
+"""Tests of the train, score and recommend sub-commands on small files."""
+import json
+
+import pandas as pd
+import pytest
+
+from metarec_core.cli import main
+from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = make_synthetic(SyntheticConfig(n_users=120, n_items=60, seed=5)).dataset
+    ratings = data.ratings
+    pd.DataFrame({
+        "user_id": data.users.externals(ratings["user"]), "item_id": data.items.externals(ratings["item"]),
+        "rating": ratings["rating"], "timestamp": ratings["timestamp"],
+    }).to_csv(root / "ratings.csv", index=False)
+    items = data.item_table.assign(item_id=data.items.external_ids)
+    items.to_csv(root / "items.csv", index=False)
+    run = root / "run"
+    code = main(["train", "--interactions", str(root / "ratings.csv"), "--items", str(root / "items.csv"),
+                 "--set", "num_epochs=1", "--set", "model.hidden=[8]", "--quiet", "--out", str(run)])
+    assert code == 0
+    return root, run
+
+
+def test_train_writes_a_complete_run_directory(files):
+    _, run = files
+    for name in ("config.json", "model.json", "weights.safetensors", "context.safetensors", "metrics.jsonl", "result.json"):
+        assert (run / name).exists(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["num_epochs"] == 1 and config["model"]["hidden"] == [8]
+
+
+def test_score_adapts_new_and_known_users(files, tmp_path):
+    _, run = files
+    (tmp_path / "s.csv").write_text("user_id,item_id,rating\nnewbie,1,5\nnewbie,2,1\nnewbie,3,5\n")
+    (tmp_path / "p.csv").write_text("user_id,item_id\nnewbie,4\nnewbie,5\n7,4\nstranger,4\n")
+    assert main(["score", "--run", str(run), "--support", str(tmp_path / "s.csv"), "--pairs", str(tmp_path / "p.csv"), "--out", str(tmp_path / "o.csv")]) == 0
+    out = pd.read_csv(tmp_path / "o.csv", dtype={"user_id": str, "item_id": str})
+    assert list(out.columns) == ["user_id", "item_id", "score"]
+    assert len(out) == 4 and out["score"].between(1, 5).all()
+    # A new user with support is scored differently from one with none (the meta-learned start).
+    assert out.loc[0, "score"] != out.loc[3, "score"]
+
+
+def test_recommend_json_excludes_support_items(files, tmp_path, capsys):
+    _, run = files
+    (tmp_path / "s.csv").write_text("user_id,item_id,rating\nnewbie,1,5\nnewbie,2,1\n")
+    assert main(["recommend", "--run", str(run), "--user", "newbie", "--support", str(tmp_path / "s.csv"), "--k", "5", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    ids = [row["item_id"] for row in payload["items"]]
+    assert len(ids) == 5 and "1" not in ids and "2" not in ids
+    assert payload["support_size"] == 2 and payload["known_user"] is False
+
+
+@pytest.mark.parametrize(
+    "support, message",
+    [
+        ("user_id,item_id,rating\nnewbie,1,abc\n", "row 2"),
+        ("user_id,item,rating\nnewbie,1,4\n", "item_id"),
+        ("user_id,item_id,rating\nnewbie,99999,4\n", "99999"),
+    ],
+)
+def test_bad_support_file_gives_one_line_error(files, tmp_path, capsys, support, message):
+    _, run = files
+    (tmp_path / "s.csv").write_text(support)
+    (tmp_path / "p.csv").write_text("user_id,item_id\nnewbie,4\n")
+    code = main(["score", "--run", str(run), "--support", str(tmp_path / "s.csv"), "--pairs", str(tmp_path / "p.csv"), "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_run_directory_is_a_clear_error(tmp_path, capsys):
+    code = main(["recommend", "--run", str(tmp_path / "nope"), "--user", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "config.json" in err and "Traceback" not in err
+
+
+def test_unknown_setting_is_rejected(files, capsys):
+    root, _ = files
+    code = main(["train", "--interactions", str(root / "ratings.csv"), "--set", "lamda=1", "--out", str(root / "x")])
+    assert code == 1 and "unknown setting" in capsys.readouterr().err
