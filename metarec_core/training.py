@@ -19,6 +19,7 @@ from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.features import FeatureEncoder
 from metarec_core.losses import l2_penalty, pointwise_loss
 from metarec_core.meta import adapt, meta_loss, score
+from metarec_core.presets import PRESETS
 from metarec_core.models import ADAPT_SCOPES, EntityTensors, FeatureContext, ModelConfig, PreferenceModel, shape_for
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
 from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks, tasks_from_frames
@@ -101,15 +102,6 @@ class TrainConfig:
             raise ValueError("cold_fraction and valid_fraction must be in [0, 1)")
         if self.lambda_meta == 0 and self.lambda_trans == 0:
             raise ValueError("lambda_meta and lambda_trans cannot both be 0: nothing would be trained")
-
-
-#: Named starting points for the scenarios users try (overrides of the defaults).
-PRESETS: dict[str, dict] = {
-    "new users (meta + transfer)": {},
-    "transfer only": {"lambda_meta": 0.0},
-    "meta only": {"lambda_trans": 0.0},
-    "new items (text features)": {"scenario": "item-cold", "use_text": True},
-}
 
 
 def preset_config(name: str, **overrides) -> TrainConfig:

@@ -14,12 +14,11 @@ from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
 from metarec_core.configs import config_from_dict, config_to_dict, load_config, parse_set_arguments
 from metarec_core.dataset import Dataset
 from metarec_core.errors import DataError
+from metarec_core.presets import PRESETS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``score`` and ``recommend``."""
-    from metarec_core.training import PRESETS
-
     train = subparsers.add_parser("train", help="train a model (meta-learning + transfer learning) and evaluate it")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=BUILTIN_DATASETS, help="a built-in dataset")
@@ -53,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_config(args: argparse.Namespace):
     """The TrainConfig from ``--preset``, ``--config`` and ``--set`` (applied in that order)."""
     from metarec_core.configs import ConfigError
-    from metarec_core.training import PRESETS, TrainConfig
+    from metarec_core.training import TrainConfig
 
     values: dict = dict(PRESETS[args.preset]) if args.preset else {}
     if args.config:
