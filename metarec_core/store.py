@@ -58,6 +58,11 @@ EXPECTED_ARTIFACTS = ("config.json", "model.json", "weights.safetensors", "conte
 MAX_IMPORT_BYTES = 4 * 1024**3
 METRIC_COLUMNS = ("phase", "epoch", "step", "key", "value", "time")
 
+#: SQL condition of a complete metric row (a worker killed mid-write or a damaged import leaves others).
+_VALID_METRIC_ROW = (
+    "typeof(value) IN ('real', 'integer', 'null') AND typeof(epoch) = 'integer' "
+    "AND typeof(step) = 'integer' AND typeof(time) IN ('real', 'integer', 'null')"
+)
 _ID_PATTERN = re.compile(r"^[0-9a-f]{10}$")
 _EXPORT_FORMAT = "metarec-run"
 _DATASET_FORMAT = "metarec-dataset"
@@ -602,28 +607,29 @@ class RunStore:
             raise StoreError(f"cannot add metrics to run '{run_id}': the store does not hold it ({exc})") from exc
         return len(rows)
 
-    def metrics_frame(self, run_id: str) -> pd.DataFrame:
-        """All metric points of a run in write order.
+    def metrics_frame(self, run_id: str, *, phases: Sequence[str] | None = None) -> pd.DataFrame:
+        """All metric points of a run (optionally of some phases only), in write order.
 
-        Columns ``phase``, ``epoch``, ``step``, ``key``, ``value``, ``time``.
-        Rows whose value is not a number are left out (see :meth:`check_run`).
+        Columns ``phase``, ``epoch`` (int64), ``step`` (int64), ``key``,
+        ``value`` (float; NaN where the metric was undefined) and ``time``.
+        Incomplete rows are left out (see :meth:`check_run`).
         """
-        rows = self._conn().execute(
-            "SELECT phase, epoch, step, key, value, time FROM metrics WHERE run_id = ? "
-            "AND typeof(value) IN ('real', 'integer', 'null') AND typeof(epoch) IN ('integer', 'null') "
-            "AND typeof(step) IN ('integer', 'null') ORDER BY rowid",
-            (run_id,),
-        ).fetchall()
+        sql = f"SELECT phase, epoch, step, key, value, time FROM metrics WHERE run_id = ? AND {_VALID_METRIC_ROW}"
+        params: list[Any] = [run_id]
+        if phases is not None:
+            sql += f" AND phase IN ({', '.join('?' * len(phases))})"
+            params += list(phases)
+        rows = self._conn().execute(sql + " ORDER BY rowid", params).fetchall()
         frame = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
-        return frame.astype({"phase": str, "epoch": "Int64", "step": "Int64", "key": str, "value": float, "time": float})
+        return frame.astype({"phase": str, "epoch": "int64", "step": "int64", "key": str, "value": "float64", "time": "float64"})
 
     def final_metrics(self, run_id: str) -> dict[str, float]:
         """A run's final metrics: its ``final`` or ``done`` points if written, else its last validation values."""
         conn = self._conn()
         for phase in ("final", "done", "validate"):
             rows = conn.execute(
-                "SELECT key, value FROM metrics WHERE run_id = ? AND phase = ? "
-                "AND typeof(value) IN ('real', 'integer') ORDER BY rowid",
+                f"SELECT key, value FROM metrics WHERE run_id = ? AND phase = ? AND {_VALID_METRIC_ROW} "
+                "AND value IS NOT NULL ORDER BY rowid",
                 (run_id, phase),
             ).fetchall()
             if rows:
@@ -641,9 +647,7 @@ class RunStore:
         run = self.get_run(run_id)
         problems: list[str] = []
         bad = self._conn().execute(
-            "SELECT COUNT(*), MIN(rowid) FROM metrics WHERE run_id = ? AND NOT ("
-            "typeof(value) IN ('real', 'integer', 'null') AND typeof(epoch) IN ('integer', 'null') "
-            "AND typeof(step) IN ('integer', 'null'))",
+            f"SELECT COUNT(*), MIN(rowid) FROM metrics WHERE run_id = ? AND NOT ({_VALID_METRIC_ROW})",
             (run_id,),
         ).fetchone()
         if bad[0]:

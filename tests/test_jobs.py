@@ -174,6 +174,16 @@ def test_changed_dataset_fails_the_run_clearly(store: RunStore, tiny_dataset) ->
     assert "changed since the run was queued" in store.get_run(run_id).error
 
 
+def test_cuda_without_a_gpu_fails_with_a_clear_message(store: RunStore, dataset_ref: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: device=cuda would train")
+    run_id = jobs.submit(store, {**TINY, "device": "cuda"}, dataset_ref)
+    assert jobs.run_worker(store, run_id) == "failed"
+    assert "no CUDA GPU" in store.get_run(run_id).error
+
+
 def test_stale_runs_are_detected_without_training(store: RunStore) -> None:
     config = {"num_epochs": 1}
     silent = store.create_run(config, "builtin:synthetic")

@@ -128,6 +128,8 @@ def test_metrics_are_kept_per_run_and_final_metrics(tmp_path: Path) -> None:
     frame = store.metrics_frame(a)
     assert list(frame.columns) == ["phase", "epoch", "step", "key", "value", "time"]
     assert len(frame) == 5 and frame["value"].iloc[0] == pytest.approx(1.5)
+    assert str(frame["epoch"].dtype) == "int64"
+    assert list(store.metrics_frame(a, phases=["validate"])["key"]) == ["valid_mae", "valid_mae", "valid_ndcg@3"]
     assert len(store.metrics_frame(b)) == 1
     assert store.final_metrics(a) == {"valid_mae": pytest.approx(0.8), "valid_ndcg@3": pytest.approx(0.7)}
     store.append_metrics(a, [MetricPoint("final", 1, 4, "test_mae", 0.77, 5.0)])
@@ -143,10 +145,11 @@ def test_half_written_metric_row_and_missing_artifact_are_reported_not_fatal(tmp
     # A metric row with a value that is not a number, and a truncated JSON line.
     with sqlite3.connect(store.db_path) as conn:
         conn.execute("INSERT INTO metrics VALUES (?, 'validate', 2, 6, 'valid_mae', 'garb', 9.0)", (run_id,))
+        conn.execute("INSERT INTO metrics VALUES (?, 'validate', NULL, NULL, 'valid_mae', 0.5, NULL)", (run_id,))
     (store.run_dir(run_id) / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo')
     (store.run_dir(run_id) / "weights.safetensors").unlink()
     problems = store.check_run(run_id)
-    assert any("1 metric row(s)" in p for p in problems)
+    assert any("2 metric row(s)" in p for p in problems)
     assert any("line 2" in p for p in problems)
     assert any("weights.safetensors" in p and "missing" in p for p in problems)
     assert len(store.metrics_frame(run_id)) == 5  # the bad row is left out, the rest read fine

@@ -72,8 +72,12 @@ def _store(args: argparse.Namespace) -> RunStore:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """``worker RUN_ID``: train the run here; exit code 0 unless it failed."""
+    import logging
+
     from metarec_core.jobs import run_worker
 
+    for handler in logging.getLogger().handlers:  # the worker log gets timestamps
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     status = run_worker(_store(args), args.run_id)
     return 0 if status in ("completed", "cancelled") else 1
 
