@@ -46,6 +46,10 @@ class TrainConfig:
     (``num_epochs × trans_epochs``), then all meta passes; ``joint`` takes,
     in every step, one meta-batch and one warm batch and optimises the whole
     sum (``num_epochs × max(meta_epochs, trans_epochs)`` passes).
+
+    With ``keep_best`` the weights of the epoch with the best validation
+    score (K-shot MAE of held-out training-time new users; AUC on implicit
+    data) are kept at the end.
     """
 
     lambda_meta: float = 1.0
@@ -76,6 +80,7 @@ class TrainConfig:
     loss: str = "auto"
     negatives: int = 4
     source_run: str = ""
+    keep_best: bool = True
     seed: int = 0
     device: str = "auto"
 
@@ -331,14 +336,31 @@ def fit(
         predictions = model(users, items.unsqueeze(1), context, warm=True).squeeze(1)
         return pointwise_loss(predictions, targets, kind)
 
+    def validate() -> dict[str, float]:
+        if valid_tasks is None:
+            return {}
+        predictions = predict_tasks(model, inner_lr, config, valid_tasks.to(device), context, kind)
+        flat = predictions.reshape(-1)[valid_positions]
+        return {f"valid_{k}": v for k, v in query_metrics(data.valid_query, flat, kind, artifacts.rating_range).items()}
+
+    best = _BestState()
+
+    def end_epoch(epoch: int) -> None:
+        metrics = validate()
+        elapsed = time.perf_counter() - started
+        emit(ProgressEvent("validate", epoch + 1, step, total_steps, {}, metrics, elapsed, elapsed / max(step, 1) * (total_steps - step)))
+        best.offer(epoch + 1, metrics, model, inner_lr)
+        if out_dir is not None:
+            save_run(Path(out_dir), model, inner_lr, artifacts, final_metrics=metrics, stopped=False)
+
     step = 0
     stopped = False
     epochs_completed = 0
     last_epoch = -1
     for epoch, phase, n_steps in plan:
         if epoch != last_epoch and last_epoch >= 0:
+            end_epoch(last_epoch)
             epochs_completed = last_epoch + 1
-            _validate_and_save(model, inner_lr, config, valid_tasks, valid_positions, data, context, kind, last_epoch, step, total_steps, started, emit, out_dir, artifacts)
         last_epoch = epoch
         meta_order = rng.permutation(meta_users)
         warm_order = rng.permutation(len(warm))
@@ -379,8 +401,15 @@ def fit(
         if stopped:
             break
     if not stopped and last_epoch >= 0:
+        end_epoch(last_epoch)
         epochs_completed = last_epoch + 1
-    final = _validate_and_save(model, inner_lr, config, valid_tasks, valid_positions, data, context, kind, max(last_epoch, 0), step, total_steps, started, emit, out_dir, artifacts, final=True)
+    final = validate()
+    if config.keep_best and best.epoch and best.epoch != epochs_completed:
+        best.restore(model, inner_lr)
+        final = validate()
+        log.info("restored the weights of epoch %d (best validation)", best.epoch)
+    if best.epoch:
+        final["best_epoch"] = float(best.epoch if config.keep_best else epochs_completed)
     final.update(evaluate_split(model, inner_lr, config, data, context, kind))
     elapsed = time.perf_counter() - started
     emit(ProgressEvent("done", epochs_completed, step, total_steps, {}, dict(final), elapsed, 0.0))
@@ -390,18 +419,32 @@ def fit(
     return TrainResult(Path(out_dir) if out_dir else None, stopped, epochs_completed, final, str(device), model, artifacts)
 
 
-def _validate_and_save(model, inner_lr, config, valid_tasks, valid_positions, data, context, kind, epoch, step, total_steps, started, emit, out_dir, artifacts, final: bool = False) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    if valid_tasks is not None:
-        predictions = predict_tasks(model, inner_lr, config, valid_tasks.to(context.items.categorical.device), context, kind)
-        flat = predictions.reshape(-1)[valid_positions]
-        metrics = {f"valid_{k}": v for k, v in query_metrics(data.valid_query, flat, kind, artifacts.rating_range).items()}
-    elapsed = time.perf_counter() - started
-    if not final:
-        emit(ProgressEvent("validate", epoch + 1, step, total_steps, {}, metrics, elapsed, elapsed / max(step, 1) * (total_steps - step)))
-        if out_dir is not None:
-            save_run(Path(out_dir), model, inner_lr, artifacts, final_metrics=metrics, stopped=False)
-    return metrics
+class _BestState:
+    """The weights of the epoch with the best validation score (MAE, or AUC on implicit data)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.value = math.inf
+        self.weights: dict[str, torch.Tensor] = {}
+        self.rates: dict[str, torch.Tensor] = {}
+
+    def offer(self, epoch: int, metrics: Mapping[str, float], model: PreferenceModel, inner_lr: dict[str, torch.Tensor]) -> None:
+        if "valid_mae" in metrics:
+            value = metrics["valid_mae"]
+        elif "valid_auc" in metrics:
+            value = -metrics["valid_auc"]
+        else:
+            return
+        if value < self.value:
+            self.epoch, self.value = epoch, value
+            self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.rates = {k: v.detach().clone() for k, v in inner_lr.items()}
+
+    def restore(self, model: PreferenceModel, inner_lr: dict[str, torch.Tensor]) -> None:
+        model.load_state_dict(self.weights)
+        with torch.no_grad():
+            for name, value in inner_lr.items():
+                value.copy_(self.rates[name])
 
 
 def predict_tasks(model: PreferenceModel, inner_lr, config: TrainConfig, tasks: TaskBatch, context: FeatureContext, kind: str, *, chunk: int = 256) -> np.ndarray:
