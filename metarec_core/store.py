@@ -806,6 +806,9 @@ class RunStore:
                         with zf.open(info) as src, open(dest, "wb") as out:
                             shutil.copyfileobj(src, out)
                 self.append_metrics(run_id, points)
+            except OSError as exc:
+                self.delete(run_id)
+                raise DataError(f"cannot unpack the run's artifacts ({exc})", source=source) from exc
             except BaseException:
                 self.delete(run_id)
                 raise
