@@ -784,8 +784,39 @@ def evaluate_run(
                     f"the K={k} split does not hold out the same {what} as run '{loaded.run_dir}' "
                     f"({len(mine)} vs {len(theirs)}); the split code or the data changed since training — retrain the run"
                 )
+    notes: list[str] = []
+    if scenario == "warm":
+        jobs, notes = _held_out_queries(jobs, dataset, tc, cold_fraction)
     full = dataclasses.replace(config, scenario=scenario, seeds=(tc.seed,), cold_fraction=cold_fraction)
-    return _evaluate_all(jobs, dataset, full, run=loaded, label=label, on_progress=on_progress)
+    result = _evaluate_all(jobs, dataset, full, run=loaded, label=label, on_progress=on_progress)
+    return dataclasses.replace(result, warnings=tuple(notes) + result.warnings)
+
+
+def _held_out_queries(
+    jobs: list[tuple[int, int, ColdStartSplit]], dataset: Dataset, tc: Any, cold_fraction: float
+) -> tuple[list[tuple[int, int, ColdStartSplit]], list[str]]:
+    """Warm scenario: keep only query rows the run never trained on.
+
+    In a warm split the query depends a little on K (a user needs K support
+    rows besides the query), so with K below the run's ``eval_support_size``
+    some query rows can be rows the run trained on. Those are removed, and
+    the count is reported.
+    """
+    own = split_cold_start(
+        dataset, SplitConfig(scenario="warm", cold_fraction=cold_fraction, support_size=tc.eval_support_size, seed=tc.seed)
+    )
+    held_out = own.query.index
+    out, notes = [], []
+    for seed, k, split in jobs:
+        keep = split.query.index.isin(held_out)
+        if not keep.all():
+            notes.append(
+                f"warm, K={k}: {int((~keep).sum())} of {len(keep)} query rows were training rows of the run "
+                f"(its split used K={tc.eval_support_size}) and are not evaluated"
+            )
+            split = dataclasses.replace(split, query=split.query[keep])
+        out.append((seed, k, split))
+    return out, notes
 
 
 def evaluate_baselines(

@@ -174,6 +174,23 @@ def test_run_is_only_evaluated_on_its_own_split(run_dir, dataset):
         evaluate_run(run, other_data)
 
 
+def test_warm_run_is_scored_only_on_rows_it_never_trained_on(tmp_path):
+    torch.set_num_threads(1)
+    data = make_synthetic(SyntheticConfig(n_users=80, n_items=60, ratings_per_user=(9, 30), seed=6)).dataset
+    fit(config_from_dict(TrainConfig, {**FAST, "num_epochs": 1, "scenario": "warm"}), data, out_dir=tmp_path / "warm")
+    result = evaluate_run(tmp_path / "warm", data, EvaluationConfig(shots=(1, 10), baselines=("bias",)))
+    own = split_cold_start(data, SplitConfig(scenario="warm", support_size=10, seed=0))
+    trained = set(map(tuple, own.train[["user", "item"]].to_numpy()))
+    for k in (1, 10):
+        pu = result.per_user(RUN, k)
+        split = split_cold_start(data, SplitConfig(scenario="warm", support_size=k, seed=0))
+        held_out = split.query[split.query.index.isin(own.query.index)]
+        assert not trained & set(map(tuple, held_out[["user", "item"]].to_numpy()))
+        assert sorted(pu["user"]) == sorted(held_out["user"].unique())
+        assert pu["n_query"].sum() == len(held_out)
+    assert any("warm, K=1" in w and "not evaluated" in w for w in result.warnings)
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="unknown setting"):
         config_from_dict(EvaluationConfig, {"shot": [1]})
