@@ -410,7 +410,8 @@ def fit(
         log.info("restored the weights of epoch %d (best validation)", best.epoch)
     if best.epoch:
         final["best_epoch"] = float(best.epoch if config.keep_best else epochs_completed)
-    final.update(evaluate_split(model, inner_lr, config, data, context, kind))
+    if not stopped:  # a stopped run reports validation only, so that cancelling is quick
+        final.update(evaluate_split(model, inner_lr, config, data, context, kind))
     elapsed = time.perf_counter() - started
     emit(ProgressEvent("done", epochs_completed, step, total_steps, {}, dict(final), elapsed, 0.0))
     if out_dir is not None:

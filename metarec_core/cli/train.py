@@ -13,7 +13,7 @@ import pandas as pd
 from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
 from metarec_core.configs import config_from_dict, config_to_dict, load_config, parse_set_arguments
 from metarec_core.dataset import Dataset
-from metarec_core.errors import DataError
+from metarec_core.errors import ConfigError, DataError
 from metarec_core.presets import PRESETS
 
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--preset", choices=list(PRESETS), help="start from a named preset")
     train.add_argument("--config", type=Path, help="a config JSON file (keys of TrainConfig)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
-    train.add_argument("--out", type=Path, required=True, help="run directory to write")
+    train.add_argument("--out", type=Path, help="run directory to write (with --background: the run's name)")
     train.add_argument("--background", action="store_true", help="queue the run in the run store and return at once")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=run_train)
@@ -112,13 +112,15 @@ def run_train(args: argparse.Namespace) -> int:
     from metarec_core.training import fit
 
     config = build_config(args)
+    if args.out is None and not args.background:
+        raise ConfigError("train needs --out RUN_DIR (or --background to queue the run in the run store)")
     if args.background:
         from metarec_core.jobs import dispatch, submit
         from metarec_core.store import RunStore
 
         store = RunStore()
         ref = f"builtin:{args.dataset}" if args.dataset else "stored:" + store.save_dataset(load_cli_dataset(args), name=args.interactions.stem)
-        run_id = submit(store, config, ref, name=args.out.name)
+        run_id = submit(store, config, ref, name=args.out.name if args.out else (args.dataset or args.interactions.stem))
         dispatch(store)
         print(f"queued run {run_id}; follow it with: python -m metarec_core runs show {run_id}")
         return 0
