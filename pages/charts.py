@@ -1,6 +1,7 @@
 """Figure builders for the pages: pure functions from data to plotly figures or DOT text."""
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -256,7 +257,7 @@ def loss_figure(
             xs = series["step"].to_numpy(dtype=float) if x == "step" else series["time"].to_numpy(dtype=float) - start
             name = (key_labels or {}).get(key, key)
             if len(runs) > 1:
-                name = f"{(run_labels or {}).get(run, run)} · {name}"
+                name = f"{esc((run_labels or {}).get(run, run))} · {name}"
                 line = dict(color=METHOD_COLOURS[r % len(METHOD_COLOURS)], dash=_DASH.get(key, "solid"))
             else:
                 line = dict(color=_KEY_COLOURS.get(key, "#999999"))
@@ -292,9 +293,189 @@ def validation_figure(
                 x=part["epoch"].to_numpy(dtype=float),
                 y=part["value"].to_numpy(dtype=float),
                 mode="lines+markers",
-                name=(run_labels or {}).get(run, run) or key,
+                name=esc((run_labels or {}).get(run, run) or key),
                 line=dict(color=METHOD_COLOURS[r % len(METHOD_COLOURS)]),
             )
         )
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, showlegend=len(fig.data) > 1)
+    return fig
+
+
+# ---------------------------------------------------------------- dataset summary
+def rating_histogram(histogram: Mapping[float, int], *, x_title: str = "", y_title: str = "") -> go.Figure:
+    """Bar chart of how often each rating value occurs."""
+    values = sorted(histogram)
+    fig = go.Figure(go.Bar(x=[float(v) for v in values], y=[int(histogram[v]) for v in values], marker_color=PHASE_COLOURS["transfer"]))
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, bargap=0.15)
+    return fig
+
+
+def long_tail_figure(
+    per_item: np.ndarray,
+    per_user: np.ndarray,
+    *,
+    labels: Mapping[str, str],
+    x_title: str = "",
+    y_title: str = "",
+) -> go.Figure:
+    """Interactions per item and per user, sorted from most to least, on a log scale: the long tail.
+
+    Parameters
+    ----------
+    per_item, per_user
+        Interaction counts per item / user index.
+    labels
+        Trace names for ``items`` and ``users``.
+    """
+    fig = go.Figure()
+    for key, counts, colour in (("items", per_item, PHASE_COLOURS["meta"]), ("users", per_user, PHASE_COLOURS["joint"])):
+        ordered = np.sort(np.asarray(counts))[::-1]
+        fig.add_trace(
+            go.Scatter(x=np.arange(1, len(ordered) + 1), y=np.maximum(ordered, 0.5), mode="lines", name=labels.get(key, key), line=dict(color=colour))
+        )
+    fig.update_layout(
+        height=300, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, yaxis_type="log",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+    )
+    return fig
+
+
+def cold_share_figure(
+    scenarios: pd.DataFrame,
+    n_users: int,
+    n_items: int,
+    *,
+    scenario_labels: Mapping[str, str],
+    labels: Mapping[str, str],
+    y_title: str = "",
+) -> go.Figure:
+    """Grouped bars: the share of users and of items each cold-start scenario makes cold.
+
+    Parameters
+    ----------
+    scenarios
+        One row per scenario with ``scenario``, ``cold_users`` and ``cold_items``
+        (``DatasetSummary.scenarios_frame()``).
+    n_users, n_items
+        Totals the shares are taken of.
+    """
+    x = [scenario_labels.get(s, s) for s in scenarios["scenario"]]
+    fig = go.Figure()
+    for key, total, colour in (("users", n_users, PHASE_COLOURS["joint"]), ("items", n_items, PHASE_COLOURS["meta"])):
+        share = scenarios[f"cold_{key}"].to_numpy(dtype=float) / max(total, 1)
+        fig.add_trace(go.Bar(x=x, y=share, name=labels.get(key, key), marker_color=colour, text=[f"{v:.0%}" for v in share], textposition="outside"))
+    fig.update_layout(
+        barmode="group", height=300, margin=dict(l=10, r=10, t=30, b=40), yaxis_title=y_title, yaxis_tickformat=".0%",
+        yaxis_range=[0, 1], legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+    )
+    return fig
+
+
+# ---------------------------------------------------------------- embeddings
+#: At most this many colour groups; rarer values are drawn together as "other".
+MAX_GROUPS = 12
+GROUP_COLOURS = ["#7b2cbf", "#2a9d8f", "#e76f51", "#264653", "#e9c46a", "#457b9d", "#f4a261", "#8d99ae",
+                 "#d62828", "#6a994e", "#bc6c25", "#5e548e", "#adb5bd"]
+
+
+def esc(text: object) -> str:
+    """Escape data for Plotly labels (Plotly reads a few HTML-like tags; data must never be markup)."""
+    return html.escape(str(text), quote=False)
+
+
+def hover_text(frame: pd.DataFrame, title: str, fields: Sequence[str]) -> list[str]:
+    """One escaped hover label per row: the title in bold, then ``field: value`` lines."""
+    titles = frame[title].map(esc).to_numpy()
+    parts = [frame[f].map(lambda v, f=f: f"{esc(f)}: {esc(v)}").to_numpy() for f in fields if f in frame.columns]
+    return ["<br>".join([f"<b>{titles[i]}</b>", *(p[i] for p in parts)]) for i in range(len(frame))]
+
+
+def embedding_figure(
+    points: pd.DataFrame,
+    *,
+    color: str | None = None,
+    hover: Sequence[str] = (),
+    title: str = "label",
+    highlight: Sequence[int] = (),
+    trail: pd.DataFrame | None = None,
+    group_colours: Mapping[str, str] | None = None,
+    other_label: str = "other",
+    trail_label: str = "",
+    height: int = 560,
+) -> go.Figure:
+    """A 2-D map of embeddings drawn with WebGL (``Scattergl``), one figure per page.
+
+    Parameters
+    ----------
+    points
+        One row per entity with ``x``, ``y``, the ``title`` column and any
+        ``color`` / ``hover`` columns.
+    color
+        Column to colour by: numbers get a colour scale, other values one
+        colour per group (the ``MAX_GROUPS - 1`` most common, the rest as ``other_label``).
+    hover
+        Columns listed in the hover label.
+    title
+        Column shown in bold in the hover label.
+    highlight
+        Row positions drawn larger and outlined (search hits, neighbours).
+    trail
+        Optional path of a moving point (``x``, ``y``, ``label``), e.g. a user adapting in the lab.
+    group_colours
+        Fixed colours for some groups (e.g. cohorts).
+    """
+    fig = go.Figure()
+    text = hover_text(points, title, hover)
+    base = dict(mode="markers", hoverinfo="text", hovertemplate="%{text}<extra></extra>")
+    if color is None:
+        fig.add_trace(go.Scattergl(x=points["x"], y=points["y"], text=text, marker=dict(size=5, color="#7b2cbf", opacity=0.6), name="", **base))
+    elif pd.api.types.is_numeric_dtype(points[color]) and not pd.api.types.is_bool_dtype(points[color]):
+        fig.add_trace(
+            go.Scattergl(
+                x=points["x"], y=points["y"], text=text, name=esc(color),
+                marker=dict(size=5, color=points[color], colorscale="Viridis", showscale=True, opacity=0.7,
+                            colorbar=dict(title=esc(color), thickness=12)),
+                **base,
+            )
+        )
+    else:
+        values = points[color].astype(object).where(points[color].notna(), "—").astype(str)
+        common = values.value_counts().index[: MAX_GROUPS - 1]
+        values = values.where(values.isin(common), other_label) if values.nunique() > MAX_GROUPS - 1 else values
+        order = list(values.value_counts().index)
+        if other_label in order:
+            order.remove(other_label)
+            order.append(other_label)
+        text_array = np.asarray(text, dtype=object)
+        for g, group in enumerate(order):
+            mask = (values == group).to_numpy()
+            colour = (group_colours or {}).get(group, GROUP_COLOURS[g % len(GROUP_COLOURS)] if group != other_label else "#ced4da")
+            fig.add_trace(
+                go.Scattergl(
+                    x=points["x"].to_numpy()[mask], y=points["y"].to_numpy()[mask], text=list(text_array[mask]), name=esc(group),
+                    marker=dict(size=5, color=colour, opacity=0.65), **base,
+                )
+            )
+    if len(highlight):
+        rows = points.iloc[list(highlight)]
+        fig.add_trace(
+            go.Scattergl(
+                x=rows["x"], y=rows["y"], text=[text[i] for i in highlight], name="★", showlegend=False,
+                marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="#111111", width=2)), **base,
+            )
+        )
+    if trail is not None and len(trail):
+        fig.add_trace(
+            go.Scattergl(
+                x=trail["x"], y=trail["y"], mode="lines+markers+text", name=esc(trail_label),
+                text=[esc(v) for v in trail["label"]], textposition="top center", hoverinfo="skip",
+                line=dict(color=COHORT_COLOURS["you"], width=2),
+                marker=dict(size=[8] * (len(trail) - 1) + [16], color=COHORT_COLOURS["you"], symbol="diamond"),
+            )
+        )
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=10, b=10), legend=dict(itemsizing="constant"),
+        xaxis=dict(showticklabels=False, zeroline=False, showgrid=False), yaxis=dict(showticklabels=False, zeroline=False, showgrid=False),
+        dragmode="pan",
+    )
     return fig

@@ -7,9 +7,11 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -194,11 +196,17 @@ FALLBACK_DATASET = "builtin:synthetic"
 
 
 @st.cache_resource(show_spinner=False)
-def store() -> Any:
-    """The run store of this server (``METAREC_HOME``), opened once; connections are per thread."""
+def _store_at(home: str) -> Any:
     from metarec_core.store import RunStore
 
-    return RunStore()
+    return RunStore(home)
+
+
+def store() -> Any:
+    """The run store (``METAREC_HOME``), opened once per home; connections are per thread."""
+    from metarec_core.store import default_home
+
+    return _store_at(str(default_home()))
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
@@ -339,8 +347,16 @@ def run_picker() -> None:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def recommender(run_id: str, weights_mtime: float) -> Any:
-    """A :class:`~metarec_core.recommender.Recommender` for a run (reloaded when its weights change)."""
+    """A :class:`~metarec_core.recommender.Recommender` for a run (reloaded when its weights change).
+
+    The app computes on tiny tensors: one torch thread is several times
+    faster than two on a shared CPU, so the app process uses one.
+    """
+    import torch
+
     from metarec_core.recommender import Recommender
+
+    torch.set_num_threads(1)
 
     return Recommender.from_run_dir(store().run_dir(run_id))
 
@@ -409,3 +425,141 @@ def support_query_example(dataset: Any, *, k: int = 5, max_query: int = 15) -> t
         }
     )
     return dataset.users.external(user), table.iloc[:k].reset_index(drop=True), table.iloc[k : k + max_query].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- starting runs
+def start_run(config: Any, *, name: str | None = None) -> str:
+    """Queue a training run on the session's dataset, start workers, and make it the current run.
+
+    Parameters
+    ----------
+    config
+        A ``TrainConfig`` or a dict of its settings (validated by the core).
+    name
+        Display name (default: the dataset and the time).
+
+    Returns
+    -------
+    str
+        The run ID.
+    """
+    from metarec_core import jobs
+
+    ref = st.session_state.get(DATASET) or DEFAULT_DATASET
+    run_id = jobs.submit(store(), config, ref, name=name)
+    jobs.dispatch(store())
+    st.session_state[RUN] = run_id
+    return run_id
+
+
+def offer_default_training() -> None:
+    """When the session's dataset has no run yet, offer to train the default model in one click."""
+    ref = st.session_state.get(DATASET) or DEFAULT_DATASET
+    if runs_for(ref):
+        return
+    with st.container(border=True):
+        st.markdown(t("onboard.text"))
+        if st.button(t("onboard.button"), type="primary", icon=":material/play_arrow:", key="onboard_train"):
+            with guard():
+                start_run(train_defaults(), name=t("onboard.run_name"))
+                if (ROOT / "pages" / "train.py").is_file():
+                    st.switch_page("pages/train.py")
+                st.rerun()
+
+
+@functools.cache
+def gpu_name() -> str:
+    """The CUDA device's name, or ``""`` when this machine has no usable GPU."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+
+
+# ---------------------------------------------------------------- a run's embeddings
+@dataclass(frozen=True)
+class RunEmbeddings:
+    """Item and user vectors of a run with one descriptive row each (for maps and neighbour search).
+
+    ``items`` / ``users`` frames hold ``id``, ``label``, ``cohort``, ``n_ratings``
+    and the side features; row ``i`` describes vector ``i``.
+    """
+
+    items: pd.DataFrame
+    item_vectors: np.ndarray
+    users: pd.DataFrame
+    user_vectors: np.ndarray
+
+
+def run_dataset(run: Any) -> Any:
+    """The dataset a run was trained on (loaded once per server)."""
+    return load_dataset_ref(run.dataset_ref)
+
+
+def _side_rows(dataset: Any, table: pd.DataFrame, idmap: Any, external_ids: tuple[str, ...]) -> pd.DataFrame:
+    """Side-table rows aligned to a run's external IDs (missing IDs give empty rows)."""
+    positions = idmap.lookup(list(external_ids))
+    if table.shape[1] == 0:
+        return pd.DataFrame(index=range(len(external_ids)))
+    rows = table.reindex(positions).reset_index(drop=True)
+    return rows
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def run_embeddings(run_id: str, weights_mtime: float) -> RunEmbeddings:
+    """Vectors of every item (factor ``q_i``) and user (taste vector) of a run.
+
+    Warm users use their learned parameters; other users are adapted on their
+    first K ratings in time (K = the run's ``eval_support_size``); users
+    without ratings sit at the meta-learned start. Computed once per run and
+    weights version.
+    """
+    run = store().get_run(run_id)
+    rec = recommender(run_id, weights_mtime)
+    dataset = run_dataset(run)
+    meta = rec.run.meta
+    item_ids, user_ids = rec.items.external_ids, rec.users.external_ids
+    counts = dataset.ratings.groupby("item").size()
+    item_idx = dataset.items.lookup(list(item_ids))
+    titles = meta.get("item_titles") or {}
+    items = _side_rows(dataset, dataset.item_table, dataset.items, item_ids)
+    items.insert(0, "id", list(item_ids))
+    items.insert(1, "label", [str(titles.get(i, i)) for i in item_ids] if titles else (items["title"].astype(str).tolist() if "title" in items else list(item_ids)))
+    known_items = rec.model.item_known.cpu().numpy()
+    cold_items = set(meta.get("cold_items", []))
+    items.insert(2, "cohort", ["new" if i in cold_items or not known_items[i] else "warm" for i in range(len(item_ids))])
+    items.insert(3, "n_ratings", [int(counts.get(i, 0)) if i >= 0 else 0 for i in item_idx])
+
+    known_users = rec.model.user_known.cpu().numpy()
+    cold_users = set(meta.get("cold_users", []))
+    k = int(rec.run.config.eval_support_size)
+    by_user = {int(u): g for u, g in dataset.ratings.sort_values(["timestamp", "item"], kind="stable").groupby("user")}
+    user_idx = dataset.users.lookup(list(user_ids))
+    vectors, cohorts, n_ratings = [], [], []
+    for index, external in enumerate(user_ids):
+        rows = by_user.get(int(user_idx[index]))
+        n_ratings.append(0 if rows is None else len(rows))
+        if known_users[index]:
+            state = rec.adapt_user([], user_id=external, steps=0)
+            cohorts.append("warm")
+        else:
+            cohorts.append("new" if index in cold_users or rows is None else "meta-test")
+            support = [] if rows is None else [
+                (dataset.items.external(int(i)), float(r)) for i, r in zip(rows["item"].to_numpy()[:k], rows["rating"].to_numpy()[:k])
+            ]
+            support = [(i, r) for i, r in support if i in rec.items]
+            state = rec.adapt_user(support, user_id=external, use_known=False)
+        vectors.append(rec.user_vector(state))
+    users = _side_rows(dataset, dataset.user_table, dataset.users, user_ids)
+    users.insert(0, "id", list(user_ids))
+    users.insert(1, "label", [f"user {u}" for u in user_ids])
+    users.insert(2, "cohort", cohorts)
+    users.insert(3, "n_ratings", n_ratings)
+    return RunEmbeddings(items, rec.item_vectors().astype(np.float64), users, np.stack(vectors).astype(np.float64))
+
+
+def current_embeddings() -> RunEmbeddings | None:
+    """Embeddings of the session's run (``None`` when it has no weights yet)."""
+    run = current_run()
+    if run is None or not has_weights(run.id):
+        return None
+    return run_embeddings(run.id, (store().run_dir(run.id) / WEIGHTS_FILE).stat().st_mtime)

@@ -1,0 +1,268 @@
+"""Data page: the current dataset's summary, uploading and mapping new data, saved datasets."""
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+import streamlit as st
+
+from metarec_core.errors import MetarecError
+from pages import charts, common
+from pages.common import t
+
+NONE = "—"
+FILE_TYPES = ["csv", "tsv", "txt", "parquet", "pq"]
+KIND_CHOICES = ("auto", "categorical", "multilabel", "numeric", "text", "ignore")
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def read_upload(digest: str, _raw: bytes, name: str) -> pd.DataFrame:
+    """Read an uploaded table once per distinct content (``digest`` is the cache key)."""
+    from metarec_core.loaders import read_table
+
+    return read_table(_raw, name=name)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def build_upload(key: tuple, _frames: tuple, columns: tuple, kinds: tuple, name: str):
+    """Validate the uploaded tables with a column mapping into a Dataset (cached per inputs)."""
+    from metarec_core.loaders import ColumnMapping, build_dataset
+
+    interactions, users, items = _frames
+    mapping = ColumnMapping(**dict(columns))
+    return build_dataset(interactions, users, items, columns=mapping, feature_kinds=dict(kinds) or None, name=name)
+
+
+@st.cache_data(show_spinner=False)
+def example_csv() -> bytes:
+    """A small interactions file in the expected format (from the synthetic scenario)."""
+    from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+    data = make_synthetic(SyntheticConfig(n_users=60, n_items=40, ratings_per_user=(8, 20), seed=1)).dataset
+    r = data.ratings
+    frame = pd.DataFrame(
+        {
+            "user_id": [data.users.external(int(u)) for u in r["user"]],
+            "item_id": [data.items.external(int(i)) for i in r["item"]],
+            "rating": r["rating"].astype(int),
+            "timestamp": r["timestamp"],
+        }
+    )
+    return frame.to_csv(index=False).encode()
+
+
+def uploaded_table(label_key: str, key: str) -> tuple[pd.DataFrame | None, str]:
+    """A file uploader; returns the table read from the upload and its content hash.
+
+    The upload's name is used in messages only. A file that cannot be read
+    shows an error and gives ``(None, "")``.
+    """
+    upload = st.file_uploader(t(label_key), type=FILE_TYPES, key=key)
+    if upload is None:
+        return None, ""
+    raw = upload.getvalue()
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        return read_upload(digest, raw, upload.name), digest
+    except MetarecError as exc:
+        common.show_error(exc)
+        return None, ""
+
+
+def choose_column(label_key: str, columns: list[str], detected: str | None, *, key: str, optional: bool) -> str | None:
+    """A select box of columns pre-set to the detected one; ``—`` means none."""
+    options = ([NONE] if optional else []) + columns
+    index = options.index(detected) if detected in options else 0
+    value = st.selectbox(t(label_key), options, index=index, key=key)
+    return None if value == NONE else value
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def dataset_summary(fingerprint: str, _dataset):
+    """The core's summary of a dataset, computed once per fingerprint."""
+    from metarec_core.summary import summarize
+
+    return summarize(_dataset)
+
+
+def summary_section(dataset) -> None:
+    """Counts, density and the summary plots of the current dataset."""
+    summary = dataset_summary(dataset.fingerprint, dataset)
+    cols = st.columns(5)
+    cols[0].metric(t("data.users"), f"{summary.n_users:,}")
+    cols[1].metric(t("data.items"), f"{summary.n_items:,}")
+    cols[2].metric(t("data.interactions"), f"{summary.n_ratings:,}")
+    cols[3].metric(t("data.density"), f"{summary.density:.2%}")
+    cols[4].metric(t("data.top_share"), f"{summary.top_item_share:.0%}", help=t("data.top_share.help"))
+    if summary.warnings:
+        with st.expander(t("data.load_warnings", n=len(summary.warnings))):
+            common.show_warnings(summary.warnings, limit=20)
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**{t('data.histogram')}**")
+        st.plotly_chart(
+            charts.rating_histogram(summary.rating_histogram, x_title=t("common.rating"), y_title=t("data.count")),
+            config={"displayModeBar": False},
+        )
+    with right:
+        st.markdown(f"**{t('data.long_tail')}**")
+        st.plotly_chart(
+            charts.long_tail_figure(
+                summary.ratings_per_item,
+                summary.ratings_per_user,
+                labels={"items": t("data.per_item"), "users": t("data.per_user")},
+                x_title=t("data.rank"),
+                y_title=t("data.count"),
+            ),
+            config={"displayModeBar": False},
+        )
+    st.markdown(f"**{t('data.cold.header')}**")
+    st.caption(t("data.cold.caption", k=summary.support_size, share=f"{summary.cold_fraction:.0%}"))
+    scenarios = summary.scenarios_frame()
+    left, right = st.columns([3, 2])
+    with left:
+        st.plotly_chart(
+            charts.cold_share_figure(
+                scenarios,
+                summary.n_users,
+                summary.n_items,
+                scenario_labels={s: t(f"scenario.{s}") for s in scenarios["scenario"]},
+                labels={"users": t("data.cold.users"), "items": t("data.cold.items")},
+                y_title=t("data.cold.share"),
+            ),
+            config={"displayModeBar": False},
+        )
+    with right:
+        table = scenarios.assign(scenario=[t(f"scenario.{s}") for s in scenarios["scenario"]])
+        table.columns = [t(f"data.scn.{c}") for c in scenarios.columns]
+        st.dataframe(table, hide_index=True)
+    if summary.features:
+        st.markdown(f"**{t('data.features')}**")
+        features = summary.features_frame()
+        features.columns = [t(f"data.feat.{c}") for c in features.columns]
+        st.dataframe(features, hide_index=True)
+
+
+def upload_section() -> None:
+    """Upload tables, map columns, validate, preview and save as a dataset."""
+    st.markdown(t("data.upload.help"))
+    st.download_button(t("data.example"), example_csv(), file_name="example_ratings.csv", mime="text/csv", icon=":material/download:")
+    interactions, inter_digest = uploaded_table("data.upload.interactions", "upload_interactions")
+    with st.expander(t("data.upload.side")):
+        users, users_digest = uploaded_table("data.upload.users", "upload_users")
+        items, items_digest = uploaded_table("data.upload.items", "upload_items")
+    if interactions is None:
+        return
+
+    from metarec_core.loaders import ColumnMapping, detect_columns
+
+    source = interactions.attrs.get("source", "upload")
+    try:
+        detected = detect_columns(interactions, source=source)
+    except MetarecError as exc:
+        st.warning(common.plain(exc), icon=":material/warning:")
+        detected = ColumnMapping()
+    st.subheader(t("data.mapping.header"))
+    st.caption(t("data.mapping.caption"))
+    columns = [str(c) for c in interactions.columns]
+    cols = st.columns(4)
+    with cols[0]:
+        user = choose_column("data.mapping.user", columns, detected.user, key="map_user", optional=False)
+    with cols[1]:
+        item = choose_column("data.mapping.item", columns, detected.item, key="map_item", optional=False)
+    with cols[2]:
+        rating = choose_column("data.mapping.rating", columns, detected.rating, key="map_rating", optional=True)
+    with cols[3]:
+        timestamp = choose_column("data.mapping.timestamp", columns, detected.timestamp, key="map_timestamp", optional=True)
+    kinds: dict[str, str] = {}
+    side = [(p, f) for p, f in (("users", users), ("items", items)) if f is not None]
+    if side:
+        with st.expander(t("data.kinds.header")):
+            st.caption(t("data.kinds.caption"))
+            for prefix, frame in side:
+                for column in frame.columns[1:]:
+                    kind = st.selectbox(
+                        f"{t(f'data.kinds.{prefix}')} · {column}",
+                        KIND_CHOICES,
+                        format_func=lambda k: t(f"kind.{k}"),
+                        key=f"kind_{prefix}_{column}",
+                    )
+                    if kind != "auto":
+                        kinds[f"{prefix}.{column}"] = kind
+
+    st.subheader(t("data.preview.header"))
+    st.dataframe(interactions.head(50), hide_index=True, height=220)
+
+    mapping = (("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp), ("implicit", rating is None))
+    name = st.text_input(t("data.name"), value=str(source).rsplit(".", 1)[0][:60] or "uploaded", max_chars=60, key="upload_name")
+    key = (inter_digest, users_digest, items_digest)
+    try:
+        dataset = build_upload(key, (interactions, users, items), mapping, tuple(sorted(kinds.items())), name.strip() or "uploaded")
+    except MetarecError as exc:
+        common.show_error(exc)
+        return
+    st.success(
+        t("data.valid", users=dataset.n_users, items=dataset.n_items, ratings=len(dataset.ratings),
+          kind=t("data.implicit") if dataset.implicit else t("data.explicit")),
+        icon=":material/check_circle:",
+    )
+    common.show_warnings(dataset.warnings)
+    if st.button(t("data.save"), type="primary", icon=":material/save:", key="save_dataset"):
+        with common.guard():
+            dataset_id = common.store().save_dataset(dataset, name=name.strip() or None)
+            st.session_state[common.DATASET] = f"stored:{dataset_id}"
+            st.session_state[common.RUN] = None
+            st.toast(t("data.saved", name=common.plain(name)), icon=":material/check:")
+            st.rerun()
+
+
+def saved_section() -> None:
+    """The saved datasets, with switching and deleting."""
+    records = common.store().list_datasets()
+    if not records:
+        st.info(t("data.saved.none"))
+        return
+    table = pd.DataFrame(
+        {
+            t("data.saved.name"): [r.name for r in records],
+            t("data.users"): [r.n_users for r in records],
+            t("data.items"): [r.n_items for r in records],
+            t("data.interactions"): [r.n_ratings for r in records],
+            t("data.saved.created"): [pd.Timestamp(r.created, unit="s").strftime("%Y-%m-%d %H:%M") for r in records],
+            "ID": [r.id for r in records],
+        }
+    )
+    st.dataframe(table, hide_index=True)
+    labels = {r.ref: f"{r.name} ({r.id})" for r in records}
+    choice = st.selectbox(t("data.saved.pick"), list(labels), format_func=labels.__getitem__, key="saved_pick")
+    left, right = st.columns(2)
+    if left.button(t("data.saved.use"), icon=":material/check:", key="saved_use"):
+        st.session_state[common.DATASET] = choice
+        st.session_state[common.RUN] = None
+        st.rerun()
+    force = right.checkbox(t("data.saved.force"), key="saved_force")
+    if right.button(t("data.saved.delete"), icon=":material/delete:", key="saved_delete"):
+        with common.guard():
+            common.store().delete_dataset(choice.split(":", 1)[1], force=force)
+            if st.session_state.get(common.DATASET) == choice:
+                st.session_state[common.DATASET] = common.DEFAULT_DATASET
+            common.load_dataset_ref.clear()
+            st.rerun()
+
+
+st.title(t("data.title"))
+st.caption(t("data.intro"))
+common.offer_default_training()
+current, upload, saved = st.tabs([t("data.tab.current"), t("data.tab.upload"), t("data.tab.saved")])
+with current:
+    with common.guard():
+        dataset = common.current_dataset()
+        if dataset is not None:
+            st.subheader(common.plain(common.dataset_options().get(st.session_state[common.DATASET], dataset.name)))
+            summary_section(dataset)
+with upload:
+    with common.guard():
+        upload_section()
+with saved:
+    with common.guard():
+        saved_section()

@@ -1,0 +1,111 @@
+"""Embeddings page: item and user vectors of the current run in 2-D, coloured, searchable, with neighbours."""
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import streamlit as st
+
+from metarec_core import projection
+from pages import charts, common
+from pages.common import t
+
+#: Columns of the entity frames that are not features.
+BASE_COLUMNS = ("id", "label", "cohort", "n_ratings")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_umap() -> threading.Thread:
+    """Compile UMAP's numba code once per server in a background thread (no Streamlit calls in it)."""
+    import numpy as np
+
+    def run() -> None:
+        projection.umap_frame(np.random.default_rng(0).normal(size=(40, 4)), n_neighbors=5)
+
+    thread = threading.Thread(target=run, name="umap-warmup", daemon=True)
+    thread.start()
+    return thread
+
+
+def coordinates(run_dir, kind: str, method: str, vectors) -> pd.DataFrame:
+    """PCA or UMAP coordinates of one entity kind, cached in the run directory."""
+    params = {"n_neighbors": 15, "metric": "cosine"} if method == "umap" else {}
+    return projection.cached_projection(run_dir, kind, method, vectors, **params)
+
+
+def umap_cached(run_dir, kind: str, vectors) -> bool:
+    """Whether UMAP coordinates for these vectors are already on disk."""
+    key = projection.projection_key(vectors, "umap", {"n_neighbors": 15, "metric": "cosine"})
+    return (run_dir / projection.PROJECTION_DIR / f"{kind}-umap-{key}.parquet").is_file()
+
+
+def search(frame: pd.DataFrame, query: str, limit: int = 20) -> list[int]:
+    """Row positions whose ID equals ``query`` or whose label contains it (case-insensitive)."""
+    query = query.strip().lower()
+    if not query:
+        return []
+    exact = frame.index[frame["id"].str.lower() == query].tolist()
+    contains = frame.index[frame["label"].str.lower().str.contains(query, regex=False)].tolist()
+    return list(dict.fromkeys(exact + contains))[:limit]
+
+
+st.title(t("emb.title"))
+st.caption(t("emb.intro"))
+with common.guard():
+    run = common.current_run()
+    embeddings = common.current_embeddings() if run is not None else None
+    if embeddings is None:
+        st.info(t("emb.no_run"))
+        common.offer_default_training()
+        st.stop()
+    run_dir = common.store().run_dir(run.id)
+    cols = st.columns([1, 1, 2])
+    kind = cols[0].segmented_control(
+        t("emb.kind"), ["items", "users"], format_func=lambda k: t(f"emb.kind.{k}"), default="items", required=True, key="emb_kind"
+    )
+    frame = embeddings.items if kind == "items" else embeddings.users
+    vectors = embeddings.item_vectors if kind == "items" else embeddings.user_vectors
+    have_umap = umap_cached(run_dir, kind, vectors)
+    method = cols[1].segmented_control(
+        t("emb.method"), ["pca", "umap"], format_func=lambda m: t(f"emb.method.{m}"), default="pca", required=True, key="emb_method"
+    )
+    features = [c for c in frame.columns if c not in ("id", "label")]
+    color = cols[2].selectbox(
+        t("emb.color"), features, format_func=lambda c: t(f"emb.col.{c}") if c in BASE_COLUMNS else c, key=f"emb_color_{kind}"
+    )
+    if method == "umap" and not have_umap:
+        warm_umap()
+        st.info(t("emb.umap.note"))
+        if st.button(t("emb.umap.compute"), icon=":material/bubble_chart:", key="emb_umap"):
+            with st.spinner(t("emb.umap.running")):
+                coordinates(run_dir, kind, "umap", vectors)
+            st.rerun()
+        method = "pca"
+    coords = coordinates(run_dir, kind, method, vectors)
+    points = pd.concat([coords[["x", "y"]], frame.reset_index(drop=True)], axis=1)
+
+    query = st.text_input(t("emb.search"), key=f"emb_search_{kind}", placeholder=t("emb.search.placeholder"))
+    hits = search(frame.reset_index(drop=True), query)
+    if query and not hits:
+        st.warning(t("emb.search.none", query=common.plain(query)), icon=":material/search_off:")
+    neighbours = pd.DataFrame()
+    if hits:
+        chosen = hits[0]
+        if len(hits) > 1:
+            labels = {i: f"{frame['label'].iloc[i]} ({frame['id'].iloc[i]})" for i in hits}
+            chosen = st.selectbox(t("emb.search.pick"), hits, format_func=labels.__getitem__, key=f"emb_pick_{kind}")
+        neighbours = projection.nearest_neighbours(vectors, vectors[chosen], k=10, exclude=[chosen])
+    highlight = ([chosen] + neighbours["index"].tolist()) if hits else []
+    hover = [c for c in frame.columns if c not in ("id", "label")][:6]
+    fig = charts.embedding_figure(
+        points, color=color, hover=["id", *hover], title="label", highlight=highlight,
+        group_colours=charts.COHORT_COLOURS if color == "cohort" else None, other_label=t("emb.other"),
+    )
+    st.plotly_chart(fig, config={"scrollZoom": True, "displaylogo": False}, key="emb_chart")
+    st.caption(t("emb.caption.pca") if method == "pca" else t("emb.caption.umap"))
+    if hits:
+        st.subheader(t("emb.neighbours", label=common.plain(frame["label"].iloc[chosen])))
+        table = frame.iloc[neighbours["index"]].reset_index(drop=True)[["id", "label", "cohort", "n_ratings"]]
+        table.columns = [t(f"emb.col.{c}") for c in table.columns]
+        table.insert(2, t("emb.col.distance"), neighbours["distance"].round(3).to_numpy())
+        st.dataframe(table, hide_index=True)

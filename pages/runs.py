@@ -1,0 +1,168 @@
+"""Runs page: compare runs — overlaid loss curves, what differs, final metrics — and export, rename, delete."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from pages import charts, common
+from pages.common import t
+
+LOSS_TERMS = ("meta", "trans", "l0", "total")
+
+
+def runs_table(runs) -> pd.DataFrame:
+    """One row per run: name, status, dataset, key settings and final test metrics."""
+    store = common.store()
+    rows = []
+    for run in runs:
+        final = store.final_metrics(run.id) if run.status in ("completed", "cancelled") else {}
+        duration = (run.finished - run.started) if run.finished and run.started else None
+        rows.append(
+            {
+                t("runs.col.name"): run.name,
+                t("runs.col.status"): t(f"status.{run.status}"),
+                t("runs.col.dataset"): common.dataset_options().get(run.dataset_ref, run.dataset_ref),
+                t("runs.col.created"): pd.Timestamp(run.created, unit="s").strftime("%Y-%m-%d %H:%M"),
+                t("runs.col.seconds"): None if duration is None else round(duration, 1),
+                "λ1": run.config.get("lambda_meta"),
+                "λ2": run.config.get("lambda_trans"),
+                t("runs.col.schedule"): run.config.get("schedule"),
+                "MAE": final.get("test_mae"),
+                "nDCG@3": final.get("test_ndcg@3"),
+                "ID": run.id,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def curves_section(selected: list[str], labels: dict[str, str]) -> None:
+    """Overlaid loss curves with smoothing and x-axis controls, and validation curves."""
+    store = common.store()
+    frames = [store.metrics_frame(run_id).assign(run=run_id) for run_id in selected]
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if metrics.empty:
+        st.info(t("runs.no_metrics"))
+        return
+    cols = st.columns([2, 2, 3])
+    smoothing = cols[0].slider(t("runs.smoothing"), 0.0, 0.99, 0.6, step=0.01, key="runs_smoothing")
+    x_axis = cols[1].segmented_control(
+        t("runs.x_axis"), ["step", "time"], format_func=lambda x: t(f"runs.x.{x}"), default="step", required=True, key="runs_x"
+    )
+    terms = cols[2].pills(
+        t("runs.terms"), list(LOSS_TERMS), selection_mode="multi", default=["meta", "trans"],
+        format_func=lambda k: t(f"loss.{k}"), key="runs_terms",
+    )
+    st.plotly_chart(
+        charts.loss_figure(
+            metrics, keys=terms or ["total"], smoothing=smoothing, x=x_axis or "step", run_labels=labels,
+            key_labels={k: t(f"loss.{k}") for k in LOSS_TERMS},
+            x_title=t("common.step") if x_axis != "time" else t("common.seconds"), y_title=t("common.loss"),
+        ),
+        config={"displayModeBar": False},
+    )
+    st.caption(t("runs.curves.caption"))
+    if (metrics["phase"] == "validate").any():
+        keys = sorted(k for k in metrics.loc[metrics["phase"] == "validate", "key"].unique() if k.startswith("valid_"))
+        key = st.segmented_control(t("runs.valid_metric"), keys, default=keys[0], required=True, key="runs_valid_key")
+        st.plotly_chart(
+            charts.validation_figure(metrics, key or keys[0], run_labels=labels, x_title=t("common.epoch"), y_title=key or keys[0]),
+            config={"displayModeBar": False},
+        )
+
+
+def compare_section(selected: list[str], labels: dict[str, str]) -> None:
+    """Settings that differ between the selected runs, final metrics side by side, CSV export."""
+    comparison = common.store().compare(selected)
+    left, right = st.columns([2, 3])
+    with left:
+        st.subheader(t("runs.diff"))
+        if len(selected) < 2:
+            st.caption(t("runs.diff.one"))
+        elif comparison.params.empty:
+            st.caption(t("runs.diff.none"))
+        else:
+            params = comparison.params.rename(columns=labels).astype(str)
+            st.dataframe(params)
+    with right:
+        st.subheader(t("runs.final"))
+        final = comparison.metrics.rename(index=labels)
+        st.dataframe(final.round(4))
+    metrics_csv = pd.concat(
+        [common.store().metrics_frame(run_id).assign(run=run_id, name=labels[run_id]) for run_id in selected], ignore_index=True
+    ).to_csv(index=False)
+    cols = st.columns(2)
+    cols[0].download_button(
+        t("runs.export.metrics"), metrics_csv.encode(), file_name="metrics.csv", mime="text/csv", icon=":material/download:", key="dl_metrics"
+    )
+    cols[1].download_button(
+        t("runs.export.final"), comparison.metrics.to_csv().encode(), file_name="final_metrics.csv", mime="text/csv",
+        icon=":material/download:", key="dl_final",
+    )
+
+
+def manage_section(runs) -> None:
+    """Rename, export as zip, delete one run."""
+    ids = [r.id for r in runs]
+    labels = {r.id: f"{r.name} ({r.id})" for r in runs}
+    run_id = st.selectbox(t("runs.manage.pick"), ids, format_func=labels.__getitem__, key="manage_pick")
+    run = next(r for r in runs if r.id == run_id)
+    cols = st.columns(3, vertical_alignment="bottom")
+    with cols[0]:
+        new_name = st.text_input(t("runs.rename"), value=run.name, max_chars=120, key=f"rename_{run_id}")
+        if st.button(t("runs.rename.button"), icon=":material/edit:", key="rename_button"):
+            with common.guard():
+                common.store().rename(run_id, new_name)
+                st.rerun()
+    with cols[1]:
+        if not run.is_active and st.button(t("runs.export.prepare"), icon=":material/archive:", key="export_prepare"):
+            with common.guard(), tempfile.TemporaryDirectory() as tmp:
+                path = common.store().export_run(run_id, Path(tmp) / "run.zip")
+                st.session_state["export_zip"] = (run_id, path.read_bytes())
+        export = st.session_state.get("export_zip")
+        if export and export[0] == run_id:
+            st.download_button(
+                t("runs.export.zip"), export[1], file_name=f"metarec-run-{run_id}.zip", mime="application/zip",
+                icon=":material/download:", key="dl_zip",
+            )
+    with cols[2]:
+        confirm = st.checkbox(t("runs.delete.confirm"), key=f"delete_confirm_{run_id}")
+        if st.button(t("runs.delete"), icon=":material/delete:", disabled=not confirm, key="delete_button"):
+            with common.guard():
+                common.store().delete(run_id)
+                if st.session_state.get(common.RUN) == run_id:
+                    st.session_state[common.RUN] = None
+                st.rerun()
+
+
+st.title(t("runs.title"))
+st.caption(t("runs.intro"))
+runs: list = []
+selected: list[str] = []
+with common.guard():
+    all_runs = common.runs_for(None)
+    if not all_runs:
+        st.info(t("runs.none"))
+        common.offer_default_training()
+        st.stop()
+    ref = st.session_state.get(common.DATASET)
+    scope_all = st.toggle(t("runs.all_datasets"), key="runs_all", value=False)
+    runs = all_runs if scope_all else [r for r in all_runs if r.dataset_ref == ref] or all_runs
+    st.dataframe(runs_table(runs), hide_index=True)
+    labels = {r.id: r.name if sum(x.name == r.name for x in runs) == 1 else f"{r.name} ({r.id[:4]})" for r in runs}
+    current = st.session_state.get(common.RUN)
+    default = [current] if current in labels else [r.id for r in runs if r.status == "completed"][:2]
+    selected = st.multiselect(t("runs.select"), list(labels), default=default, format_func=labels.__getitem__, key="runs_selected")
+if selected:
+    st.header(t("runs.curves"))
+    with common.guard():
+        curves_section(selected, labels)
+    st.header(t("runs.compare"))
+    with common.guard():
+        compare_section(selected, labels)
+if runs:
+    st.header(t("runs.manage"))
+    with common.guard():
+        manage_section(runs)

@@ -1,0 +1,259 @@
+"""Train page: the objective's weights, the schedule, adaptation settings, background runs with live curves."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from metarec_core.errors import MetarecError
+from pages import charts, common
+from pages.common import t
+
+PREFIX = "cfg_"
+#: Every setting the page edits (TrainConfig fields; model.* are ModelConfig fields).
+FIELDS = (
+    "lambda_meta", "lambda_trans", "lambda_l0", "schedule", "num_epochs", "meta_epochs", "trans_epochs",
+    "inner_steps", "inner_lr", "learn_inner_lr", "adapt_scope", "first_order", "use_text", "text_encoder",
+    "text_columns", "device", "scenario", "cold_fraction", "eval_support_size", "support_size", "query_size",
+    "meta_batch_size", "batch_size", "lr", "seed", "model.factor_dim", "model.hidden",
+)
+PRESET_KEYS = {
+    "new users (meta + transfer)": "train.preset.new_users",
+    "transfer only": "train.preset.transfer_only",
+    "meta only": "train.preset.meta_only",
+    "new items (text features)": "train.preset.new_items",
+}
+L0_CHOICES = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+SCOPES = ("user", "head", "user+head", "dense")
+SCENARIOS = ("user-cold", "item-cold", "both-cold", "warm")
+ENCODERS = ("default", "hashing")
+
+
+def flat_config(config) -> dict:
+    """A TrainConfig as the page's flat ``{field: value}`` (``model.x`` keys; hidden as text)."""
+    from metarec_core.configs import config_to_dict
+
+    values = config_to_dict(config)
+    model = values.pop("model")
+    values["model.factor_dim"] = model["factor_dim"]
+    values["model.hidden"] = ", ".join(str(h) for h in model["hidden"])
+    values["text_columns"] = list(values["text_columns"])
+    return {k: values[k] for k in FIELDS}
+
+
+def config_values(flat: dict) -> dict:
+    """The page's flat values as a nested dict for ``config_from_dict(TrainConfig, ...)``."""
+    from metarec_core.errors import ConfigError
+
+    values = {k: v for k, v in flat.items() if not k.startswith("model.")}
+    try:
+        hidden = [int(h) for h in str(flat["model.hidden"]).replace(" ", "").split(",") if h]
+    except ValueError as exc:
+        raise ConfigError(f"hidden layer widths must be whole numbers separated by commas, got '{flat['model.hidden']}'") from exc
+    values["model"] = {"factor_dim": int(flat["model.factor_dim"]), "hidden": hidden}
+    values["text_columns"] = list(values["text_columns"])
+    return values
+
+
+def apply_preset() -> None:
+    """Callback of the preset pills: load the preset's settings into the widgets."""
+    from metarec_core.training import preset_config
+
+    name = st.session_state.get("train_preset")
+    if name:
+        for key, value in flat_config(preset_config(name)).items():
+            st.session_state[PREFIX + key] = value
+
+
+def init_widgets() -> None:
+    """First visit: every widget starts at the core's default."""
+    from metarec_core.training import TrainConfig
+
+    for key, value in flat_config(TrainConfig()).items():
+        st.session_state.setdefault(PREFIX + key, value)
+
+
+def settings_form(dataset) -> None:
+    """All the setting widgets; their values live in session state under ``cfg_*``."""
+    k = PREFIX
+    st.pills(
+        t("train.preset"),
+        list(PRESET_KEYS),
+        format_func=lambda name: t(PRESET_KEYS[name]),
+        key="train_preset",
+        on_change=apply_preset,
+        help=t("train.preset.help"),
+    )
+    objective, schedule = st.columns(2, gap="large")
+    with objective:
+        st.subheader(t("train.objective"))
+        st.latex(
+            rf"\mathcal{{L}}_{{\mathrm{{total}}}}={st.session_state[k + 'lambda_meta']:g}\cdot\mathcal{{L}}_{{\mathrm{{meta}}}}"
+            rf"+{st.session_state[k + 'lambda_trans']:g}\cdot\mathcal{{L}}_{{\mathrm{{trans}}}}"
+            rf"+\underbrace{{{st.session_state[k + 'lambda_l0']:g}\,\lVert\theta-\theta_{{\mathrm{{src}}}}\rVert^2}}_{{\mathcal{{L}}_0}}"
+        )
+        st.slider(t("train.lambda_meta"), 0.0, 3.0, step=0.05, key=k + "lambda_meta", help=t("train.lambda_meta.help"), persist_state="session")
+        st.slider(t("train.lambda_trans"), 0.0, 3.0, step=0.05, key=k + "lambda_trans", help=t("train.lambda_trans.help"), persist_state="session")
+        l0_options = sorted(set(L0_CHOICES) | {float(st.session_state[k + "lambda_l0"])})
+        st.select_slider(t("train.lambda_l0"), l0_options, format_func=lambda v: f"{v:g}", key=k + "lambda_l0", help=t("train.lambda_l0.help"), persist_state="session")
+        if st.session_state[k + "lambda_meta"] == 0 and st.session_state[k + "lambda_trans"] == 0:
+            st.warning(t("train.both_zero"), icon=":material/warning:")
+    with schedule:
+        st.subheader(t("train.schedule"))
+        st.segmented_control(
+            t("train.schedule.kind"), ["alternating", "sequential", "joint"], format_func=lambda s: t(f"train.schedule.{s}"),
+            key=k + "schedule", required=True, help=t("train.schedule.help"), persist_state="session",
+        )
+        cols = st.columns(3)
+        cols[0].number_input(t("train.num_epochs"), 0, 200, step=1, key=k + "num_epochs", persist_state="session")
+        cols[1].number_input(t("train.meta_epochs"), 0, 50, step=1, key=k + "meta_epochs", persist_state="session")
+        cols[2].number_input(t("train.trans_epochs"), 0, 50, step=1, key=k + "trans_epochs", persist_state="session")
+        segments = charts.schedule_segments(
+            st.session_state[k + "schedule"] or "alternating",
+            int(st.session_state[k + "num_epochs"]),
+            int(st.session_state[k + "meta_epochs"]),
+            int(st.session_state[k + "trans_epochs"]),
+            lambda_meta=float(st.session_state[k + "lambda_meta"]),
+            lambda_trans=float(st.session_state[k + "lambda_trans"]),
+        )
+        st.plotly_chart(charts.schedule_figure(segments, common.phase_labels(), x_title=t("train.timeline.x")), config={"displayModeBar": False})
+
+    meta, transfer, device = st.columns(3, gap="large")
+    with meta:
+        st.subheader(t("train.meta"))
+        st.slider(t("train.inner_steps"), 0, 20, step=1, key=k + "inner_steps", help=t("train.inner_steps.help"), persist_state="session")
+        st.number_input(t("train.inner_lr"), 0.0, 10.0, step=0.05, format="%.3f", key=k + "inner_lr", help=t("train.inner_lr.help"), persist_state="session")
+        st.selectbox(t("train.adapt_scope"), SCOPES, format_func=lambda s: t(f"train.scope.{s}"), key=k + "adapt_scope", persist_state="session")
+        st.toggle(t("train.first_order"), key=k + "first_order", help=t("train.first_order.help"), persist_state="session")
+        st.toggle(t("train.learn_inner_lr"), key=k + "learn_inner_lr", help=t("train.learn_inner_lr.help"), persist_state="session")
+    with transfer:
+        st.subheader(t("train.transfer"))
+        st.toggle(t("train.use_text"), key=k + "use_text", help=t("train.use_text.help"), persist_state="session")
+        text_features = [s.name for s in dataset.item_features if s.kind in ("text", "multilabel")] if dataset is not None else []
+        st.session_state[k + "text_columns"] = [c for c in st.session_state.get(k + "text_columns", []) if c in text_features]
+        st.multiselect(
+            t("train.text_columns"), text_features, key=k + "text_columns", placeholder=t("train.text_columns.all"),
+            disabled=not st.session_state[k + "use_text"], persist_state="session",
+        )
+        st.selectbox(
+            t("train.text_encoder"), ENCODERS, format_func=lambda e: t(f"train.encoder.{e}"), key=k + "text_encoder",
+            disabled=not st.session_state[k + "use_text"], persist_state="session",
+        )
+        if st.session_state[k + "use_text"] and not text_features:
+            st.warning(t("train.no_text"), icon=":material/warning:")
+    with device:
+        st.subheader(t("train.device"))
+        st.segmented_control(
+            t("train.device.kind"), ["auto", "cpu", "cuda"], format_func=lambda d: t(f"train.device.{d}"),
+            key=k + "device", required=True, persist_state="session",
+        )
+        gpu = common.gpu_name()
+        st.caption(t("train.gpu.yes", name=gpu) if gpu else t("train.gpu.no"))
+
+    with st.expander(t("train.advanced")):
+        cols = st.columns(4)
+        cols[0].selectbox(t("train.scenario"), SCENARIOS, format_func=lambda s: t(f"scenario.{s}"), key=k + "scenario", persist_state="session")
+        cols[1].number_input(t("train.cold_fraction"), 0.0, 0.9, step=0.05, key=k + "cold_fraction", persist_state="session")
+        cols[2].number_input(t("train.eval_support_size"), 1, 100, step=1, key=k + "eval_support_size", persist_state="session")
+        cols[3].number_input(t("train.seed"), 0, 2**31 - 1, step=1, key=k + "seed", persist_state="session")
+        cols = st.columns(4)
+        cols[0].number_input(t("train.support_size"), 1, 200, step=1, key=k + "support_size", persist_state="session")
+        cols[1].number_input(t("train.query_size"), 1, 500, step=1, key=k + "query_size", persist_state="session")
+        cols[2].number_input(t("train.meta_batch_size"), 1, 1024, step=1, key=k + "meta_batch_size", persist_state="session")
+        cols[3].number_input(t("train.batch_size"), 1, 65536, step=64, key=k + "batch_size", persist_state="session")
+        cols = st.columns(4)
+        cols[0].number_input(t("train.lr"), 0.0, 1.0, step=0.001, format="%.4f", key=k + "lr", persist_state="session")
+        cols[1].number_input(t("train.factor_dim"), 1, 256, step=1, key=k + "model.factor_dim", persist_state="session")
+        cols[2].text_input(t("train.hidden"), key=k + "model.hidden", persist_state="session")
+
+
+def start_section() -> None:
+    """Run name and the start button: widgets -> TrainConfig -> a queued background run."""
+    from metarec_core.configs import config_from_dict
+    from metarec_core.training import TrainConfig
+
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    name = left.text_input(t("train.run_name"), key="train_run_name", placeholder=t("train.run_name.placeholder"), max_chars=120)
+    if right.button(t("train.start"), type="primary", icon=":material/play_arrow:", key="train_start", width="stretch"):
+        flat = {key: st.session_state[PREFIX + key] for key in FIELDS}
+        with common.guard():
+            if flat["device"] == "cuda" and not common.gpu_name():
+                st.error(t("train.gpu.missing"))
+                return
+            config = config_from_dict(TrainConfig, config_values(flat))
+            common.start_run(config, name=name.strip() or None)
+            st.rerun()
+
+
+def progress_view(run) -> None:
+    """Status, progress bar, live loss and validation curves of one run, with a cancel button."""
+    store = common.store()
+    progress = run.progress or {}
+    step, total = int(progress.get("step", 0)), int(progress.get("total_steps", 0) or 0)
+    fraction = min(1.0, step / total) if total else (1.0 if run.status == "completed" else 0.0)
+    eta = progress.get("eta")
+    text = t("train.progress", status=t(f"status.{run.status}"), step=step, total=total,
+             phase=t(f"phase.{progress['phase']}") if progress.get("phase") in ("meta", "transfer", "joint", "validate") else "—",
+             eta=f"{eta:.0f}" if isinstance(eta, (int, float)) and run.is_active else "—")
+    st.progress(fraction, text=text)
+    if run.status == "failed" and run.error:
+        st.error(t("train.failed", error=common.plain(run.error)), icon=":material/error:")
+    if run.is_active:
+        if st.button(t("train.cancel"), icon=":material/stop:", key=f"cancel_{run.id}"):
+            with common.guard():
+                store.request_cancel(run.id)
+    metrics = store.metrics_frame(run.id)
+    if metrics.empty:
+        st.caption(t("train.waiting"))
+        return
+    left, right = st.columns([3, 2])
+    with left:
+        key_labels = {key: t(f"loss.{key}") for key in ("meta", "trans", "l0", "total")}
+        st.plotly_chart(
+            charts.loss_figure(metrics, smoothing=0.6, key_labels=key_labels, x_title=t("common.step"), y_title=t("common.loss")),
+            config={"displayModeBar": False}, key=f"loss_{run.id}",
+        )
+    with right:
+        if (metrics["phase"] == "validate").any():
+            st.plotly_chart(
+                charts.validation_figure(metrics, "valid_mae", x_title=t("common.epoch"), y_title=t("learn.live.valid_mae")),
+                config={"displayModeBar": False}, key=f"valid_{run.id}",
+            )
+    final = store.final_metrics(run.id) if run.status in ("completed", "cancelled") else {}
+    tests = {key: value for key, value in final.items() if key.startswith("test_")}
+    if tests:
+        st.subheader(t("train.final"))
+        st.dataframe(pd.DataFrame([tests]).round(4), hide_index=True)
+
+
+st.title(t("train.title"))
+st.caption(t("train.intro"))
+init_widgets()
+with common.guard():
+    settings_form(common.current_dataset())
+    start_section()
+
+st.divider()
+st.header(t("train.live"))
+current = common.current_run()
+if current is None:
+    st.info(t("train.no_run"))
+else:
+    active = current.is_active
+
+    @st.fragment(run_every=1.0 if active else None)
+    def live() -> None:
+        """Poll the run store once a second while the run is queued or running."""
+        from metarec_core import jobs
+
+        try:
+            jobs.dispatch(common.store())
+            run = common.store().get_run(current.id)
+        except MetarecError as exc:
+            common.show_error(exc)
+            return
+        st.markdown(f"**{common.plain(run.name)}** · `{run.id}`")
+        progress_view(run)
+        if active and not run.is_active:
+            st.rerun()  # finished: refresh the whole page once, and stop polling
+
+    live()
