@@ -479,3 +479,28 @@ def embedding_figure(
         dragmode="pan",
     )
     return fig
+
+
+# ---------------------------------------------------------------- the lab
+def inner_loss_figure(losses: pd.DataFrame, *, labels: Mapping[str, str], x_title: str = "", y_title: str = "") -> go.Figure:
+    """Loss per inner step of adaptation: one line per set (``support``, ``query``).
+
+    Parameters
+    ----------
+    losses
+        Columns ``set``, ``step`` and ``loss``.
+    labels
+        Display name of each set.
+    """
+    fig = go.Figure()
+    colours = {"support": PHASE_COLOURS["meta"], "query": PHASE_COLOURS["joint"]}
+    for name, part in losses.groupby("set", sort=False):
+        part = part.sort_values("step")
+        fig.add_trace(
+            go.Scatter(x=part["step"], y=part["loss"], mode="lines+markers", name=labels.get(name, name), line=dict(color=colours.get(name, "#264653")))
+        )
+    fig.update_layout(
+        height=320, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, xaxis_dtick=1,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+    )
+    return fig

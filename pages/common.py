@@ -563,3 +563,13 @@ def current_embeddings() -> RunEmbeddings | None:
     if run is None or not has_weights(run.id):
         return None
     return run_embeddings(run.id, (store().run_dir(run.id) / WEIGHTS_FILE).stat().st_mtime)
+
+
+def item_titles_for(rec: Any, dataset: Any) -> list[str]:
+    """A display name per item of a run (its saved titles, else the dataset's, else the ID)."""
+    saved = rec.run.meta.get("item_titles") or {}
+    if saved:
+        return [str(saved.get(i, i)) for i in rec.items.external_ids]
+    titles = item_titles(dataset)
+    positions = dataset.items.lookup(list(rec.items.external_ids))
+    return [titles.iloc[p] if p >= 0 else i for p, i in zip(positions, rec.items.external_ids)]

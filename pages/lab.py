@@ -1,0 +1,230 @@
+"""Cold-start lab: a new user rates a few items; the model adapts on every rating, live."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from metarec_core import projection
+from pages import charts, common
+from pages.common import t
+
+RATINGS = "lab_ratings"  # list of (item_id, rating) in the order given
+FEATURES = "lab_features"  # the new user's demographics
+TOP_K = 8
+UNKNOWN = "—"
+
+
+def reset() -> None:
+    """Forget the lab user (ratings and demographics)."""
+    st.session_state[RATINGS] = []
+    st.session_state[FEATURES] = {}
+    for key in [k for k in st.session_state if str(k).startswith("lab_feat_")]:
+        del st.session_state[key]
+    st.session_state.pop("lab_replay", None)
+
+
+def add_rating(item_id: str, rating: float) -> None:
+    """Add (or replace) the lab user's rating of an item."""
+    ratings = [(i, r) for i, r in st.session_state[RATINGS] if i != item_id]
+    st.session_state[RATINGS] = ratings + [(item_id, float(rating))]
+
+
+def demographics(rec) -> dict[str, object]:
+    """Optional side features of the new user, from the run's user feature vocabularies."""
+    values: dict[str, object] = {}
+    vocabs = rec.run.user_encoder.vocabs
+    if not vocabs:
+        return values
+    cols = st.columns(len(vocabs))
+    for col, vocab in zip(cols, vocabs):
+        name = vocab.spec.name
+        if vocab.spec.kind == "numeric":
+            value = col.number_input(name, value=None, step=1.0, key=f"lab_feat_{name}", placeholder=UNKNOWN)
+        elif vocab.spec.kind == "categorical":
+            value = col.selectbox(name, [UNKNOWN, *vocab.vocabulary], key=f"lab_feat_{name}")
+            value = None if value == UNKNOWN else value
+        else:
+            continue
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def rating_scale(rec) -> list[float]:
+    """The rating values a user can give (1..5 on ML-100K; just "liked" on implicit data)."""
+    if rec.run.loss == "bce":
+        return [1.0]
+    lo, hi = rec.run.rating_range
+    return [float(v) for v in np.arange(np.ceil(lo), np.floor(hi) + 1)] or [lo, hi]
+
+
+def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict) -> pd.DataFrame:
+    """Loss per inner step: support loss on the ratings so far; query loss on the newest rating,
+    predicted from the ratings before it (what the model expected before you told it)."""
+    steps = int(rec.run.config.inner_steps)
+    state = rec.adapt_user(ratings, user_features=features)
+    rows = [("support", s, v) for s, v in enumerate(state.losses)]
+    if len(ratings) >= 2 and rec.run.loss != "bce":
+        item_id, truth = ratings[-1]
+        item = rec.item_indices([item_id])
+        for s in range(steps + 1):
+            previous = rec.adapt_user(ratings[:-1], user_features=features, steps=s)
+            predicted = float(rec.score_items(previous, item)[0])
+            rows.append(("query", s, (predicted - truth) ** 2))
+    return pd.DataFrame(rows, columns=["set", "step", "loss"])
+
+
+def popularity(dataset, rec, exclude: set[str], k: int) -> list[str]:
+    """Most-rated items of the training data, unrated by the lab user."""
+    counts = dataset.ratings.groupby("item").size().sort_values(ascending=False, kind="stable")
+    ids = [dataset.items.external(int(i)) for i in counts.index[: k + len(exclude) + 5]]
+    return [i for i in ids if i not in exclude and i in rec.items][:k]
+
+
+def transfer_run(run) -> object | None:
+    """A completed transfer-only run (λ1 = 0) on the same dataset to compare with, newest first."""
+    for other in common.runs_for(run.dataset_ref):
+        if other.id != run.id and other.status == "completed" and other.config.get("lambda_meta") == 0 and common.has_weights(other.id):
+            return other
+    return None
+
+
+def user_trail(rec, ratings, features, item_coords: np.ndarray, item_vectors: np.ndarray, upto: int) -> pd.DataFrame:
+    """Where the user sits in the item map after 0, 1, ..., ``upto`` ratings (among their nearest items)."""
+    cache = st.session_state.setdefault("lab_trail_cache", {})
+    rows = []
+    for n in range(upto + 1):
+        key = (rec.run.run_dir.as_posix(), tuple(ratings[:n]), tuple(sorted(features.items())))
+        if key not in cache:
+            state = rec.adapt_user(ratings[:n], user_features=features)
+            cache[key] = tuple(projection.place_among(item_coords, item_vectors, rec.user_vector(state), k=10))
+        x, y = cache[key]
+        rows.append((x, y, str(n)))
+    return pd.DataFrame(rows, columns=["x", "y", "label"])
+
+
+st.title(t("lab.title"))
+st.caption(t("lab.intro"))
+st.session_state.setdefault(RATINGS, [])
+with common.guard():
+    run = common.current_run()
+    rec = common.current_recommender() if run is not None else None
+    if rec is None:
+        st.info(t("lab.no_run"))
+        common.offer_default_training()
+        st.stop()
+    dataset = common.run_dataset(run)
+    titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
+    counts = dataset.ratings.groupby("item").size()
+    n_ratings = {dataset.items.external(int(i)): int(c) for i, c in counts.items()}
+
+    with st.container(border=True):
+        st.markdown(f"**{t('lab.you')}**")
+        features = demographics(rec)
+        left, mid, right = st.columns([3, 2, 1], vertical_alignment="bottom")
+        query = left.text_input(t("lab.search"), key="lab_search", placeholder=t("lab.search.placeholder"))
+        rated = {i for i, _ in st.session_state[RATINGS]}
+        if query.strip():
+            needle = query.strip().lower()
+            matches = [i for i in rec.items.external_ids if needle in titles[i].lower() or needle == i.lower()]
+            matches = sorted(matches, key=lambda i: -n_ratings.get(i, 0))[:30]
+        else:
+            matches = popularity(dataset, rec, rated, 30)
+        if not matches:
+            left.warning(t("lab.search.none", query=common.plain(query)), icon=":material/search_off:")
+        item_id = mid.selectbox(
+            t("lab.item"), matches, format_func=lambda i: f"{titles[i]} ({n_ratings.get(i, 0)})", key="lab_item",
+            placeholder=t("lab.item.placeholder"),
+        )
+        scale = rating_scale(rec)
+        rating = right.segmented_control(
+            t("lab.rating"), scale, format_func=lambda v: f"{v:g}★" if len(scale) > 1 else t("lab.liked"),
+            default=scale[-1], required=True, key="lab_rating",
+        )
+        b1, b2, _ = st.columns([1, 1, 4])
+        if b1.button(t("lab.rate"), type="primary", icon=":material/star:", key="lab_rate", disabled=item_id is None):
+            add_rating(item_id, float(rating))
+            st.session_state.pop("lab_replay", None)
+            st.rerun()
+        b2.button(t("lab.reset"), icon=":material/restart_alt:", key="lab_reset", on_click=reset)
+
+    ratings = list(st.session_state[RATINGS])
+    upto = len(ratings)
+    if len(ratings) >= 2:
+        upto = st.slider(t("lab.replay"), 0, len(ratings), len(ratings), key="lab_replay", help=t("lab.replay.help"))
+    shown = ratings[:upto]
+
+    started = time.perf_counter()
+    state = rec.adapt_user(shown, user_features=features)
+    exclude = rec.item_indices([i for i, _ in shown]).tolist() if shown else []
+    top_meta = rec.recommend(state, k=TOP_K)
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+
+    info = st.columns(3)
+    info[0].metric(t("lab.n_ratings"), len(shown))
+    info[1].metric(t("lab.adapt_ms"), f"{elapsed_ms:.0f} ms", help=t("lab.adapt_ms.help"))
+    info[2].metric(t("lab.support_loss"), f"{state.losses[-1]:.3f}" if shown and state.losses else "—")
+    if shown:
+        table = pd.DataFrame({t("common.title"): [titles[i] for i, _ in shown], t("common.rating"): [r for _, r in shown]})
+        st.dataframe(table, hide_index=True, height=min(35 * (len(shown) + 1) + 3, 250))
+    else:
+        st.info(t("lab.start_hint"))
+
+    st.subheader(t("lab.compare"))
+    other = transfer_run(run)
+    columns = st.columns(3)
+    with columns[0]:
+        st.markdown(f"**{t('lab.col.meta')}**")
+        st.dataframe(pd.DataFrame({t("common.title"): [titles[i] for i in top_meta["item_id"]], t("common.score"): top_meta["score"].round(2)}), hide_index=True)
+    with columns[1]:
+        st.markdown(f"**{t('lab.col.transfer')}**")
+        if other is None:
+            st.caption(t("lab.no_transfer"))
+            if st.button(t("lab.train_transfer"), icon=":material/play_arrow:", key="lab_train_transfer"):
+                from metarec_core.training import preset_config
+
+                with common.guard():
+                    keep = st.session_state.get(common.RUN)
+                    common.start_run(preset_config("transfer only"), name=t("lab.transfer_name"))
+                    st.session_state[common.RUN] = keep
+                    st.toast(t("lab.transfer_started"))
+        else:
+            other_rec = common.recommender(other.id, (common.store().run_dir(other.id) / common.WEIGHTS_FILE).stat().st_mtime)
+            other_state = other_rec.adapt_user(shown, user_features=features)
+            top_transfer = other_rec.recommend(other_state, k=TOP_K)
+            st.dataframe(pd.DataFrame({t("common.title"): [titles.get(i, i) for i in top_transfer["item_id"]], t("common.score"): top_transfer["score"].round(2)}), hide_index=True)
+            st.caption(t("lab.transfer_caption", name=common.plain(other.name)))
+    with columns[2]:
+        st.markdown(f"**{t('lab.col.popular')}**")
+        popular = popularity(dataset, rec, {i for i, _ in shown}, TOP_K)
+        st.dataframe(pd.DataFrame({t("common.title"): [titles[i] for i in popular], t("lab.col.count"): [n_ratings.get(i, 0) for i in popular]}), hide_index=True)
+
+    loss_col, map_col = st.columns([2, 3], gap="large")
+    with loss_col:
+        st.subheader(t("lab.losses"))
+        if shown:
+            losses = per_step_losses(rec, shown, features)
+            st.plotly_chart(
+                charts.inner_loss_figure(losses, labels={"support": t("lab.loss.support"), "query": t("lab.loss.query")},
+                                         x_title=t("lab.inner_step"), y_title=t("common.loss")),
+                config={"displayModeBar": False},
+            )
+            st.caption(t("lab.losses.caption"))
+        else:
+            st.caption(t("lab.losses.empty"))
+    with map_col:
+        st.subheader(t("lab.map"))
+        embeddings = common.current_embeddings()
+        coords = projection.cached_projection(common.store().run_dir(run.id), "items", "pca", embeddings.item_vectors)
+        points = pd.concat([coords[["x", "y"]], embeddings.items.reset_index(drop=True)], axis=1)
+        trail = user_trail(rec, ratings, features, coords[["x", "y"]].to_numpy(), embeddings.item_vectors, upto)
+        near = projection.nearest_neighbours(embeddings.item_vectors, rec.user_vector(state), k=10)
+        st.plotly_chart(
+            charts.embedding_figure(points, color="cohort", hover=["id", "n_ratings"], title="label", highlight=near["index"].tolist(),
+                                    trail=trail, group_colours=charts.COHORT_COLOURS, trail_label=t("lab.you"), height=420),
+            config={"scrollZoom": True, "displaylogo": False}, key="lab_map",
+        )
+        st.caption(t("lab.map.caption"))

@@ -1,0 +1,128 @@
+"""Recommendations page: one user's history and top-K; for a new user, before and after adaptation side by side."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from pages import common
+from pages.common import t
+
+COHORTS = ("new", "meta-test", "warm")
+
+
+def user_cohorts(rec, dataset) -> pd.DataFrame:
+    """Every user of the run with their cohort and number of ratings (cheap: no adaptation)."""
+    known = rec.model.user_known.cpu().numpy()
+    cold = set(rec.run.meta.get("cold_users", []))
+    counts = dataset.ratings.groupby("user").size()
+    idx = dataset.users.lookup(list(rec.users.external_ids))
+    rows = []
+    for index, external in enumerate(rec.users.external_ids):
+        n = int(counts.get(int(idx[index]), 0)) if idx[index] >= 0 else 0
+        cohort = "warm" if known[index] else ("new" if index in cold or n == 0 else "meta-test")
+        rows.append((external, cohort, n))
+    return pd.DataFrame(rows, columns=["id", "cohort", "n_ratings"])
+
+
+def history(dataset, user_id: str, k: int, *, warm: bool) -> pd.DataFrame:
+    """The user's ratings in time order with titles; for a new user the first ``k`` are the support set."""
+    index = dataset.users.get(user_id)
+    rows = dataset.ratings[dataset.ratings["user"] == index].sort_values(["timestamp", "item"], kind="stable")
+    titles = common.item_titles(dataset)
+    frame = pd.DataFrame(
+        {
+            "item_id": [dataset.items.external(int(i)) for i in rows["item"]],
+            "title": titles.iloc[rows["item"].to_numpy()].to_numpy(),
+            "rating": rows["rating"].to_numpy(),
+        }
+    )
+    roles = ["training"] * len(frame) if warm else ["support" if i < k else "query" for i in range(len(frame))]
+    return frame.assign(role=roles)
+
+
+def top_table(rec, top: pd.DataFrame, titles: dict[str, str], query: dict[str, float]) -> pd.DataFrame:
+    """A top-K frame for display: rank, title, score and the held-out rating when the item is in the query set."""
+    return pd.DataFrame(
+        {
+            t("common.rank"): top["rank"].to_numpy(),
+            t("common.title"): [titles.get(i, i) for i in top["item_id"]],
+            t("common.score"): top["score"].round(2).to_numpy(),
+            t("recs.held_out"): [query.get(i) for i in top["item_id"]],
+        }
+    )
+
+
+def query_quality(rec, state, query: pd.DataFrame) -> tuple[float, float]:
+    """MAE and nDCG@3 (gain 2^r − 1) of a state on the user's held-out query ratings."""
+    from metarec_core.metrics import mae, ndcg_at_k
+
+    items = rec.item_indices(query["item_id"].tolist(), source="query")
+    truth = query["rating"].to_numpy(dtype=float)
+    predicted = rec.score_items(state, items)
+    return mae(truth, predicted), ndcg_at_k(truth, predicted, k=3)
+
+
+st.title(t("recs.title"))
+st.caption(t("recs.intro"))
+with common.guard():
+    run = common.current_run()
+    rec = common.current_recommender() if run is not None else None
+    if rec is None:
+        st.info(t("recs.no_run"))
+        common.offer_default_training()
+        st.stop()
+    dataset = common.run_dataset(run)
+    users = user_cohorts(rec, dataset)
+    titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
+    cols = st.columns([2, 3, 2, 2])
+    cohort = cols[0].segmented_control(
+        t("recs.cohort"), [c for c in COHORTS if (users["cohort"] == c).any()], format_func=lambda c: t(f"recs.cohort.{c}"),
+        default="new" if (users["cohort"] == "new").any() else "warm", required=True, key="recs_cohort",
+    )
+    pool = users[(users["cohort"] == cohort) & (users["n_ratings"] > 0)] if cohort != "new" else users[users["cohort"] == "new"]
+    if pool.empty:
+        st.info(t("recs.no_users"))
+        st.stop()
+    labels = {row.id: t("recs.user_label", id=row.id, n=row.n_ratings) for row in pool.itertuples()}
+    user_id = cols[1].selectbox(t("recs.user"), list(labels), format_func=labels.__getitem__, key=f"recs_user_{cohort}")
+    k_top = cols[2].slider(t("recs.k"), 3, 30, 10, key="recs_k")
+    warm = cohort == "warm"
+    k_shot = cols[3].slider(t("recs.shots"), 1, 20, int(rec.run.config.eval_support_size), key="recs_shots", disabled=warm)
+
+    past = history(dataset, user_id, k_shot, warm=warm)
+    support = past[past["role"] == "support"]
+    query = past[past["role"] == "query"]
+    query_ratings = dict(zip(query["item_id"], query["rating"]))
+
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        st.subheader(t("recs.history", n=len(past)))
+        shown = past.assign(role=[t(f"recs.role.{r}") for r in past["role"]])
+        shown.columns = [t("common.item_id"), t("common.title"), t("common.rating"), t("recs.role")]
+        st.dataframe(shown, hide_index=True, height=420)
+    with right:
+        if warm:
+            state = rec.adapt_user([], user_id=user_id, steps=0)
+            st.subheader(t("recs.top_warm", k=k_top))
+            st.dataframe(top_table(rec, rec.recommend(state, k=k_top), titles, {}), hide_index=True)
+        else:
+            pairs = list(zip(support["item_id"], support["rating"].astype(float)))
+            before = rec.adapt_user([], user_id=user_id, steps=0, use_known=False)
+            after = rec.adapt_user(pairs, user_id=user_id, use_known=False)
+            exclude = rec.item_indices(support["item_id"].tolist()).tolist()
+            b_col, a_col = st.columns(2)
+            with b_col:
+                st.subheader(t("recs.before"))
+                st.caption(t("recs.before.caption"))
+                st.dataframe(top_table(rec, rec.recommend(before, k=k_top, exclude=exclude), titles, query_ratings), hide_index=True)
+            with a_col:
+                st.subheader(t("recs.after", k=len(pairs)))
+                st.caption(t("recs.after.caption", steps=len(after.losses) - 1, ms=f"{1000 * after.seconds:.0f}"))
+                st.dataframe(top_table(rec, rec.recommend(after, k=k_top), titles, query_ratings), hide_index=True)
+            if len(query) and not rec.run.loss == "bce":
+                mae_b, ndcg_b = query_quality(rec, before, query)
+                mae_a, ndcg_a = query_quality(rec, after, query)
+                m = st.columns(2)
+                m[0].metric(t("recs.query_mae"), f"{mae_a:.3f}", delta=f"{mae_a - mae_b:+.3f}", delta_color="inverse")
+                m[1].metric(t("recs.query_ndcg"), f"{ndcg_a:.3f}", delta=f"{ndcg_a - ndcg_b:+.3f}")
+                st.caption(t("recs.query.caption", n=len(query)))
