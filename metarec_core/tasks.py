@@ -115,6 +115,7 @@ def sample_tasks(
     rng: np.random.Generator,
     n_items: int | None = None,
     negatives: int = 0,
+    min_support: int | None = None,
 ) -> TaskBatch:
     """Sample one task per user: a random support set of ``support_size`` ratings and a query set of up to ``query_size`` others.
 
@@ -133,14 +134,19 @@ def sample_tasks(
     n_items, negatives
         For implicit data: add ``negatives`` random items per positive, with
         target 0, to support and query (``n_items`` is then required).
+    min_support
+        If given, each task's support size is drawn uniformly from
+        ``[min_support, support_size]`` (so a meta-learned start serves 1-shot
+        and many-shot users alike); padding and masks absorb the differences.
     """
     sup_i, sup_r, qry_i, qry_r, kept = [], [], [], [], []
     for u in users:
         items, ratings = user_ratings.rows(int(u))
         if len(items) <= support_size:
             continue
+        size = support_size if min_support is None else int(rng.integers(min_support, support_size + 1))
         perm = rng.permutation(len(items))
-        s, q = perm[:support_size], perm[support_size : support_size + query_size]
+        s, q = perm[:size], perm[size : size + query_size]
         sup_i.append(items[s]); sup_r.append(ratings[s])
         qry_i.append(items[q]); qry_r.append(ratings[q])
         kept.append(int(u))

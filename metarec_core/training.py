@@ -49,7 +49,11 @@ class TrainConfig:
 
     With ``keep_best`` the weights of the epoch with the best validation
     score (K-shot MAE of held-out training-time new users; AUC on implicit
-    data) are kept at the end.
+    data) are kept at the end. ``min_support_size > 0`` draws each training
+    task's support size from ``[min_support_size, support_size]``.
+    ``cpu_threads`` sets torch's CPU threads for the run (0 leaves torch's
+    choice): on this model's small tensors one thread is fastest, and two
+    threads on a busy 2-core machine were several times slower.
     """
 
     lambda_meta: float = 1.0
@@ -66,6 +70,7 @@ class TrainConfig:
     first_order: bool = False
     meta_batch_size: int = 32
     support_size: int = 10
+    min_support_size: int = 0
     query_size: int = 25
     batch_size: int = 512
     lr: float = 0.005
@@ -83,6 +88,7 @@ class TrainConfig:
     keep_best: bool = True
     seed: int = 0
     device: str = "auto"
+    cpu_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -97,12 +103,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        for name in ("num_epochs", "meta_epochs", "trans_epochs", "inner_steps"):
+        for name in ("num_epochs", "meta_epochs", "trans_epochs", "inner_steps", "cpu_threads"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
         for name in ("meta_batch_size", "support_size", "query_size", "batch_size", "eval_support_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not 0 <= self.min_support_size <= self.support_size:
+            raise ValueError("min_support_size must be between 0 (fixed support size) and support_size")
         if not 0.0 <= self.cold_fraction < 1.0 or not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError("cold_fraction and valid_fraction must be in [0, 1)")
         if self.lambda_meta == 0 and self.lambda_trans == 0:
@@ -259,6 +267,8 @@ def fit(
         If a loss becomes NaN or infinite (the message names phase, epoch and term).
     """
     started = time.perf_counter()
+    if config.cpu_threads > 0:
+        torch.set_num_threads(config.cpu_threads)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     device = resolve_device(config.device)
@@ -318,6 +328,7 @@ def fit(
         tasks = sample_tasks(
             user_ratings, users, support_size=config.support_size, query_size=config.query_size, rng=rng,
             n_items=dataset.n_items, negatives=config.negatives if kind == "bce" else 0,
+            min_support=config.min_support_size or None,
         ).to(device)
         return meta_loss(
             model, dict(model.named_parameters()), tasks, context,
