@@ -504,3 +504,44 @@ def inner_loss_figure(losses: pd.DataFrame, *, labels: Mapping[str, str], x_titl
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
     )
     return fig
+
+
+# ---------------------------------------------------------------- evaluation
+def shots_figure(curve: pd.DataFrame, *, highlight: str | None = None, x_title: str = "", y_title: str = "", height: int = 360) -> go.Figure:
+    """A metric against K support ratings, one line per method (error bars when there are several seeds).
+
+    Parameters
+    ----------
+    curve
+        Columns ``method``, ``shots``, ``mean`` and ``std`` (``EvaluationResult.shots_curve``).
+    highlight
+        A method drawn thicker (the run itself).
+    """
+    fig = go.Figure()
+    for m, (method, part) in enumerate(curve.groupby("method", sort=False)):
+        part = part.sort_values("shots")
+        std = part["std"].to_numpy(dtype=float)
+        fig.add_trace(
+            go.Scatter(
+                x=part["shots"].to_numpy(dtype=float), y=part["mean"].to_numpy(dtype=float), mode="lines+markers", name=esc(method),
+                error_y=dict(type="data", array=np.nan_to_num(std), visible=bool(np.isfinite(std).any())),
+                line=dict(color=METHOD_COLOURS[m % len(METHOD_COLOURS)], width=4 if method == highlight else 2,
+                          dash="solid" if method == highlight or "no adaptation" not in str(method) else "dot"),
+            )
+        )
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title,
+        xaxis=dict(type="log" if (curve["shots"].dropna() > 0).all() else "linear", tickvals=sorted(curve["shots"].dropna().unique().tolist())),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
+    )
+    return fig
+
+
+def gain_histogram(gains: np.ndarray, *, x_title: str = "", y_title: str = "") -> go.Figure:
+    """Histogram of per-user gains from adaptation (positive = adaptation helped)."""
+    gains = np.asarray(gains, dtype=float)
+    gains = gains[np.isfinite(gains)]
+    fig = go.Figure(go.Histogram(x=gains, nbinsx=30, marker_color=PHASE_COLOURS["meta"]))
+    fig.add_vline(x=0.0, line_dash="dash", line_color="#666666")
+    fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, bargap=0.05)
+    return fig

@@ -573,3 +573,98 @@ def item_titles_for(rec: Any, dataset: Any) -> list[str]:
     titles = item_titles(dataset)
     positions = dataset.items.lookup(list(rec.items.external_ids))
     return [titles.iloc[p] if p >= 0 else i for p, i in zip(positions, rec.items.external_ids)]
+
+
+# ---------------------------------------------------------------- evaluation (shots curves)
+EVALUATION_DIR = "evaluation"
+EVALUATION_SHOTS = (1, 3, 5, 10, 20)
+
+
+def evaluation_dir(run_id: str) -> Path:
+    """Where a run's evaluation (shots curve, per-user gains) is kept."""
+    return store().run_dir(run_id) / EVALUATION_DIR
+
+
+@st.cache_resource(show_spinner=False)
+def _evaluations() -> dict[str, Any]:
+    """Evaluations in progress in this server: run ID -> thread, and run ID -> error message."""
+    return {"threads": {}, "errors": {}}
+
+
+def _evaluate_to_disk(run_dir: Path, dataset: Any, out: Path, errors: dict[str, str], run_id: str) -> None:
+    """Thread body: evaluate a run and its baselines for every K and write the tables (no Streamlit calls)."""
+    import torch
+
+    from metarec_core.configs import config_to_dict
+    from metarec_core.evaluation import EvaluationConfig, evaluate_run
+
+    torch.set_num_threads(1)
+    try:
+        result = evaluate_run(run_dir, dataset, EvaluationConfig(shots=EVALUATION_SHOTS))
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        result.frame.to_parquet(tmp / "results.parquet", index=False)
+        result.per_user_frame.to_parquet(tmp / "per_user.parquet", index=False)
+        result.splits.to_parquet(tmp / "splits.parquet", index=False)
+        (tmp / "config.json").write_text(json.dumps({"config": config_to_dict(result.config), "warnings": list(result.warnings)}))
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        tmp.replace(out)
+    except Exception as exc:  # noqa: BLE001 - reported on the page, never raised in a thread
+        logger.exception("evaluation of %s failed", run_dir)
+        errors[run_id] = str(exc)
+
+
+def start_evaluation(run: Any) -> None:
+    """Evaluate a run in a background thread of this server; the page polls :func:`evaluation_state`."""
+    import threading
+
+    jobs = _evaluations()
+    thread = jobs["threads"].get(run.id)
+    if thread is not None and thread.is_alive():
+        return
+    jobs["errors"].pop(run.id, None)
+    dataset = run_dataset(run)
+    thread = threading.Thread(
+        target=_evaluate_to_disk, args=(store().run_dir(run.id), dataset, evaluation_dir(run.id), jobs["errors"], run.id),
+        name=f"evaluate-{run.id}", daemon=True,
+    )
+    jobs["threads"][run.id] = thread
+    thread.start()
+
+
+def evaluation_state(run_id: str) -> str:
+    """``done``, ``running``, ``failed: <reason>`` or ``none``."""
+    jobs = _evaluations()
+    thread = jobs["threads"].get(run_id)
+    if thread is not None and thread.is_alive():
+        return "running"
+    if run_id in jobs["errors"]:
+        return f"failed: {jobs['errors'][run_id]}"
+    return "done" if (evaluation_dir(run_id) / "results.parquet").is_file() else "none"
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_evaluation(path: str, mtime: float) -> Any:
+    from metarec_core.configs import config_from_dict
+    from metarec_core.evaluation import EvaluationConfig, EvaluationResult
+
+    folder = Path(path)
+    meta = json.loads((folder / "config.json").read_text())
+    return EvaluationResult(
+        frame=pd.read_parquet(folder / "results.parquet"),
+        per_user_frame=pd.read_parquet(folder / "per_user.parquet"),
+        splits=pd.read_parquet(folder / "splits.parquet"),
+        config=config_from_dict(EvaluationConfig, meta["config"]),
+        warnings=tuple(meta.get("warnings", ())),
+    )
+
+
+def load_evaluation(run_id: str) -> Any:
+    """The saved :class:`~metarec_core.evaluation.EvaluationResult` of a run, or ``None``."""
+    folder = evaluation_dir(run_id)
+    if not (folder / "results.parquet").is_file():
+        return None
+    return _load_evaluation(str(folder), (folder / "results.parquet").stat().st_mtime)

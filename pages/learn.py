@@ -174,9 +174,17 @@ def live_miniature() -> None:
     st.caption(t("learn.live.caption", name=common.plain(run.name), schedule=config.get("schedule", ""),
                  steps=config.get("inner_steps", ""), scope=config.get("adapt_scope", "")))
     metrics = common.store().metrics_frame(run.id)
+    evaluation = common.load_evaluation(run.id)
     left, right = st.columns([3, 2])
     with left:
-        if (metrics["phase"] == "validate").any():
+        if evaluation is not None:
+            metric = "mae" if "mae" in evaluation.metrics else evaluation.metrics[0]
+            st.plotly_chart(
+                charts.shots_figure(evaluation.shots_curve(metric), highlight=evaluation.methods[0], x_title=t("runs.shots.k"), y_title=metric, height=300),
+                config={"displayModeBar": False},
+            )
+            st.caption(t("learn.live.shots"))
+        elif (metrics["phase"] == "validate").any():
             st.plotly_chart(
                 charts.validation_figure(metrics, "valid_mae", x_title=t("common.epoch"), y_title=t("learn.live.valid_mae"), height=260),
                 config={"displayModeBar": False},
@@ -190,6 +198,9 @@ def live_miniature() -> None:
             st.dataframe(pd.DataFrame({t("learn.live.metric"): list(shown), t("learn.live.value"): [round(v, 4) for v in shown.values()]}), hide_index=True)
         else:
             st.info(t("learn.live.no_final", status=t(f"status.{run.status}")))
+        if evaluation is None and run.status == "completed":
+            st.caption(t("learn.live.evaluate"))
+            common.page_link(st, "pages/runs.py", "learn.goto.runs", ":material/stacked_line_chart:")
 
 
 with common.guard():

@@ -103,6 +103,57 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
     )
 
 
+def shots_section(runs, selected: list[str], labels: dict[str, str]) -> None:
+    """Shots curve per method (the run, its no-adaptation start, baselines) and per-user gains, for one run."""
+    finished = [r for r in runs if r.id in selected and r.status == "completed"]
+    if not finished:
+        st.caption(t("runs.shots.no_completed"))
+        return
+    by_id = {r.id: r for r in finished}
+    run_id = st.selectbox(t("runs.shots.run"), list(by_id), format_func=labels.__getitem__, key="shots_run")
+    state = common.evaluation_state(run_id)
+
+    @st.fragment(run_every=1.0 if state == "running" else None)
+    def view() -> None:
+        current = common.evaluation_state(run_id)
+        if current == "running":
+            st.info(t("runs.shots.running"), icon=":material/hourglass_top:")
+            return
+        if state == "running":  # it just finished: redraw the page once
+            st.rerun()
+        if current.startswith("failed"):
+            st.error(t("runs.shots.failed", error=common.plain(current.split(": ", 1)[-1])), icon=":material/error:")
+        result = common.load_evaluation(run_id) if current == "done" else None
+        if result is None:
+            st.caption(t("runs.shots.explain"))
+            if st.button(t("runs.shots.start"), icon=":material/query_stats:", key=f"shots_start_{run_id}"):
+                common.start_evaluation(by_id[run_id])
+                st.rerun()
+            return
+        metrics = [m for m in result.metrics if m in ("mae", "rmse", "ndcg@3", "ndcg@10", "catalogue_ndcg@10", "recall@10", "hit_rate@10", "auc")]
+        metric = st.segmented_control(t("runs.shots.metric"), metrics, default=metrics[0], required=True, key="shots_metric")
+        curve = result.shots_curve(metric or metrics[0])
+        left, right = st.columns([3, 2])
+        with left:
+            st.plotly_chart(
+                charts.shots_figure(curve, highlight=result.methods[0], x_title=t("runs.shots.k"), y_title=metric or metrics[0]),
+                config={"displayModeBar": False},
+            )
+            st.caption(t("runs.shots.caption"))
+        with right:
+            k = st.select_slider(t("runs.shots.gain_k"), sorted(int(x) for x in curve["shots"].dropna().unique()), value=10 if 10 in set(curve["shots"]) else None, key="shots_gain_k")
+            gains = result.per_user(result.methods[0], k)
+            st.plotly_chart(
+                charts.gain_histogram(gains["gain"].to_numpy(), x_title=t("runs.shots.gain"), y_title=t("data.count")),
+                config={"displayModeBar": False},
+            )
+            st.caption(t("runs.shots.gain_caption", better=int((gains["gain"] > 0).sum()), n=len(gains)))
+        for warning in result.warnings:
+            st.caption(common.plain(warning))
+
+    view()
+
+
 def manage_section(runs) -> None:
     """Rename, export as zip, delete one run."""
     ids = [r.id for r in runs]
@@ -162,6 +213,9 @@ if selected:
     st.header(t("runs.compare"))
     with common.guard():
         compare_section(selected, labels)
+    st.header(t("runs.shots"))
+    with common.guard():
+        shots_section(runs, selected, labels)
 if runs:
     st.header(t("runs.manage"))
     with common.guard():
