@@ -32,5 +32,9 @@ for path, title_key, icon, section_key in PAGES:
     sections.setdefault(t(section_key), []).append(page)
 
 navigation = st.navigation(sections)
+st.session_state[common.ENTRY] = True
 common.sidebar()
-navigation.run()
+try:
+    navigation.run()
+finally:
+    st.session_state[common.ENTRY] = False

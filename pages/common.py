@@ -5,7 +5,7 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,27 @@ LANGUAGES: dict[str, str] = {"en": "English", "zh": "简体中文"}
 LANG = "lang"
 DATASET = "dataset_key"
 RUN = "run_id"
+#: True while app.py runs a page (see :func:`page_setup`).
+ENTRY = "_through_app"
+
+
+# ---------------------------------------------------------------- page set-up
+def page_setup() -> None:
+    """First call of every page: make sure the page runs inside ``app.py``.
+
+    Because the page files live in a folder named ``pages/``, Streamlit runs a
+    page file directly (its legacy multipage mode) when a server's first
+    request opens a page URL, and ``AppTest.switch_page`` does the same on
+    every run. The page then lacks the shared sidebar and state. This switches
+    the legacy mode off and reruns, so ``app.py`` (with ``st.navigation``)
+    runs the requested page. ``uses_pages_directory`` is the flag that
+    ``st.navigation`` itself clears.
+    """
+    if not st.session_state.get(ENTRY):
+        from streamlit.runtime.pages_manager import PagesManager
+
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 # ---------------------------------------------------------------- translation
@@ -70,6 +91,22 @@ def t(key: str, /, **values: Any) -> str:
         return key
     text = entry.get(language()) or entry.get("en") or key
     return text.format(**values) if values else text
+
+
+def labeller(prefix: str) -> Callable[[object], str]:
+    """A ``format_func`` for option values: ``value -> t(prefix + value)`` in the language of this run.
+
+    The language is bound now, so the function gives the same labels when it
+    is called outside the script run (e.g. by ``streamlit.testing``).
+    """
+    lang = language()
+    strings = load_strings()
+
+    def label(value: object) -> str:
+        entry = strings.get(f"{prefix}{value}")
+        return (entry.get(lang) or entry.get("en")) if entry else str(value)
+
+    return label
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~$])")

@@ -70,11 +70,14 @@ def uploaded_table(label_key: str, key: str) -> tuple[pd.DataFrame | None, str]:
 
 
 def choose_column(label_key: str, columns: list[str], detected: str | None, *, key: str, optional: bool) -> str | None:
-    """A select box of columns pre-set to the detected one; ``—`` means none."""
+    """A select box of columns pre-set to the detected one; ``—`` means none.
+
+    A required column that was not detected starts unselected: the user must choose it.
+    """
     options = ([NONE] if optional else []) + columns
-    index = options.index(detected) if detected in options else 0
-    value = st.selectbox(t(label_key), options, index=index, key=key)
-    return None if value == NONE else value
+    index = options.index(detected) if detected in options else (0 if optional else None)
+    value = st.selectbox(t(label_key), options, index=index, key=key, placeholder=t("data.mapping.choose"))
+    return None if value in (None, NONE) else value
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
@@ -160,7 +163,7 @@ def upload_section() -> None:
     try:
         detected = detect_columns(interactions, source=source)
     except MetarecError as exc:
-        st.warning(common.plain(exc), icon=":material/warning:")
+        st.error(f"{common.plain(exc)}\n\n{t('data.mapping.next')}", icon=":material/error:")
         detected = ColumnMapping()
     st.subheader(t("data.mapping.header"))
     st.caption(t("data.mapping.caption"))
@@ -184,7 +187,7 @@ def upload_section() -> None:
                     kind = st.selectbox(
                         f"{t(f'data.kinds.{prefix}')} · {column}",
                         KIND_CHOICES,
-                        format_func=lambda k: t(f"kind.{k}"),
+                        format_func=common.labeller("kind."),
                         key=f"kind_{prefix}_{column}",
                     )
                     if kind != "auto":
@@ -193,6 +196,9 @@ def upload_section() -> None:
     st.subheader(t("data.preview.header"))
     st.dataframe(interactions.head(50), hide_index=True, height=220)
 
+    if user is None or item is None:
+        st.info(t("data.mapping.missing"), icon=":material/info:")
+        return
     mapping = (("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp), ("implicit", rating is None))
     name = st.text_input(t("data.name"), value=str(source).rsplit(".", 1)[0][:60] or "uploaded", max_chars=60, key="upload_name")
     key = (inter_digest, users_digest, items_digest)
@@ -250,6 +256,7 @@ def saved_section() -> None:
             st.rerun()
 
 
+common.page_setup()
 st.title(t("data.title"))
 st.caption(t("data.intro"))
 common.offer_default_training()

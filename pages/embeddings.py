@@ -49,6 +49,7 @@ def search(frame: pd.DataFrame, query: str, limit: int = 20) -> list[int]:
     return list(dict.fromkeys(exact + contains))[:limit]
 
 
+common.page_setup()
 st.title(t("emb.title"))
 st.caption(t("emb.intro"))
 with common.guard():
@@ -61,17 +62,17 @@ with common.guard():
     run_dir = common.store().run_dir(run.id)
     cols = st.columns([1, 1, 2])
     kind = cols[0].segmented_control(
-        t("emb.kind"), ["items", "users"], format_func=lambda k: t(f"emb.kind.{k}"), default="items", required=True, key="emb_kind"
+        t("emb.kind"), ["items", "users"], format_func=common.labeller("emb.kind."), default="items", required=True, key="emb_kind"
     )
     frame = embeddings.items if kind == "items" else embeddings.users
     vectors = embeddings.item_vectors if kind == "items" else embeddings.user_vectors
     have_umap = umap_cached(run_dir, kind, vectors)
     method = cols[1].segmented_control(
-        t("emb.method"), ["pca", "umap"], format_func=lambda m: t(f"emb.method.{m}"), default="pca", required=True, key="emb_method"
+        t("emb.method"), ["pca", "umap"], format_func=common.labeller("emb.method."), default="pca", required=True, key="emb_method"
     )
     features = [c for c in frame.columns if c not in ("id", "label")]
     color = cols[2].selectbox(
-        t("emb.color"), features, format_func=lambda c: t(f"emb.col.{c}") if c in BASE_COLUMNS else c, key=f"emb_color_{kind}"
+        t("emb.color"), features, format_func=common.labeller("emb.col."), key=f"emb_color_{kind}"
     )
     if method == "umap" and not have_umap:
         warm_umap()

@@ -106,6 +106,7 @@ def user_trail(rec, ratings, features, item_coords: np.ndarray, item_vectors: np
     return pd.DataFrame(rows, columns=["x", "y", "label"])
 
 
+common.page_setup()
 st.title(t("lab.title"))
 st.caption(t("lab.intro"))
 st.session_state.setdefault(RATINGS, [])
@@ -141,7 +142,7 @@ with common.guard():
         )
         scale = rating_scale(rec)
         rating = right.segmented_control(
-            t("lab.rating"), scale, format_func=lambda v: f"{v:g}★" if len(scale) > 1 else t("lab.liked"),
+            t("lab.rating"), scale, format_func=(lambda v: f"{v:g}★") if len(scale) > 1 else {scale[0]: t("lab.liked")}.__getitem__,
             default=scale[-1], required=True, key="lab_rating",
         )
         b1, b2, _ = st.columns([1, 1, 4])

@@ -7,6 +7,7 @@ import streamlit as st
 from pages import charts, common
 from pages.common import t
 
+common.page_setup()
 st.title(t("learn.title"))
 st.markdown(t("learn.intro"))
 

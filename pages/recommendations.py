@@ -62,6 +62,7 @@ def query_quality(rec, state, query: pd.DataFrame) -> tuple[float, float]:
     return mae(truth, predicted), ndcg_at_k(truth, predicted, k=3)
 
 
+common.page_setup()
 st.title(t("recs.title"))
 st.caption(t("recs.intro"))
 with common.guard():
@@ -76,7 +77,7 @@ with common.guard():
     titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
     cols = st.columns([2, 3, 2, 2])
     cohort = cols[0].segmented_control(
-        t("recs.cohort"), [c for c in COHORTS if (users["cohort"] == c).any()], format_func=lambda c: t(f"recs.cohort.{c}"),
+        t("recs.cohort"), [c for c in COHORTS if (users["cohort"] == c).any()], format_func=common.labeller("recs.cohort."),
         default="new" if (users["cohort"] == "new").any() else "warm", required=True, key="recs_cohort",
     )
     pool = users[(users["cohort"] == cohort) & (users["n_ratings"] > 0)] if cohort != "new" else users[users["cohort"] == "new"]

@@ -49,11 +49,11 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
     cols = st.columns([2, 2, 3])
     smoothing = cols[0].slider(t("runs.smoothing"), 0.0, 0.99, 0.6, step=0.01, key="runs_smoothing")
     x_axis = cols[1].segmented_control(
-        t("runs.x_axis"), ["step", "time"], format_func=lambda x: t(f"runs.x.{x}"), default="step", required=True, key="runs_x"
+        t("runs.x_axis"), ["step", "time"], format_func=common.labeller("runs.x."), default="step", required=True, key="runs_x"
     )
     terms = cols[2].pills(
         t("runs.terms"), list(LOSS_TERMS), selection_mode="multi", default=["meta", "trans"],
-        format_func=lambda k: t(f"loss.{k}"), key="runs_terms",
+        format_func=common.labeller("loss."), key="runs_terms",
     )
     st.plotly_chart(
         charts.loss_figure(
@@ -188,6 +188,7 @@ def manage_section(runs) -> None:
                 st.rerun()
 
 
+common.page_setup()
 st.title(t("runs.title"))
 st.caption(t("runs.intro"))
 runs: list = []

@@ -9,6 +9,7 @@ from pages import charts, common
 from pages.common import t
 
 PREFIX = "cfg_"
+BASE = "train_base"  # the preset's (or default) full config: settings the page does not show come from it
 #: Every setting the page edits (TrainConfig fields; model.* are ModelConfig fields).
 FIELDS = (
     "lambda_meta", "lambda_trans", "lambda_l0", "schedule", "num_epochs", "meta_epochs", "trans_epochs",
@@ -40,16 +41,17 @@ def flat_config(config) -> dict:
     return {k: values[k] for k in FIELDS}
 
 
-def config_values(flat: dict) -> dict:
-    """The page's flat values as a nested dict for ``config_from_dict(TrainConfig, ...)``."""
+def config_values(flat: dict, base: dict | None = None) -> dict:
+    """The page's flat values over ``base`` (settings the page does not show) as a dict for ``TrainConfig``."""
     from metarec_core.errors import ConfigError
 
-    values = {k: v for k, v in flat.items() if not k.startswith("model.")}
+    values = {k: v for k, v in (base or {}).items() if k != "model"}
+    values.update({k: v for k, v in flat.items() if not k.startswith("model.")})
     try:
         hidden = [int(h) for h in str(flat["model.hidden"]).replace(" ", "").split(",") if h]
     except ValueError as exc:
         raise ConfigError(f"hidden layer widths must be whole numbers separated by commas, got '{flat['model.hidden']}'") from exc
-    values["model"] = {"factor_dim": int(flat["model.factor_dim"]), "hidden": hidden}
+    values["model"] = {**(base or {}).get("model", {}), "factor_dim": int(flat["model.factor_dim"]), "hidden": hidden}
     values["text_columns"] = list(values["text_columns"])
     return values
 
@@ -58,16 +60,22 @@ def apply_preset() -> None:
     """Callback of the preset pills: load the preset's settings into the widgets."""
     from metarec_core.training import preset_config
 
+    from metarec_core.configs import config_to_dict
+
     name = st.session_state.get("train_preset")
     if name:
-        for key, value in flat_config(preset_config(name)).items():
+        config = preset_config(name)
+        st.session_state[BASE] = config_to_dict(config)
+        for key, value in flat_config(config).items():
             st.session_state[PREFIX + key] = value
 
 
 def init_widgets() -> None:
     """First visit: every widget starts at the core's default."""
+    from metarec_core.configs import config_to_dict
     from metarec_core.training import TrainConfig
 
+    st.session_state.setdefault(BASE, config_to_dict(TrainConfig()))
     for key, value in flat_config(TrainConfig()).items():
         st.session_state.setdefault(PREFIX + key, value)
 
@@ -78,7 +86,7 @@ def settings_form(dataset) -> None:
     st.pills(
         t("train.preset"),
         list(PRESET_KEYS),
-        format_func=lambda name: t(PRESET_KEYS[name]),
+        format_func={name: t(key) for name, key in PRESET_KEYS.items()}.__getitem__,
         key="train_preset",
         on_change=apply_preset,
         help=t("train.preset.help"),
@@ -100,7 +108,7 @@ def settings_form(dataset) -> None:
     with schedule:
         st.subheader(t("train.schedule"))
         st.segmented_control(
-            t("train.schedule.kind"), ["alternating", "sequential", "joint"], format_func=lambda s: t(f"train.schedule.{s}"),
+            t("train.schedule.kind"), ["alternating", "sequential", "joint"], format_func=common.labeller("train.schedule."),
             key=k + "schedule", required=True, help=t("train.schedule.help"), persist_state="session",
         )
         cols = st.columns(3)
@@ -122,7 +130,7 @@ def settings_form(dataset) -> None:
         st.subheader(t("train.meta"))
         st.slider(t("train.inner_steps"), 0, 20, step=1, key=k + "inner_steps", help=t("train.inner_steps.help"), persist_state="session")
         st.number_input(t("train.inner_lr"), 0.0, 10.0, step=0.05, format="%.3f", key=k + "inner_lr", help=t("train.inner_lr.help"), persist_state="session")
-        st.selectbox(t("train.adapt_scope"), SCOPES, format_func=lambda s: t(f"train.scope.{s}"), key=k + "adapt_scope", persist_state="session")
+        st.selectbox(t("train.adapt_scope"), SCOPES, format_func=common.labeller("train.scope."), key=k + "adapt_scope", persist_state="session")
         st.toggle(t("train.first_order"), key=k + "first_order", help=t("train.first_order.help"), persist_state="session")
         st.toggle(t("train.learn_inner_lr"), key=k + "learn_inner_lr", help=t("train.learn_inner_lr.help"), persist_state="session")
     with transfer:
@@ -135,7 +143,7 @@ def settings_form(dataset) -> None:
             disabled=not st.session_state[k + "use_text"], persist_state="session",
         )
         st.selectbox(
-            t("train.text_encoder"), ENCODERS, format_func=lambda e: t(f"train.encoder.{e}"), key=k + "text_encoder",
+            t("train.text_encoder"), ENCODERS, format_func=common.labeller("train.encoder."), key=k + "text_encoder",
             disabled=not st.session_state[k + "use_text"], persist_state="session",
         )
         if st.session_state[k + "use_text"] and not text_features:
@@ -143,7 +151,7 @@ def settings_form(dataset) -> None:
     with device:
         st.subheader(t("train.device"))
         st.segmented_control(
-            t("train.device.kind"), ["auto", "cpu", "cuda"], format_func=lambda d: t(f"train.device.{d}"),
+            t("train.device.kind"), ["auto", "cpu", "cuda"], format_func=common.labeller("train.device."),
             key=k + "device", required=True, persist_state="session",
         )
         gpu = common.gpu_name()
@@ -151,7 +159,7 @@ def settings_form(dataset) -> None:
 
     with st.expander(t("train.advanced")):
         cols = st.columns(4)
-        cols[0].selectbox(t("train.scenario"), SCENARIOS, format_func=lambda s: t(f"scenario.{s}"), key=k + "scenario", persist_state="session")
+        cols[0].selectbox(t("train.scenario"), SCENARIOS, format_func=common.labeller("scenario."), key=k + "scenario", persist_state="session")
         cols[1].number_input(t("train.cold_fraction"), 0.0, 0.9, step=0.05, key=k + "cold_fraction", persist_state="session")
         cols[2].number_input(t("train.eval_support_size"), 1, 100, step=1, key=k + "eval_support_size", persist_state="session")
         cols[3].number_input(t("train.seed"), 0, 2**31 - 1, step=1, key=k + "seed", persist_state="session")
@@ -179,7 +187,7 @@ def start_section() -> None:
             if flat["device"] == "cuda" and not common.gpu_name():
                 st.error(t("train.gpu.missing"))
                 return
-            config = config_from_dict(TrainConfig, config_values(flat))
+            config = config_from_dict(TrainConfig, config_values(flat, st.session_state.get(BASE)))
             common.start_run(config, name=name.strip() or None)
             st.rerun()
 
@@ -225,6 +233,7 @@ def progress_view(run) -> None:
         st.dataframe(pd.DataFrame([tests]).round(4), hide_index=True)
 
 
+common.page_setup()
 st.title(t("train.title"))
 st.caption(t("train.intro"))
 init_widgets()

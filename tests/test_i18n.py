@@ -35,6 +35,13 @@ def test_key_like_literals_in_pages_exist() -> None:
     assert not sorted(k for k in found if k not in STRINGS and not k.endswith((".", ".py")))
 
 
+def test_labeller_prefixes_exist() -> None:
+    prefixes = {m for path in SOURCES for m in re.findall(r"""labeller\(\s*["']([^"']+)["']""", path.read_text(encoding="utf-8"))}
+    assert "train.scope." in prefixes
+    for prefix in prefixes:
+        assert any(k.startswith(prefix) for k in STRINGS), prefix
+
+
 def test_every_key_has_english_and_chinese() -> None:
     for key, entry in STRINGS.items():
         assert set(entry) == {"en", "zh"}, key
@@ -43,7 +50,7 @@ def test_every_key_has_english_and_chinese() -> None:
 
 def test_chinese_strings_are_translated() -> None:
     # Values that legitimately read the same in both languages: symbols and formula names.
-    same_ok = {k for k, e in STRINGS.items() if not re.search(r"[A-Za-z]{4,}", e["en"]) or k.startswith("loss.")}
+    same_ok = {k for k, e in STRINGS.items() if not re.search(r"[A-Za-z]{4,}", e["en"]) or k.startswith("loss.") or e["en"].isupper()}
     untranslated = [k for k, e in STRINGS.items() if e["en"] == e["zh"] and k not in same_ok and not k.endswith(".zh")]
     assert not untranslated
 

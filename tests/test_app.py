@@ -1,0 +1,332 @@
+"""The dashboard through streamlit.testing: every page renders, uploads work, errors are messages, training shows up."""
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ("data", "train", "runs", "embeddings", "recommendations", "lab", "learn")
+TIMEOUT = 60
+
+
+def tiny_csv() -> bytes:
+    """A small explicit-ratings file (80 users, 50 items) in the upload format."""
+    data = make_synthetic(SyntheticConfig(n_users=80, n_items=50, ratings_per_user=(12, 25), seed=3)).dataset
+    r = data.ratings
+    return pd.DataFrame(
+        {
+            "userId": [data.users.external(int(u)) for u in r["user"]],
+            "movieId": [data.items.external(int(i)) for i in r["item"]],
+            "rating": r["rating"].astype(int),
+            "timestamp": r["timestamp"],
+        }
+    ).to_csv(index=False).encode()
+
+
+def new_app(dataset: str | None = "builtin:synthetic") -> AppTest:
+    """The app at its first run on ``dataset`` (the synthetic one: no network needed)."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    if dataset:
+        at.session_state["dataset_key"] = dataset
+    return at.run()
+
+
+def open_page(at: AppTest, name: str) -> AppTest:
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def assert_clean(at: AppTest) -> None:
+    """No exception element and no error box on the page."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def plotly_specs(at: AppTest) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def values(array: object) -> np.ndarray:
+    """A Plotly array from a figure spec (plain list, or binary ``{"dtype", "bdata"}``)."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"]))
+    return np.asarray(array)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def navigation_mode() -> Iterator[None]:
+    """Run AppTest as the server runs the app: in st.navigation mode.
+
+    AppTest re-detects a folder named ``pages/`` before every run and then runs
+    a switched-to page file directly (Streamlit's legacy multipage mode);
+    ``common.page_setup`` would rerun it through ``app.py``, which loses button
+    clicks of that run. The server decides once, and ``st.navigation`` turns the
+    legacy mode off for good; this does the same before every AppTest run.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    class NavigationPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(app_test, "PagesManager", NavigationPagesManager)
+        yield
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty run store and an empty data cache (so nothing is fetched by accident)."""
+    monkeypatch.setenv("METAREC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("METAREC_DATA_DIR", str(tmp_path / "data"))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield tmp_path / "home"
+    st.cache_resource.clear()
+
+
+def test_a_page_opened_directly_reruns_through_app_py(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Legacy multipage mode (a server's first request to a page URL) still gets the sidebar."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    monkeypatch.setattr(app_test, "PagesManager", PagesManager)  # AppTest's own behaviour: legacy mode each run
+    at = new_app()
+    open_page(at, "learn")
+    assert_clean(at)
+    assert at.sidebar.selectbox(key="sidebar_dataset").value == "builtin:synthetic"
+    assert at.title[0].value.startswith("Learn")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_a_run(home: Path, page: str) -> None:
+    at = new_app()
+    open_page(at, page)
+    assert_clean(at)
+    assert at.title, "every page has a title"
+    assert at.sidebar.selectbox(key="sidebar_dataset").value == "builtin:synthetic"
+    if page in ("embeddings", "recommendations", "lab", "runs"):
+        assert any(b.key == "onboard_train" for b in at.button)  # one-click default training on offer
+
+
+def test_key_widgets_exist(home: Path) -> None:
+    at = new_app()
+    assert len(at.file_uploader) == 3  # interactions, users, items (Data page is the default)
+    open_page(at, "train")
+    assert {s.key for s in at.slider} >= {"cfg_lambda_meta", "cfg_lambda_trans", "cfg_inner_steps"}
+    from metarec_core.training import TrainConfig
+
+    assert at.select_slider(key="cfg_lambda_l0").value == pytest.approx(TrainConfig().lambda_l0)
+    assert at.segmented_control(key="cfg_schedule").value == "alternating"
+    assert {n.key for n in at.number_input} >= {"cfg_num_epochs", "cfg_meta_epochs", "cfg_trans_epochs"}
+    assert at.button(key="train_start")
+    assert r"\mathcal{L}_{\mathrm{total}}" in at.latex[0].value
+    timeline = plotly_specs(at)[0]
+    assert {tr["name"] for tr in timeline["data"]} == {"meta", "transfer"}
+
+
+def test_preset_and_sliders_drive_formula_and_timeline(home: Path) -> None:
+    at = open_page(new_app(), "train")
+    at.pills(key="train_preset").set_value("transfer only").run()
+    assert at.slider(key="cfg_lambda_meta").value == 0.0
+    assert "0\\cdot" in at.latex[0].value
+    assert {tr["name"] for tr in plotly_specs(at)[0]["data"]} == {"transfer"}
+    at.segmented_control(key="cfg_schedule").set_value("joint").run()
+    at.slider(key="cfg_lambda_meta").set_value(0.5).run()
+    assert {tr["name"] for tr in plotly_specs(at)[0]["data"]} == {"joint"}
+    assert_clean(at)
+
+
+def test_language_switch_translates_every_page(home: Path) -> None:
+    at = new_app()
+    at.segmented_control(key="lang").set_value("zh").run()
+    for page in PAGES:
+        open_page(at, page)
+        assert_clean(at)
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in at.title[0].value), page
+    assert at.session_state["lang"] == "zh"
+
+
+def test_upload_maps_columns_and_saves_a_dataset(home: Path) -> None:
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("my ratings.csv", tiny_csv(), "text/csv").run()
+    assert_clean(at)
+    assert at.selectbox(key="map_user").value == "userId"
+    assert at.selectbox(key="map_item").value == "movieId"
+    assert at.selectbox(key="map_rating").value == "rating"
+    assert any("80 users" in s.value for s in at.success)
+    at.button(key="save_dataset").click().run()
+    assert at.session_state["dataset_key"].startswith("stored:")
+    assert at.sidebar.selectbox(key="sidebar_dataset").value == at.session_state["dataset_key"]
+    assert_clean(at)
+
+
+def test_changing_the_mapping_revalidates(home: Path) -> None:
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("r.csv", tiny_csv(), "text/csv").run()
+    at.selectbox(key="map_rating").set_value("—").run()
+    assert any("implicit" in s.value for s in at.success)
+    at.selectbox(key="map_item").set_value("userId").run()  # the same column for two roles
+    assert at.error and "two roles" in at.error[0].value
+    assert not at.exception
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "empty"),
+        (b"a,b,c\n1,2,3\n", "user IDs"),
+        (b"user_id,item_id,rating\n1,10,4\n2,10,abc\n", "rating"),
+    ],
+)
+def test_bad_upload_shows_an_error_not_a_traceback(home: Path, content: bytes, expected: str) -> None:
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("bad.csv", content, "text/csv").run()
+    assert not at.exception
+    assert at.error, "a bad file must show an error"
+    message = at.error[0].value
+    assert expected in message and "Traceback" not in message
+    assert "Next step" in message or "rename" in message or "choose" in message
+
+
+def test_uploaded_text_is_never_markup(home: Path) -> None:
+    at = new_app()
+    evil = b"user_id,item_id,rating\n<b>1</b>,10,4\n2,10,5\n3,11,2\n"
+    at.file_uploader(key="upload_interactions").upload("<script>x</script>.csv", evil, "text/csv").run()
+    assert not at.exception
+    assert not at.get("html")
+
+
+def test_failed_movielens_fetch_falls_back_to_synthetic_with_a_note(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarec_core import movielens
+    from metarec_core.errors import DataError
+
+    def offline(root):
+        raise DataError("could not download recbole==1.2.1 (offline)")
+
+    monkeypatch.setattr(movielens, "fetch_recbole_files", offline)
+    monkeypatch.delenv("METAREC_ML100K_DIR", raising=False)
+    at = new_app(dataset=None)
+    assert not at.exception
+    assert at.session_state["dataset_key"] == "builtin:synthetic"
+    assert any("offline" in i.value for i in at.sidebar.info)
+    assert [m.value for m in at.metric][:2] == ["300", "200"]  # the synthetic dataset is shown
+
+
+# ---------------------------------------------------------------- with a trained run
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Upload a tiny dataset, train a tiny run through the Train page, wait for the worker."""
+    from metarec_core import jobs
+    from metarec_core.store import RunStore
+
+    base = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METAREC_HOME", str(base / "home"))
+        mp.setenv("METAREC_DATA_DIR", str(base / "data"))
+        st.cache_resource.clear()
+        at = new_app()
+        at.file_uploader(key="upload_interactions").upload("tiny.csv", tiny_csv(), "text/csv").run()
+        at.button(key="save_dataset").click().run()
+        open_page(at, "train")
+        for key, value in (("cfg_num_epochs", 2), ("cfg_meta_epochs", 1), ("cfg_trans_epochs", 1), ("cfg_eval_support_size", 5),
+                           ("cfg_support_size", 5), ("cfg_query_size", 5)):
+            at.number_input(key=key).set_value(value).run()
+        at.text_input(key="train_run_name").set_value("tiny <b>run</b>").run()
+        at.button(key="train_start").click().run()
+        assert_clean(at)
+        run_id = at.session_state["run_id"]
+        record = jobs.wait(RunStore(), run_id, timeout=240)
+        assert record.status == "completed", record.error
+        yield {"at": at, "run_id": run_id, "dataset": at.session_state["dataset_key"]}
+        st.cache_resource.clear()
+
+
+def test_training_completes_and_metrics_appear(trained: dict) -> None:
+    at = trained["at"].run()
+    assert_clean(at)
+    final = at.dataframe[-1].value
+    assert {"test_mae", "test_rmse", "test_ndcg@3"} <= set(final.columns)
+    assert 0.0 < float(final["test_mae"].iloc[0]) < 2.0
+    specs = plotly_specs(at)
+    loss = next(s for s in specs if any(tr.get("name") == "L_meta" for tr in s["data"]))
+    assert len(values(loss["data"][0]["x"])) > 0  # the loss chart has points
+    assert at.get("progress")[0].proto.value == 100
+
+
+def test_runs_page_compares_and_lists_the_run(trained: dict) -> None:
+    at = open_page(trained["at"], "runs")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert "tiny <b>run</b>" in set(table.iloc[:, 0])  # shown as text, not markup
+    assert table["MAE"].notna().all()
+    assert at.multiselect(key="runs_selected").value == [trained["run_id"]]
+    names = [tr["name"] for s in plotly_specs(at) for tr in s["data"]]
+    assert "L_meta" in names and "L_trans" in names
+
+
+def test_embeddings_page_shows_pca_and_search(trained: dict) -> None:
+    at = open_page(trained["at"], "embeddings")
+    assert_clean(at)
+    scatter = plotly_specs(at)[0]
+    assert all(tr["type"] == "scattergl" for tr in scatter["data"])
+    assert sum(len(tr["text"]) for tr in scatter["data"]) == 50  # one point per item (x, y are binary-encoded)
+    at.text_input(key="emb_search_items").set_value("1").run()
+    assert_clean(at)
+    neighbours = at.dataframe[-1].value
+    assert len(neighbours) == 10
+    at.segmented_control(key="emb_kind").set_value("users").run()
+    assert sum(len(tr["text"]) for tr in plotly_specs(at)[0]["data"]) == 80
+    assert_clean(at)
+
+
+def test_recommendations_before_and_after_adaptation(trained: dict) -> None:
+    at = open_page(trained["at"], "recommendations")
+    assert_clean(at)
+    assert at.segmented_control(key="recs_cohort").value == "new"
+    tops = at.dataframe[1:3]
+    assert len(tops) == 2 and all(len(d.value) == 10 for d in tops)
+    assert len(at.metric) == 2  # query MAE and nDCG@3 with their change
+
+
+def test_lab_adapts_on_every_rating(trained: dict) -> None:
+    from metarec_core.training import TrainConfig
+
+    at = open_page(trained["at"], "lab")
+    assert_clean(at)
+    start = at.dataframe[0].value  # no ratings yet: the meta-learned start
+    for n in range(1, 4):
+        at.selectbox(key="lab_item").select_index(n).run()
+        at.segmented_control(key="lab_rating").set_value(1.0 if n % 2 else 5.0).run()
+        at.button(key="lab_rate").click().run()
+        assert_clean(at)
+        assert at.metric[0].value == str(n)
+        assert float(at.metric[1].value.split()[0]) < 1000  # adapt + rank, milliseconds
+        assert len(at.dataframe[0].value) == n  # your ratings
+    top = at.dataframe[1].value
+    assert not top.equals(start)  # the recommendations moved with the ratings
+    losses = next(s for s in plotly_specs(at) if any("support" in str(tr.get("name")) for tr in s["data"]))
+    support = next(tr for tr in losses["data"] if "support" in tr["name"])
+    y = values(support["y"])
+    assert len(y) == 1 + int(TrainConfig().inner_steps) and y[-1] <= y[0]  # adaptation lowers the support loss
+    assert at.slider(key="lab_replay").value == 3
+    at.button(key="lab_reset").click().run()
+    assert at.metric[0].value == "0"
+
+
+def test_learn_page_shows_the_run(trained: dict) -> None:
+    at = open_page(trained["at"], "learn")
+    assert_clean(at)
+    assert any(r"\lambda_1=1" in l.value for l in at.latex)
+
