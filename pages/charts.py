@@ -242,14 +242,15 @@ def loss_figure(
     """
     if x not in ("step", "time"):
         raise ValueError(f"x must be 'step' or 'time', got '{x}'")
+    if "run" not in metrics.columns:
+        metrics = metrics.assign(run="")
+    starts = metrics.groupby("run", sort=False)["time"].min()
     frame = metrics[metrics["phase"].isin(TRAINING_PHASES) & metrics["key"].isin(keys)]
-    if "run" not in frame.columns:
-        frame = frame.assign(run="")
     runs = list(dict.fromkeys(frame["run"]))
     fig = go.Figure()
     for r, run in enumerate(runs):
         part = frame[frame["run"] == run]
-        start = float(part["time"].min()) if len(part) else 0.0
+        start = float(starts[run])
         for key in keys:
             series = part[part["key"] == key].sort_values(["step", "time"])
             if series.empty:

@@ -1,6 +1,7 @@
 """Figure builders: the data in each figure is the data given, in the right place."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -51,3 +52,144 @@ def test_schedule_figure_draws_one_trace_per_phase() -> None:
     meta = fig.data[0]
     assert list(meta.base) == [0, 4] and list(meta.x) == [1, 1]
     assert fig.layout.xaxis.title.text == "passes"
+
+
+# ---------------------------------------------------------------- curves
+def metrics_frame() -> pd.DataFrame:
+    rows = []
+    for step in range(1, 11):
+        rows.append(("meta", 1, step, "meta", 2.0 / step, 100.0 + step))
+        rows.append(("meta", 1, step, "total", 3.0 / step, 100.0 + step))
+        rows.append(("transfer", 1, step, "trans", 1.0 / step, 100.0 + step))
+    rows.append(("validate", 1, 10, "valid_mae", 0.9, 111.0))
+    rows.append(("validate", 2, 20, "valid_mae", 0.8, 121.0))
+    return pd.DataFrame(rows, columns=["phase", "epoch", "step", "key", "value", "time"])
+
+
+def test_smooth_is_a_debiased_moving_average() -> None:
+    assert list(charts.smooth(np.array([1.0, 1.0, 1.0]), 0.9)) == pytest.approx([1.0, 1.0, 1.0])
+    out = charts.smooth(np.array([0.0, 10.0]), 0.5)
+    assert out[0] == 0.0 and out[1] == pytest.approx((0.5 * 0 * 0.5 + 0.5 * 10) / (1 - 0.25))
+    assert list(charts.smooth(np.array([3.0, 1.0]), 0.0)) == [3.0, 1.0]
+    with pytest.raises(ValueError):
+        charts.smooth(np.array([1.0]), 1.0)
+
+
+def test_loss_figure_draws_training_terms_only() -> None:
+    fig = charts.loss_figure(metrics_frame(), keys=("meta", "trans"), key_labels={"meta": "M", "trans": "T"})
+    assert [tr.name for tr in fig.data] == ["M", "T"]
+    assert list(fig.data[0].y) == pytest.approx([2.0 / s for s in range(1, 11)])
+    timed = charts.loss_figure(metrics_frame(), keys=("trans",), x="time")
+    assert timed.data[0].x[0] == pytest.approx(1.0)  # seconds since the run's first point
+    with pytest.raises(ValueError):
+        charts.loss_figure(metrics_frame(), x="epoch")
+
+
+def test_loss_figure_overlays_runs_with_escaped_names() -> None:
+    two = pd.concat([metrics_frame().assign(run="a"), metrics_frame().assign(run="b")], ignore_index=True)
+    fig = charts.loss_figure(two, keys=("meta",), run_labels={"a": "<i>mine</i>", "b": "theirs"})
+    assert [tr.name for tr in fig.data] == ["&lt;i&gt;mine&lt;/i&gt; · meta", "theirs · meta"]
+    assert fig.data[0].line.color != fig.data[1].line.color
+
+
+def test_validation_figure_plots_per_epoch() -> None:
+    fig = charts.validation_figure(metrics_frame(), "valid_mae")
+    assert list(fig.data[0].x) == [1.0, 2.0] and list(fig.data[0].y) == [0.9, 0.8]
+
+
+# ---------------------------------------------------------------- dataset summary
+def test_summary_figures_carry_the_counts() -> None:
+    hist = charts.rating_histogram({1.0: 5, 3.0: 2, 2.0: 7})
+    assert list(hist.data[0].x) == [1.0, 2.0, 3.0] and list(hist.data[0].y) == [5, 7, 2]
+    tail = charts.long_tail_figure(np.array([1, 9, 4]), np.array([0, 2]), labels={"items": "I", "users": "U"})
+    assert list(tail.data[0].y) == [9, 4, 1] and list(tail.data[1].y) == [2, 0.5]  # zeros kept visible on log axis
+    assert tail.layout.yaxis.type == "log"
+    scenarios = pd.DataFrame({"scenario": ["warm", "user-cold"], "cold_users": [0, 20], "cold_items": [5, 0]})
+    shares = charts.cold_share_figure(scenarios, 100, 50, scenario_labels={"warm": "W"}, labels={})
+    assert list(shares.data[0].x) == ["W", "user-cold"]
+    assert list(shares.data[0].y) == [0.0, 0.2] and list(shares.data[1].y) == [0.1, 0.0]
+
+
+# ---------------------------------------------------------------- embeddings
+def points(n: int = 30) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "x": rng.normal(size=n), "y": rng.normal(size=n), "label": [f"item {i}" for i in range(n)],
+        "cohort": ["warm"] * (n - 5) + ["new"] * 5, "price": np.arange(n, dtype=float), "genre": [f"g{i % 20}" for i in range(n)],
+    })
+
+
+def test_embedding_figure_is_webgl_with_one_group_per_value() -> None:
+    fig = charts.embedding_figure(points(), color="cohort", hover=["cohort"], group_colours=charts.COHORT_COLOURS)
+    assert [tr.type for tr in fig.data] == ["scattergl", "scattergl"]
+    assert {tr.name: len(tr.x) for tr in fig.data} == {"warm": 25, "new": 5}
+    assert fig.data[1].marker.color == charts.COHORT_COLOURS["new"]
+
+
+def test_embedding_figure_groups_rare_values_and_scales_numbers() -> None:
+    grouped = charts.embedding_figure(points(), color="genre", other_label="other")
+    assert len(grouped.data) == charts.MAX_GROUPS and grouped.data[-1].name == "other"
+    assert sum(len(tr.x) for tr in grouped.data) == 30
+    numeric = charts.embedding_figure(points(), color="price")
+    assert len(numeric.data) == 1 and numeric.data[0].marker.showscale
+
+
+def test_embedding_figure_escapes_data_and_draws_highlights_and_trail() -> None:
+    frame = points()
+    frame.loc[0, "label"] = "<script>alert(1)</script>"
+    trail = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0], "label": ["0", "1"]})
+    fig = charts.embedding_figure(frame, hover=["genre"], highlight=[0, 3], trail=trail, trail_label="you")
+    assert "<script>" not in fig.data[0].text[0] and "&lt;script&gt;" in fig.data[0].text[0]
+    assert len(fig.data[1].x) == 2 and fig.data[1].marker.size == 13
+    assert fig.data[2].name == "you" and list(fig.data[2].marker.size) == [8, 16]
+
+
+# ---------------------------------------------------------------- evaluation and lab
+def test_shots_figure_one_line_per_method_on_a_log_axis() -> None:
+    curve = pd.DataFrame({
+        "method": ["run"] * 3 + ["run, no adaptation"] * 3 + ["bias"] * 3,
+        "shots": [1, 5, 10] * 3, "mean": [0.9, 0.8, 0.7, 0.85, 0.85, 0.85, 0.88, 0.8, 0.75], "std": [np.nan] * 9,
+    })
+    fig = charts.shots_figure(curve, highlight="run")
+    assert [tr.name for tr in fig.data] == ["run", "run, no adaptation", "bias"]
+    assert fig.data[0].line.width == 4 and fig.data[1].line.dash == "dot"
+    assert not fig.data[0].error_y.visible
+    assert fig.layout.xaxis.type == "log"
+
+
+def test_inner_loss_and_gain_figures() -> None:
+    losses = pd.DataFrame({"set": ["support"] * 3 + ["query"] * 3, "step": [0, 1, 2] * 2, "loss": [1.0, 0.5, 0.2, 2.0, 1.5, 1.4]})
+    fig = charts.inner_loss_figure(losses, labels={"support": "S", "query": "Q"})
+    assert [tr.name for tr in fig.data] == ["S", "Q"] and list(fig.data[1].y) == [2.0, 1.5, 1.4]
+    hist = charts.gain_histogram(np.array([0.1, -0.2, np.nan, 0.3]))
+    assert len(hist.data[0].x) == 3
+
+
+# ---------------------------------------------------------------- page helpers
+def test_error_message_is_plain_text_with_a_next_step() -> None:
+    from metarec_core.errors import DataError
+
+    text = common.error_message(DataError("ratings are *all* equal", source="my_file.csv", column="rating"))
+    assert "my\\_file\\.csv" in text and "\\*all\\*" in text
+    assert "Next step" in text and "Traceback" not in text
+    assert "ValueError" in common.error_message(ValueError("boom"))
+
+
+def test_plain_escapes_markdown_and_latex() -> None:
+    assert common.plain("a_b*c$d<e>") == "a\\_b\\*c\\$d\\<e\\>"
+
+
+def test_support_query_example_takes_the_first_k_in_time(tiny_scenario) -> None:
+    data = tiny_scenario.dataset
+    user, support, query = common.support_query_example(data, k=3, max_query=4)
+    rows = data.ratings[data.ratings["user"] == data.users.index(user)].sort_values(["timestamp", "item"])
+    assert len(support) == 3 and 0 < len(query) <= 4
+    assert list(support.iloc[:, 0]) == [data.items.external(int(i)) for i in rows["item"][:3]]
+    assert list(support.iloc[:, 2]) == list(rows["rating"][:3])
+    assert common.support_query_example(data, k=100) is None
+
+
+def test_item_titles_fall_back_to_ids(tiny_scenario) -> None:
+    data = tiny_scenario.dataset
+    titles = common.item_titles(data)
+    assert len(titles) == data.n_items and titles.iloc[0] == data.item_table["title"].iloc[0]
