@@ -60,7 +60,7 @@ def metrics_frame() -> pd.DataFrame:
     for step in range(1, 11):
         rows.append(("meta", 1, step, "meta", 2.0 / step, 100.0 + step))
         rows.append(("meta", 1, step, "total", 3.0 / step, 100.0 + step))
-        rows.append(("transfer", 1, step, "trans", 1.0 / step, 100.0 + step))
+        rows.append(("transfer", 1, step, "trans", 1.0 / step, 100.5 + step))
     rows.append(("validate", 1, 10, "valid_mae", 0.9, 111.0))
     rows.append(("validate", 2, 20, "valid_mae", 0.8, 121.0))
     return pd.DataFrame(rows, columns=["phase", "epoch", "step", "key", "value", "time"])
@@ -80,7 +80,7 @@ def test_loss_figure_draws_training_terms_only() -> None:
     assert [tr.name for tr in fig.data] == ["M", "T"]
     assert list(fig.data[0].y) == pytest.approx([2.0 / s for s in range(1, 11)])
     timed = charts.loss_figure(metrics_frame(), keys=("trans",), x="time")
-    assert timed.data[0].x[0] == pytest.approx(1.0)  # seconds since the run's first point
+    assert timed.data[0].x[0] == pytest.approx(0.5)  # seconds since the run's first point (of any term)
     with pytest.raises(ValueError):
         charts.loss_figure(metrics_frame(), x="epoch")
 
