@@ -69,6 +69,18 @@ class DomainSplit:
     description: str = ""
     warnings: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        same = (
+            self.source.users == self.target.users and self.source.items == self.target.items
+            and self.source.user_features == self.target.user_features
+            and self.source.item_features == self.target.item_features
+        )
+        if not same:
+            raise DataError(
+                f"'{self.source.name}' and '{self.target.name}' do not share user/item ID maps and feature columns, "
+                "so a source model would not fit the target; build the pair with split_domains or align_domains"
+            )
+
     def __repr__(self) -> str:
         return (
             f"DomainSplit(source {len(self.source.ratings)} ratings of {self.source_items().size} items, "
@@ -278,7 +290,7 @@ def align_domains(source: Dataset, target: Dataset) -> DomainSplit:
     for n, what in ((n_user_conflicts, "user"), (n_item_conflicts, "item")):
         if n:
             warnings.append(f"{n} {what} feature value(s) differ between the datasets for shared {what}s; the source's were kept")
-    for spec in item_specs + user_specs:
+    for spec in item_specs:
         if spec.kind in ("categorical", "multilabel") and spec.name in source.item_table and spec.name in target.item_table:
             sep = spec.separator if spec.kind == "multilabel" else None
             a = set().union(*_item_labels(source.item_table[spec.name], sep), set())
@@ -470,6 +482,11 @@ def evaluate_returning_users(
     if run.meta.get("fingerprint") != target.fingerprint:
         raise DataError(f"run '{target_run}' was not trained on dataset '{target.name}' (fingerprints differ); pass the target dataset of that run")
     config = run.config
+    if config.scenario not in ("user-cold", "both-cold"):
+        raise ConfigError(
+            f"returning users are new users of the target domain; run '{target_run}' has scenario "
+            f"'{config.scenario}', not user-cold or both-cold"
+        )
     source_known = load_weights(Path(source_run)).get("user_known")
     if source_known is None or source_known.shape != run.model.user_known.shape:
         raise DataError(f"run '{source_run}' does not match run '{target_run}' (different users); pass the source run of this target run")
@@ -477,8 +494,6 @@ def evaluate_returning_users(
         target,
         SplitConfig(scenario=config.scenario, cold_fraction=config.cold_fraction, support_size=config.eval_support_size, seed=config.seed),
     )
-    if config.scenario not in ("user-cold", "both-cold"):
-        raise ConfigError(f"returning users are new users of the target domain; the run's scenario is '{config.scenario}', not user-cold or both-cold")
     returning = np.flatnonzero(source_known.numpy() & ~run.model.user_known.cpu().numpy())
     query = split.query[split.query["user"].isin(returning)]
     if len(query) == 0:

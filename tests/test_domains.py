@@ -10,7 +10,7 @@ import torch
 
 from metarec_core.artifacts import load_weights
 from metarec_core.configs import config_from_dict
-from metarec_core.domains import align_domains, evaluate_returning_users, split_domains, train_cross_domain
+from metarec_core.domains import DomainSplit, align_domains, evaluate_returning_users, split_domains, train_cross_domain
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.loaders import build_dataset
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
@@ -106,6 +106,8 @@ def test_align_refuses_datasets_that_share_nothing_or_clash():
     )
     with pytest.raises(DataError, match="share no user IDs, no item IDs and no item feature column"):
         align_domains(a, other)
+    with pytest.raises(DataError, match="do not share user/item ID maps"):
+        DomainSplit(a, other)  # a hand-made pair must be on one index space too
     clash = movies([(1, "z", 2), (3, "w", 5)], {"z": "Drama", "w": "Action"}, "c")
     clash = dataclasses.replace(clash, item_features=tuple(dataclasses.replace(s, kind="categorical") for s in clash.item_features))
     with pytest.raises(DataError, match="column 'genres'.*multilabel.*categorical"):
