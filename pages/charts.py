@@ -256,13 +256,16 @@ def loss_figure(
             if series.empty:
                 continue
             xs = series["step"].to_numpy(dtype=float) if x == "step" else series["time"].to_numpy(dtype=float) - start
+            ys = smooth(series["value"].to_numpy(), smoothing)
+            breaks = np.flatnonzero(np.diff(series["step"].to_numpy(dtype=float)) > 1) + 1  # a phase of the other kind ran between
+            xs, ys = np.insert(xs, breaks, np.nan), np.insert(ys, breaks, np.nan)
             name = (key_labels or {}).get(key, key)
             if len(runs) > 1:
                 name = f"{esc((run_labels or {}).get(run, run))} · {name}"
                 line = dict(color=METHOD_COLOURS[r % len(METHOD_COLOURS)], dash=_DASH.get(key, "solid"))
             else:
                 line = dict(color=_KEY_COLOURS.get(key, "#999999"))
-            fig.add_trace(go.Scatter(x=xs, y=smooth(series["value"].to_numpy(), smoothing), mode="lines", name=name, line=line))
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, line=line, connectgaps=False))
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=30, b=40),
@@ -335,7 +338,7 @@ def long_tail_figure(
             go.Scatter(x=np.arange(1, len(ordered) + 1), y=np.maximum(ordered, 0.5), mode="lines", name=labels.get(key, key), line=dict(color=colour))
         )
     fig.update_layout(
-        height=300, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, yaxis_type="log",
+        height=300, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, yaxis=dict(type="log", dtick=1),
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
     )
     return fig

@@ -125,7 +125,7 @@ with common.guard():
     with st.container(border=True):
         st.markdown(f"**{t('lab.you')}**")
         features = demographics(rec)
-        left, mid, right = st.columns([3, 2, 1], vertical_alignment="bottom")
+        left, mid, right = st.columns([3, 3, 2], vertical_alignment="bottom")
         query = left.text_input(t("lab.search"), key="lab_search", placeholder=t("lab.search.placeholder"))
         rated = {i for i, _ in st.session_state[RATINGS]}
         if query.strip():
@@ -179,7 +179,7 @@ with common.guard():
     columns = st.columns(3)
     with columns[0]:
         st.markdown(f"**{t('lab.col.meta')}**")
-        st.dataframe(pd.DataFrame({t("common.title"): [titles[i] for i in top_meta["item_id"]], t("common.score"): top_meta["score"].round(2)}), hide_index=True)
+        st.table(pd.DataFrame({t("common.title"): [titles[i] for i in top_meta["item_id"]], t("common.score"): top_meta["score"].map("{:.2f}".format)}), hide_index=True)
     with columns[1]:
         st.markdown(f"**{t('lab.col.transfer')}**")
         if other is None:
@@ -196,12 +196,12 @@ with common.guard():
             other_rec = common.recommender(other.id, (common.store().run_dir(other.id) / common.WEIGHTS_FILE).stat().st_mtime)
             other_state = other_rec.adapt_user(shown, user_features=features)
             top_transfer = other_rec.recommend(other_state, k=TOP_K)
-            st.dataframe(pd.DataFrame({t("common.title"): [titles.get(i, i) for i in top_transfer["item_id"]], t("common.score"): top_transfer["score"].round(2)}), hide_index=True)
+            st.table(pd.DataFrame({t("common.title"): [titles.get(i, i) for i in top_transfer["item_id"]], t("common.score"): top_transfer["score"].map("{:.2f}".format)}), hide_index=True)
             st.caption(t("lab.transfer_caption", name=common.plain(other.name)))
     with columns[2]:
         st.markdown(f"**{t('lab.col.popular')}**")
         popular = popularity(dataset, rec, {i for i, _ in shown}, TOP_K)
-        st.dataframe(pd.DataFrame({t("common.title"): [titles[i] for i in popular], t("lab.col.count"): [n_ratings.get(i, 0) for i in popular]}), hide_index=True)
+        st.table(pd.DataFrame({t("common.title"): [titles[i] for i in popular], t("lab.col.count"): [n_ratings.get(i, 0) for i in popular]}), hide_index=True)
 
     loss_col, map_col = st.columns([2, 3], gap="large")
     with loss_col:

@@ -35,8 +35,8 @@ TERMS = (
     (
         "learn.term.meta.title",
         "learn.term.meta.body",
-        r"\mathcal{L}_{\mathrm{meta}}(\theta)=\frac{1}{T}\sum_{t=1}^{T}\ell\big(f_{\theta'_t};\,Q_t\big),\qquad"
-        r"\theta'_t=\mathrm{adapt}(\theta;\,S_t)",
+        r"\begin{aligned}\mathcal{L}_{\mathrm{meta}}(\theta)&=\frac{1}{T}\sum_{t=1}^{T}\ell\big(f_{\theta'_t};\,Q_t\big)\\"
+        r"\theta'_t&=\mathrm{adapt}(\theta;\,S_t)\end{aligned}",
     ),
     ("learn.term.trans.title", "learn.term.trans.body", r"\mathcal{L}_{\mathrm{trans}}(\theta)=\frac{1}{N}\sum_{i=1}^{N}\ell\big(f_\theta(u_i,v_i),\,y_i\big)"),
     ("learn.term.l0.title", "learn.term.l0.body", r"\mathcal{L}_0(\theta)=\lambda_0\,\lVert\theta-\theta_{\mathrm{source}}\rVert_2^2"),
@@ -70,7 +70,7 @@ settings = pd.DataFrame(
         t("learn.col.default"): [str(defaults.get(name, "")) for _, name in SETTINGS],
     }
 )
-st.dataframe(settings, hide_index=True)
+st.table(settings, hide_index=True)
 st.caption(t("learn.settings.caption"))
 links = st.columns(3)
 common.page_link(links[0], "pages/train.py", "learn.goto.train", ":material/model_training:")
@@ -120,7 +120,7 @@ METRICS = (
     ("rmse", r"\mathrm{RMSE}=\sqrt{\frac{1}{|Q|}\sum_{(u,i)\in Q}(\hat r_{ui}-r_{ui})^2}"),
     ("ndcg", r"\mathrm{nDCG@}k=\frac{\sum_{p=1}^{k}(2^{r_p}-1)/\log_2(p+1)}{\mathrm{IDCG@}k}"),
     ("recall", r"\mathrm{Recall@}k=\frac{\lvert \mathrm{top}_k(u)\cap R_u\rvert}{\lvert R_u\rvert}"),
-    ("hit", r"\mathrm{HitRate@}k=\frac{1}{|U|}\sum_{u}\mathbb{1}\big[\mathrm{top}_k(u)\cap R_u\neq\varnothing\big]"),
+    ("hit", r"\mathrm{HitRate@}k=\frac{1}{|U|}\sum_{u}\mathbf{1}\big[\mathrm{top}_k(u)\cap R_u\neq\varnothing\big]"),
     ("auc", r"\mathrm{AUC}=P\big(\hat s_{u,i^+}>\hat s_{u,i^-}\big)"),
 )
 for row in range(0, len(METRICS), 2):
@@ -133,7 +133,7 @@ for row in range(0, len(METRICS), 2):
 st.header(t("learn.glossary.header"))
 strings = common.load_strings()
 terms = sorted({key.split(".")[1] for key in strings if key.startswith("term.")})
-st.dataframe(
+st.table(
     pd.DataFrame(
         {
             t("learn.glossary.col.en"): [strings[f"term.{name}"]["en"] for name in terms],

@@ -75,7 +75,7 @@ with common.guard():
     dataset = common.run_dataset(run)
     users = user_cohorts(rec, dataset)
     titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
-    cols = st.columns([2, 3, 2, 2])
+    cols = st.columns([3, 3, 2, 2])
     cohort = cols[0].segmented_control(
         t("recs.cohort"), [c for c in COHORTS if (users["cohort"] == c).any()], format_func=common.labeller("recs.cohort."),
         default="new" if (users["cohort"] == "new").any() else "warm", required=True, key="recs_cohort",
@@ -95,35 +95,32 @@ with common.guard():
     query = past[past["role"] == "query"]
     query_ratings = dict(zip(query["item_id"], query["rating"]))
 
-    left, right = st.columns([2, 3], gap="large")
-    with left:
-        st.subheader(t("recs.history", n=len(past)))
-        shown = past.assign(role=[t(f"recs.role.{r}") for r in past["role"]])
-        shown.columns = [t("common.item_id"), t("common.title"), t("common.rating"), t("recs.role")]
-        st.dataframe(shown, hide_index=True, height=420)
-    with right:
-        if warm:
-            state = rec.adapt_user([], user_id=user_id, steps=0)
-            st.subheader(t("recs.top_warm", k=k_top))
-            st.dataframe(top_table(rec, rec.recommend(state, k=k_top), titles, {}), hide_index=True)
-        else:
-            pairs = list(zip(support["item_id"], support["rating"].astype(float)))
-            before = rec.adapt_user([], user_id=user_id, steps=0, use_known=False)
-            after = rec.adapt_user(pairs, user_id=user_id, use_known=False)
-            exclude = rec.item_indices(support["item_id"].tolist()).tolist()
-            b_col, a_col = st.columns(2)
-            with b_col:
-                st.subheader(t("recs.before"))
-                st.caption(t("recs.before.caption"))
-                st.dataframe(top_table(rec, rec.recommend(before, k=k_top, exclude=exclude), titles, query_ratings), hide_index=True)
-            with a_col:
-                st.subheader(t("recs.after", k=len(pairs)))
-                st.caption(t("recs.after.caption", steps=len(after.losses) - 1, ms=f"{1000 * after.seconds:.0f}"))
-                st.dataframe(top_table(rec, rec.recommend(after, k=k_top), titles, query_ratings), hide_index=True)
-            if len(query) and not rec.run.loss == "bce":
-                mae_b, ndcg_b = query_quality(rec, before, query)
-                mae_a, ndcg_a = query_quality(rec, after, query)
-                m = st.columns(2)
-                m[0].metric(t("recs.query_mae"), f"{mae_a:.3f}", delta=f"{mae_a - mae_b:+.3f}", delta_color="inverse")
-                m[1].metric(t("recs.query_ndcg"), f"{ndcg_a:.3f}", delta=f"{ndcg_a - ndcg_b:+.3f}")
-                st.caption(t("recs.query.caption", n=len(query)))
+    if warm:
+        state = rec.adapt_user([], user_id=user_id, steps=0)
+        st.subheader(t("recs.top_warm", k=k_top))
+        st.dataframe(top_table(rec, rec.recommend(state, k=k_top), titles, {}), hide_index=True)
+    else:
+        pairs = list(zip(support["item_id"], support["rating"].astype(float)))
+        before = rec.adapt_user([], user_id=user_id, steps=0, use_known=False)
+        after = rec.adapt_user(pairs, user_id=user_id, use_known=False)
+        exclude = rec.item_indices(support["item_id"].tolist()).tolist()
+        b_col, a_col = st.columns(2, gap="large")
+        with b_col:
+            st.subheader(t("recs.before"))
+            st.caption(t("recs.before.caption"))
+            st.dataframe(top_table(rec, rec.recommend(before, k=k_top, exclude=exclude), titles, query_ratings), hide_index=True)
+        with a_col:
+            st.subheader(t("recs.after", k=len(pairs)))
+            st.caption(t("recs.after.caption", steps=len(after.losses) - 1, ms=f"{1000 * after.seconds:.0f}"))
+            st.dataframe(top_table(rec, rec.recommend(after, k=k_top), titles, query_ratings), hide_index=True)
+        if len(query) and not rec.run.loss == "bce":
+            mae_b, ndcg_b = query_quality(rec, before, query)
+            mae_a, ndcg_a = query_quality(rec, after, query)
+            m = st.columns(2, gap="large")
+            m[0].metric(t("recs.query_mae"), f"{mae_a:.3f}", delta=f"{mae_a - mae_b:+.3f}", delta_color="inverse")
+            m[1].metric(t("recs.query_ndcg"), f"{ndcg_a:.3f}", delta=f"{ndcg_a - ndcg_b:+.3f}")
+            st.caption(t("recs.query.caption", n=len(query)))
+    st.subheader(t("recs.history", n=len(past)))
+    shown = past.assign(role=[t(f"recs.role.{r}") for r in past["role"]])
+    shown.columns = [t("common.item_id"), t("common.title"), t("common.rating"), t("recs.role")]
+    st.dataframe(shown, hide_index=True, height=min(35 * (len(shown) + 1) + 3, 460))

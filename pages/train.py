@@ -199,9 +199,13 @@ def progress_view(run) -> None:
     step, total = int(progress.get("step", 0)), int(progress.get("total_steps", 0) or 0)
     fraction = min(1.0, step / total) if total else (1.0 if run.status == "completed" else 0.0)
     eta = progress.get("eta")
-    text = t("train.progress", status=t(f"status.{run.status}"), step=step, total=total,
-             phase=t(f"phase.{progress['phase']}") if progress.get("phase") in ("meta", "transfer", "joint", "validate") else "—",
-             eta=f"{eta:.0f}" if isinstance(eta, (int, float)) and run.is_active else "—")
+    if run.is_active:
+        text = t("train.progress", status=t(f"status.{run.status}"), step=step, total=total,
+                 phase=t(f"phase.{progress['phase']}") if progress.get("phase") in ("meta", "transfer", "joint", "validate") else "—",
+                 eta=f"{eta:.0f}" if isinstance(eta, (int, float)) else "—")
+    else:
+        seconds = (run.finished - run.started) if run.finished and run.started else 0.0
+        text = t("train.progress.done", status=t(f"status.{run.status}"), step=step, seconds=f"{seconds:.0f}", device=run.device or "—")
     st.progress(fraction, text=text)
     if run.status == "failed" and run.error:
         st.error(t("train.failed", error=common.plain(run.error)), icon=":material/error:")
@@ -217,7 +221,7 @@ def progress_view(run) -> None:
     with left:
         key_labels = {key: t(f"loss.{key}") for key in ("meta", "trans", "l0", "total")}
         st.plotly_chart(
-            charts.loss_figure(metrics, smoothing=0.6, key_labels=key_labels, x_title=t("common.step"), y_title=t("common.loss")),
+            charts.loss_figure(metrics, smoothing=0.9, key_labels=key_labels, x_title=t("common.step"), y_title=t("common.loss")),
             config={"displayModeBar": False}, key=f"loss_{run.id}",
         )
     with right:

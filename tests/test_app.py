@@ -295,7 +295,7 @@ def test_recommendations_before_and_after_adaptation(trained: dict) -> None:
     at = open_page(trained["at"], "recommendations")
     assert_clean(at)
     assert at.segmented_control(key="recs_cohort").value == "new"
-    tops = at.dataframe[1:3]
+    tops = at.dataframe[0:2]  # before and after; the history comes last
     assert len(tops) == 2 and all(len(d.value) == 10 for d in tops)
     assert len(at.metric) == 2  # query MAE and nDCG@3 with their change
 
@@ -305,7 +305,7 @@ def test_lab_adapts_on_every_rating(trained: dict) -> None:
 
     at = open_page(trained["at"], "lab")
     assert_clean(at)
-    start = at.dataframe[0].value  # no ratings yet: the meta-learned start
+    start = at.table[0].value  # no ratings yet: the meta-learned start
     for n in range(1, 4):
         at.selectbox(key="lab_item").select_index(n).run()
         at.segmented_control(key="lab_rating").set_value(1.0 if n % 2 else 5.0).run()
@@ -314,7 +314,7 @@ def test_lab_adapts_on_every_rating(trained: dict) -> None:
         assert at.metric[0].value == str(n)
         assert float(at.metric[1].value.split()[0]) < 1000  # adapt + rank, milliseconds
         assert len(at.dataframe[0].value) == n  # your ratings
-    top = at.dataframe[1].value
+    top = at.table[0].value
     assert not top.equals(start)  # the recommendations moved with the ratings
     losses = next(s for s in plotly_specs(at) if any("support" in str(tr.get("name")) for tr in s["data"]))
     support = next(tr for tr in losses["data"] if "support" in tr["name"])

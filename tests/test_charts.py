@@ -193,3 +193,10 @@ def test_item_titles_fall_back_to_ids(tiny_scenario) -> None:
     data = tiny_scenario.dataset
     titles = common.item_titles(data)
     assert len(titles) == data.n_items and titles.iloc[0] == data.item_table["title"].iloc[0]
+
+
+def test_loss_curves_break_where_the_other_phase_ran() -> None:
+    rows = [("meta", 1, s, "meta", 1.0, float(s)) for s in (1, 2, 3, 7, 8)]
+    fig = charts.loss_figure(pd.DataFrame(rows, columns=["phase", "epoch", "step", "key", "value", "time"]), keys=("meta",))
+    x = np.asarray(fig.data[0].x, dtype=float)
+    assert np.isnan(x[3]) and list(x[~np.isnan(x)]) == [1, 2, 3, 7, 8]

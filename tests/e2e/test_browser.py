@@ -1,0 +1,167 @@
+"""End to end in a real browser: upload, train, watch the curve, rate in the lab; two sessions stay apart."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``streamlit run app.py`` with an empty run store and the real data cache (ML-100K not re-fetched)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no chromium at {CHROMIUM} (.ci/run installs it)")
+    from metarec_core.movielens import data_root
+
+    home = tmp_path_factory.mktemp("browser-home")
+    env = dict(os.environ, METAREC_HOME=str(home), METAREC_DATA_DIR=str(data_root()))
+    port = free_port()
+    log = open(home / "streamlit.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server: str):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def idle(page, timeout: float = 120_000) -> None:
+    """Wait for the script run to finish (twice, so a rerun that starts right after is waited for too)."""
+    page.wait_for_selector(IDLE, timeout=timeout)
+    page.wait_for_timeout(400)
+    page.wait_for_selector(IDLE, timeout=timeout)
+
+
+def open_page(page, name: str) -> None:
+    page.locator("[data-testid='stSidebarNav'] a", has_text=name).first.click()
+    idle(page)
+
+
+def metric(page, label: str) -> str:
+    box = page.locator("[data-testid='stMetric']", has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
+def dataset_choice(page) -> str:
+    """The dataset shown in the sidebar's picker."""
+    return page.locator("[data-testid='stSidebar']").get_by_role("combobox", name="Dataset").input_value()
+
+
+def tiny_file(folder: Path) -> Path:
+    data = make_synthetic(SyntheticConfig(n_users=80, n_items=50, ratings_per_user=(12, 25), seed=5)).dataset
+    r = data.ratings
+    path = folder / "tiny ratings.csv"
+    pd.DataFrame({
+        "user_id": [data.users.external(int(u)) for u in r["user"]],
+        "item_id": [data.items.external(int(i)) for i in r["item"]],
+        "rating": r["rating"].astype(int),
+        "timestamp": r["timestamp"],
+    }).to_csv(path, index=False)
+    return path
+
+
+def test_upload_train_lab_and_a_second_session(server: str, browser, tmp_path: Path) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(server)
+    idle(page)
+    assert page.locator("h1", has_text="Data").count() == 1
+    assert page.locator("[data-testid='stException']").count() == 0
+
+    # Upload a small CSV and save it as the current dataset.
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").first.set_input_files(str(tiny_file(tmp_path)))
+    idle(page)
+    page.get_by_text("Valid: 80 users").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Save and use this dataset").click()
+    idle(page)
+    assert "tiny ratings" in dataset_choice(page)
+
+    # Start a tiny training run and watch the loss chart fill.
+    open_page(page, "Train")
+    epochs = page.get_by_label("num_epochs", exact=True)
+    epochs.fill("2")
+    epochs.press("Enter")
+    idle(page)
+    page.get_by_role("button", name="Start training").click()
+    idle(page)
+    chart = page.locator("[data-testid='stPlotlyChart']", has_text="L_meta")
+    chart.first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"completed · \d+ steps")).wait_for(timeout=240_000)
+    idle(page)
+    assert page.get_by_text("Final metrics on held-out new users").count() == 1
+    assert page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace").count() >= 2
+
+    # The lab: three ratings, and the recommendations follow them.
+    open_page(page, "Cold-start lab")
+    top = page.locator("[data-testid='stTable']").first
+    start = top.inner_text()
+    assert metric(page, "your ratings") == "0"
+    for n, stars in enumerate(("5★", "1★", "5★"), start=1):
+        page.get_by_role("radio", name=stars, exact=True).click()
+        idle(page)
+        page.get_by_role("button", name="Rate", exact=True).click()
+        idle(page)
+        assert metric(page, "your ratings") == str(n)
+        assert page.locator("[data-testid='stException']").count() == 0
+    assert top.inner_text() != start
+    assert int(metric(page, "adapt + rank all items").split()[0]) < 1000
+
+    # A second browser context is a second session: default dataset, no lab ratings.
+    other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    other.goto(server)
+    idle(other)
+    assert "tiny ratings" not in dataset_choice(other)
+    open_page(other, "Cold-start lab")
+    assert other.locator("[data-testid='stMetric']", has_text="your ratings").count() == 0  # no run on its dataset yet
+    other.context.close()
+    context.close()
