@@ -199,7 +199,13 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     shape = ModelShape(**shape_values)
     model = PreferenceModel(shape, config_from_dict(ModelConfig, meta["model_config"]))
     state = {k: v for k, v in tensors.items() if not k.startswith(INNER_LR_PREFIX)}
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(
+            f"the weights in '{run_dir}' do not fit this version of the model ({str(exc).splitlines()[0]}); "
+            "the run was saved by an older metarec — train it again"
+        ) from exc
     model.to(device).eval()
     inner_lr = {k[len(INNER_LR_PREFIX):]: v.to(device) for k, v in tensors.items() if k.startswith(INNER_LR_PREFIX)}
 
