@@ -87,6 +87,12 @@ def main() -> int:
             for name in args.pages.split(","):
                 links.nth(PAGES.index(name)).click()  # one session throughout: language and choices stay
                 settle(page, 3000)
+                if name == "embeddings" and args.lang == "en":  # a search shows the neighbours of a well-known movie
+                    page.screenshot(path="/tmp/emb_debug.png")
+                    box = page.locator("[data-testid='stTextInput'] input").first
+                    box.fill("Star Wars")
+                    box.press("Enter")
+                    settle(page, 2000)
                 if name == "lab":
                     for _ in range(3):  # rate three of the most-rated movies
                         page.get_by_role("button", name="Rate" if args.lang == "en" else "评分").click()

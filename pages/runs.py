@@ -115,6 +115,10 @@ def shots_section(runs, selected: list[str], labels: dict[str, str]) -> None:
 
     @st.fragment(run_every=1.0 if state == "running" else None)
     def view() -> None:
+        with common.guard():
+            body()
+
+    def body() -> None:
         current = common.evaluation_state(run_id)
         if current == "running":
             st.info(t("runs.shots.running"), icon=":material/hourglass_top:")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from metarec_core.errors import MetarecError
 from pages import charts, common
 from pages.common import t
 
@@ -261,11 +260,12 @@ else:
         try:
             jobs.dispatch(common.store())
             run = common.store().get_run(current.id)
-        except MetarecError as exc:
+        except Exception as exc:  # noqa: BLE001 - a fragment rerun must not show a traceback either
             common.show_error(exc)
             return
         st.markdown(f"**{common.plain(run.name)}** · `{run.id}`")
-        progress_view(run)
+        with common.guard():
+            progress_view(run)
         if active and not run.is_active:
             st.rerun()  # finished: refresh the whole page once, and stop polling
 
