@@ -35,7 +35,7 @@ class ModelConfig:
         Standard deviation of the initial ID factors.
     """
 
-    factor_dim: int = 16
+    factor_dim: int = 32
     feature_dim: int = 8
     hidden: tuple[int, ...] = (32,)
     use_item_ids: bool = True
