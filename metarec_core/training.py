@@ -432,7 +432,7 @@ def fit(
     if best.epoch:
         final["best_epoch"] = float(best.epoch if config.keep_best else epochs_completed)
     if not stopped:  # a stopped run reports validation only, so that cancelling is quick
-        final.update(evaluate_split(model, inner_lr, config, data, context, kind))
+        final.update(evaluate_held_out(model, inner_lr, config, data, context, kind, artifacts.rating_range))
     elapsed = time.perf_counter() - started
     emit(ProgressEvent("done", epochs_completed, step, total_steps, {}, dict(final), elapsed, 0.0))
     if out_dir is not None:
@@ -497,14 +497,21 @@ def query_metrics(query: pd.DataFrame, predictions: np.ndarray, kind: str, ratin
     }
 
 
-def evaluate_split(model: PreferenceModel, inner_lr, config: TrainConfig, data: TrainingData, context: FeatureContext, kind: str) -> dict[str, float]:
-    """Test metrics on the split's held-out tasks (adapt on support, score query)."""
+def evaluate_held_out(
+    model: PreferenceModel, inner_lr, config: TrainConfig, data: TrainingData, context: FeatureContext, kind: str,
+    rating_range: tuple[float, float],
+) -> dict[str, float]:
+    """Test metrics on the split's held-out tasks (adapt on support, score query).
+
+    Users are warm (their ID parameters used) in the warm and item-cold
+    scenarios; predictions are clipped to the training ``rating_range``.
+    """
     query = data.split.query
     if len(query) == 0:
         return {}
     tasks, positions = tasks_from_frames(data.split.support, query, warm=config.scenario in ("warm", "item-cold"))
     predictions = predict_tasks(model, inner_lr, config, tasks.to(context.items.categorical.device), context, kind).reshape(-1)[positions]
-    return {f"test_{k}": v for k, v in query_metrics(query, predictions, kind, data.split.rating_range if hasattr(data.split, "rating_range") else (float(query["rating"].min()), float(query["rating"].max()))).items()}
+    return {f"test_{k}": v for k, v in query_metrics(query, predictions, kind, rating_range).items()}
 
 
 def _inner_learning_rates(model: PreferenceModel, config: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:
