@@ -244,6 +244,17 @@ def run(seeds: list[int], epochs: int, parts: list[str]) -> dict:
     return results
 
 
+def code_version() -> tuple[str, list[str]]:
+    """The git commit the code runs from and the library files changed since (read when the run starts)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=root).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--", "metarec_core"], capture_output=True, text=True, check=True, cwd=root).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", []
+    return commit, [line[3:] for line in status.splitlines() if line.strip()]
+
+
 def mean_std(values: list[float]) -> str:
     values = [v for v in values if v == v]
     if not values:
@@ -278,16 +289,14 @@ def verdict(block: dict, seeds: list[int], a: str, b: str) -> str:
 
 def write_markdown(results: dict, path: Path, command: str) -> None:
     seeds = results["seeds"]
-    load = os.getloadavg()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    load = results["load_average"]
+    commit = results.get("commit", "unknown")
+    if results.get("uncommitted"):
+        commit += "` plus uncommitted changes to `" + "`, `".join(results["uncommitted"])
     lines = [
         "# Transfer on ML-100K: text features for new items, source-domain pretraining for new users",
         "",
-        f"Written by `{command}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
+        f"Written by `{command}` on {results['finished_utc']} UTC "
         f"(total {results['seconds'] / 60:.1f} min), code at commit `{commit}`.",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, shared with other jobs "
         f"(load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}); Python {platform.python_version()}, "
@@ -297,6 +306,13 @@ def write_markdown(results: dict, path: Path, command: str) -> None:
         "adapt scope `user`, keep_best. Mean ± std (ddof=1) over seeds. Protocols are in the script's docstring.",
         "",
     ]
+    pairs = [("item-cold", "with text", "without text"), ("item-cold", "with text, no item IDs", "without text, no item IDs"),
+             ("both-cold", "with text", "without text"), ("cross-domain", "source → target (L2-SP)", "target only"),
+             ("cross-domain", "sparse: source → target (L2-SP)", "sparse: target only")]
+    bottom = [f"- {scenario}: " + verdict(results[scenario], seeds, a, b) for scenario, a, b in pairs
+              if scenario in results and a in results[scenario][str(seeds[0])]]
+    if bottom:
+        lines += ["## Does the transfer help? (same splits, per seed)", "", *bottom, ""]
     if "encoding" in results:
         e = results["encoding"]
         lines += [
@@ -384,7 +400,11 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     start = time.perf_counter()
+    commit, uncommitted = code_version()
     results = run(seeds, args.epochs, args.parts.split(","))
+    results["commit"], results["uncommitted"] = commit, uncommitted
+    results["finished_utc"] = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}"
+    results["load_average"] = list(os.getloadavg())
     results["seconds"] = time.perf_counter() - start
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
