@@ -57,6 +57,19 @@ def machine() -> dict[str, object]:
         "torch": torch.__version__,
     }
 
+def code_version() -> dict[str, object]:
+    """The commit the benchmark ran on and any uncommitted changes to ``metarec_core`` (other engineers edit it)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "metarec_core").splitlines() if line.strip()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "metarec_core_uncommitted": dirty}
+
 
 def support_sets(dataset, config: TrainConfig) -> list[list[tuple[str, float]]]:
     """The 10-rating support sets of the split's new users, as ``(external item ID, rating)`` pairs."""
@@ -113,7 +126,8 @@ def render(report: dict) -> str:
     lines = [
         "# Live adaptation latency: one new user, 10 ratings, 5 inner steps, rank all items",
         "",
-        f"Written by `benchmarks/bench_adapt_latency.py` on {report['date']}. Machine: {m['cpu']}, nproc {m['nproc']}, "
+        f"Written by `benchmarks/bench_adapt_latency.py` on {report['date']} at commit {report['code']['commit']}"
+        f"{' (uncommitted changes in ' + ', '.join(report['code']['metarec_core_uncommitted']) + ')' if report['code']['metarec_core_uncommitted'] else ''}. Machine: {m['cpu']}, nproc {m['nproc']}, "
         f"Python {m['python']}, torch {m['torch']}. Load average at start {report['load_at_start']:.2f} (2 cores shared "
         "with other engineers).",
         "",
@@ -184,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)
     report = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(), "load_at_start": load_at_start,
+        "machine": machine(), "code": code_version(), "load_at_start": load_at_start,
         "run": "given: " + str(args.run) if args.run else "trained into a temporary directory",
         "train_s": train_s, "load_ms": load_ms, "inner_steps": config.inner_steps, "scope": config.adapt_scope,
         "k": args.k, "n_items": dataset.n_items, "n_supports": len(supports), "trials": args.trials, "warmup": args.warmup,

@@ -19,8 +19,8 @@ On the SAME split per seed this script runs:
   ``TrainResult.final_metrics['test_*']``.
 
 The split ``fit`` builds internally is checked to be the one the baselines get
-(same support and query rows, same cold users). ``fit`` holds out a further 10%
-of the training users for validation, so the baselines learn from slightly more
+(same support and query rows, same cold users). ``fit`` holds out a further
+``TrainConfig.valid_fraction`` of the training users for validation, so the baselines learn from slightly more
 warm rows than the neural runs (the report gives both counts): a conservative
 comparison for the neural model.
 
@@ -85,6 +85,19 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
     }
 
+def code_version() -> dict[str, object]:
+    """The commit the benchmark ran on and any uncommitted changes to ``metarec_core`` (other engineers edit it)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "metarec_core").splitlines() if line.strip()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "metarec_core_uncommitted": dirty}
+
 
 def make_baselines(seed: int) -> dict[str, Baseline]:
     """The simple baselines with their default settings (ALS seeded like the split)."""
@@ -133,13 +146,14 @@ def run_fit(config: TrainConfig, dataset, split: ColdStartSplit) -> dict[str, fl
     t0 = time.perf_counter()
     result = fit(config, dataset)
     wall = time.perf_counter() - t0
+    threads = torch.get_num_threads()  # what fit ran with (it applies config.cpu_threads)
     if tuple(int(u) for u in split.cold_users) != tuple(result.artifacts.cold_users):
         raise AssertionError("the cold users of the trained run differ from the baselines' split")
     m = result.final_metrics
     return {
         "mae": m["test_mae"], "rmse": m["test_rmse"], "ndcg@3": m["test_ndcg@3"], "wall_s": wall,
         "valid_mae": m.get("valid_mae", float("nan")), "valid_ndcg@3": m.get("valid_ndcg@3", float("nan")),
-        "epochs": result.epochs_completed, "torch_threads": torch.get_num_threads(), "load_before": load,
+        "epochs": result.epochs_completed, "best_epoch": m.get("best_epoch", float("nan")), "torch_threads": threads, "load_before": load,
     }
 
 
@@ -191,8 +205,9 @@ def render(report: dict) -> str:
     lines = [
         "# Cold-start quality on ML-100K: new users (user-cold), 10-shot",
         "",
-        f"Written by `benchmarks/bench_cold_start.py` on {report['date']}. Machine: {m['cpu']}, nproc {m['nproc']}, "
-        f"Python {m['python']}, torch {m['torch']}; torch threads {report['torch_threads']} "
+        f"Written by `benchmarks/bench_cold_start.py` on {report['date']} at commit {report['code']['commit']}"
+        f"{' (uncommitted changes in ' + ', '.join(report['code']['metarec_core_uncommitted']) + ')' if report['code']['metarec_core_uncommitted'] else ''}. Machine: {m['cpu']}, nproc {m['nproc']}, "
+        f"Python {m['python']}, torch {m['torch']}; torch threads {report['torch_threads']} (`TrainConfig.cpu_threads`) "
         f"(interop {report['torch_interop_threads']}); load average at start {report['load_at_start']:.2f} "
         "(other engineers share the 2 cores, so wall times are upper-ish bounds).",
         "",
@@ -201,13 +216,13 @@ def render(report: dict) -> str:
         "query ratings; nDCG@3 per user within the query set (gain 2^r−1, ties averaged), averaged over users. "
         f"Mean ± std (ddof=1) over seeds {', '.join(map(str, seeds))}. Baselines use their default settings, fitted on "
         "`split.train` (rows marked *fit's training rows* get exactly the rows `fit` trains on: `split.train` minus "
-        "its 10% validation users); neural runs are `training.fit` with the default `TrainConfig` (plus the named override), "
+        f"its {report['valid_fraction']:.0%} validation users); neural runs are `training.fit` with the default `TrainConfig` (plus the named override), "
         "metrics = `final_metrics['test_*']`. Wall time = the whole `fit` call (prepare, train, validate, test) or "
         "baseline fit + predict.",
         "",
         "Split check: for every run the split `fit` builds (`prepare_data(config, dataset).split`) has exactly the "
         "support and query rows (labels and values) and cold users of the baselines' split, and the trained run's "
-        "`cold_users` match. `fit` keeps 10% of the training users for validation, so it learns from fewer warm rows "
+        f"`cold_users` match. `fit` keeps {report['valid_fraction']:.0%} of the training users for validation, so it learns from fewer warm rows "
         f"than the baselines ({report['train_rows']}).",
         "",
         "| method | MAE | RMSE | nDCG@3 | wall s |",
@@ -220,6 +235,16 @@ def render(report: dict) -> str:
             f"| {row['ndcg@3_mean']:.4f} ± {row['ndcg@3_std']:.4f} | {row['wall_s_mean']:.1f} ± {row['wall_s_std']:.1f} |"
         )
     lines += ["", "## Does the default beat each method?", ""]
+    losses = [
+        f"{name} on {' and '.join(label for key, label in (('mae', 'MAE'), ('ndcg@3', 'nDCG@3')) if not c[key]['better_on_mean'])}"
+        for name, c in report["comparisons"].items()
+        if not (c["mae"]["better_on_mean"] and c["ndcg@3"]["better_on_mean"])
+    ]
+    lines.append(
+        "In short: the default beats every other method on both metrics (mean over seeds)." if not losses else
+        "In short: on the mean over seeds the default beats every other method on both metrics except: " + "; ".join(losses) + "."
+    )
+    lines.append("")
     for name, c in report["comparisons"].items():
         lines.append(verdict_line(name, c))
     d = summary[DEFAULT]
@@ -279,17 +304,18 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     report: dict[str, object] = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(),
+        "machine": machine(), "code": code_version(),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "load_at_start": os.getloadavg()[0],
         "seeds": seeds,
+        "valid_fraction": TrainConfig().valid_fraction,
         "overrides": overrides,
         "targets": TARGETS,
     }
     dataset = load_movielens_100k()
     # Warm-up (lazy imports, first-call allocations) so the first timed fit is not charged for them.
-    fit(TrainConfig(num_epochs=0, seed=seeds[0]), dataset)
+    fit(TrainConfig(num_epochs=0, seed=seeds[0], cpu_threads=args.threads), dataset)
     per_seed: dict[int, dict[str, dict[str, float]]] = {}
     checks: dict[int, dict[str, object]] = {}
     for seed in seeds:
@@ -304,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
             results[name] = run_baseline(model, dataset, split, train)
             print(f"seed {seed}  {name:45s} MAE {results[name]['mae']:.4f}  nDCG@3 {results[name]['ndcg@3']:.4f}", flush=True)
         for name, over in runs.items():
-            config = TrainConfig(**{**over, **overrides, "seed": seed})
+            config = TrainConfig(**{**over, **overrides, "seed": seed, "cpu_threads": args.threads})
             checks[seed] = check_split(config, dataset, split)
             results[name] = run_fit(config, dataset, split)
             print(
@@ -325,8 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.extra_threads and DEFAULT in runs:
         seed = seeds[0]
         split = split_cold_start(dataset, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=10, seed=seed))
-        torch.set_num_threads(args.extra_threads)
-        extra = run_fit(TrainConfig(**{**overrides, "seed": seed}), dataset, split)
+        # fit sets torch's thread count from config.cpu_threads (default 1), so the thread count goes in the config.
+        extra = run_fit(TrainConfig(**{**overrides, "seed": seed, "cpu_threads": args.extra_threads}), dataset, split)
         torch.set_num_threads(args.threads)
         base = per_seed[seed][DEFAULT]
         print(f"threads {args.extra_threads}: wall {extra['wall_s']:.1f}s vs {base['wall_s']:.1f}s at {args.threads}", flush=True)

@@ -75,6 +75,19 @@ def machine() -> dict[str, object]:
         "torch": torch.__version__,
     }
 
+def code_version() -> dict[str, object]:
+    """The commit the benchmark ran on and any uncommitted changes to ``metarec_core`` (other engineers edit it)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "metarec_core").splitlines() if line.strip()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "metarec_core_uncommitted": dirty}
+
 
 def build(config: TrainConfig, n_tasks: int, query_size: int):
     """The ML-100K model as ``fit`` builds it (one epoch trained), its feature context and one task batch."""
@@ -238,7 +251,8 @@ def render(report: dict) -> str:
     lines = [
         "# Meta-training speed: vectorised `meta_loss` vs MeLU's per-task deep-copy loop",
         "",
-        f"Written by `benchmarks/bench_meta_speed.py` on {report['date']}. Machine: {m['cpu']}, nproc {m['nproc']}, "
+        f"Written by `benchmarks/bench_meta_speed.py` on {report['date']} at commit {report['code']['commit']}"
+        f"{' (uncommitted changes in ' + ', '.join(report['code']['metarec_core_uncommitted']) + ')' if report['code']['metarec_core_uncommitted'] else ''}. Machine: {m['cpu']}, nproc {m['nproc']}, "
         f"Python {m['python']}, torch {m['torch']}. Load average at start {report['load_at_start']:.2f} (2 cores shared "
         "with other engineers; both implementations are timed interleaved so load hits both).",
         "",
@@ -370,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         text += f" Scope `{scope}`: {row['speedup']:.1f}× (paired {row['paired_speedup_median']:.1f}×, {'met' if met else 'NOT met'})."
     report = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "machine": machine(), "load_at_start": load_at_start, "reps": args.reps, "warmup": args.warmup,
+        "machine": machine(), "code": code_version(), "load_at_start": load_at_start, "reps": args.reps, "warmup": args.warmup,
         "setup": setup, "scopes": scopes, "gradient_check": check, "second_vs_first_order": second_vs_first,
         "timings": timings, "deepcopy_ms": copy_ms, "profile": table,
         "verdict": {"met": ok, "text": text, "loop_ms_second_1thread": main_row["loop_ms"]},
