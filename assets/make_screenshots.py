@@ -36,7 +36,7 @@ def start_app(port: int) -> subprocess.Popen:
     """``streamlit run app.py`` on ``port``; returns once the server answers."""
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false"],
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
     )
     deadline = time.time() + 60
@@ -88,7 +88,6 @@ def main() -> int:
                 links.nth(PAGES.index(name)).click()  # one session throughout: language and choices stay
                 settle(page, 3000)
                 if name == "embeddings" and args.lang == "en":  # a search shows the neighbours of a well-known movie
-                    page.screenshot(path="/tmp/emb_debug.png")
                     box = page.locator("[data-testid='stTextInput'] input").first
                     box.fill("Star Wars")
                     box.press("Enter")

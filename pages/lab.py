@@ -125,7 +125,7 @@ with common.guard():
     with st.container(border=True):
         st.markdown(f"**{t('lab.you')}**")
         features = demographics(rec)
-        left, mid, right = st.columns([3, 3, 2], vertical_alignment="bottom")
+        left, mid = st.columns(2, vertical_alignment="bottom")
         query = left.text_input(t("lab.search"), key="lab_search", placeholder=t("lab.search.placeholder"))
         rated = {i for i, _ in st.session_state[RATINGS]}
         if query.strip():
@@ -141,11 +141,11 @@ with common.guard():
             placeholder=t("lab.item.placeholder"),
         )
         scale = rating_scale(rec)
+        right, b1, b2, _ = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
         rating = right.segmented_control(
             t("lab.rating"), scale, format_func=(lambda v: f"{v:g}★") if len(scale) > 1 else {scale[0]: t("lab.liked")}.__getitem__,
             default=scale[-1], required=True, key="lab_rating",
         )
-        b1, b2, _ = st.columns([1, 1, 4])
         if b1.button(t("lab.rate"), type="primary", icon=":material/star:", key="lab_rate", disabled=item_id is None):
             add_rating(item_id, float(rating))
             st.session_state.pop("lab_replay", None)

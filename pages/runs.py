@@ -47,7 +47,7 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
         st.info(t("runs.no_metrics"))
         return
     cols = st.columns([2, 2, 3])
-    smoothing = cols[0].slider(t("runs.smoothing"), 0.0, 0.99, 0.6, step=0.01, key="runs_smoothing")
+    smoothing = cols[0].slider(t("runs.smoothing"), 0.0, 0.99, 0.9, step=0.01, key="runs_smoothing")
     x_axis = cols[1].segmented_control(
         t("runs.x_axis"), ["step", "time"], format_func=common.labeller("runs.x."), default="step", required=True, key="runs_x"
     )
@@ -162,7 +162,10 @@ def manage_section(runs) -> None:
     """Rename, export as zip, delete one run."""
     ids = [r.id for r in runs]
     labels = {r.id: f"{r.name} ({r.id})" for r in runs}
-    run_id = st.selectbox(t("runs.manage.pick"), ids, format_func=labels.__getitem__, key="manage_pick")
+    current = st.session_state.get(common.RUN)
+    run_id = st.selectbox(
+        t("runs.manage.pick"), ids, index=ids.index(current) if current in ids else 0, format_func=labels.__getitem__, key="manage_pick"
+    )
     run = next(r for r in runs if r.id == run_id)
     cols = st.columns(3, vertical_alignment="bottom")
     with cols[0]:
@@ -209,7 +212,9 @@ with common.guard():
     st.dataframe(runs_table(runs), hide_index=True)
     labels = {r.id: r.name if sum(x.name == r.name for x in runs) == 1 else f"{r.name} ({r.id[:4]})" for r in runs}
     current = st.session_state.get(common.RUN)
-    default = [current] if current in labels else [r.id for r in runs if r.status == "completed"][:2]
+    completed = [r.id for r in runs if r.status == "completed"]
+    default = ([current] if current in labels else []) + [r for r in completed if r != current]
+    default = default[:2]  # the current run and the newest other completed one
     selected = st.multiselect(t("runs.select"), list(labels), default=default, format_func=labels.__getitem__, key="runs_selected")
 if selected:
     st.header(t("runs.curves"))
