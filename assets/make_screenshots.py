@@ -57,6 +57,15 @@ def settle(page, extra_ms: int = 1500) -> None:
     page.wait_for_selector(IDLE, timeout=120_000)
 
 
+def shrink(path: Path) -> None:
+    """Re-save a screenshot with a 256-colour palette (about 2.5x smaller; text stays sharp)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lang", choices=("en", "zh"), default="en")
@@ -103,6 +112,7 @@ def main() -> int:
                 settle(page, 1500)
                 path = args.out / f"{name}{suffix}.png"
                 page.screenshot(path=str(path))
+                shrink(path)
                 page.set_viewport_size({"width": 1440, "height": 1000})
                 print(path)
             browser.close()
