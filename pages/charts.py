@@ -429,7 +429,7 @@ def embedding_figure(
         Fixed colours for some groups (e.g. cohorts).
     """
     fig = go.Figure()
-    text = hover_text(points, title, hover)
+    text = np.asarray(hover_text(points, title, hover), dtype=object)  # arrays validate much faster than lists
     base = dict(mode="markers", hoverinfo="text", hovertemplate="%{text}<extra></extra>")
     if color is None:
         fig.add_trace(go.Scattergl(x=points["x"], y=points["y"], text=text, marker=dict(size=5, color="#7b2cbf", opacity=0.6), name="", **base))
@@ -450,13 +450,12 @@ def embedding_figure(
         if other_label in order:
             order.remove(other_label)
             order.append(other_label)
-        text_array = np.asarray(text, dtype=object)
         for g, group in enumerate(order):
             mask = (values == group).to_numpy()
             colour = (group_colours or {}).get(group, GROUP_COLOURS[g % len(GROUP_COLOURS)] if group != other_label else "#ced4da")
             fig.add_trace(
                 go.Scattergl(
-                    x=points["x"].to_numpy()[mask], y=points["y"].to_numpy()[mask], text=list(text_array[mask]), name=esc(group),
+                    x=points["x"].to_numpy()[mask], y=points["y"].to_numpy()[mask], text=text[mask], name=esc(group),
                     marker=dict(size=5, color=colour, opacity=0.65), **base,
                 )
             )
@@ -464,7 +463,7 @@ def embedding_figure(
         rows = points.iloc[list(highlight)]
         fig.add_trace(
             go.Scattergl(
-                x=rows["x"], y=rows["y"], text=[text[i] for i in highlight], name="★", showlegend=False,
+                x=rows["x"], y=rows["y"], text=text[list(highlight)], name="★", showlegend=False,
                 marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(color="#111111", width=2)), **base,
             )
         )

@@ -20,6 +20,8 @@ UNKNOWN = "—"
 def reset() -> None:
     """Forget the lab user (ratings and demographics)."""
     st.session_state[RATINGS] = []
+    st.session_state.pop("lab_loss_cache", None)
+    st.session_state.pop("lab_trail_cache", None)
     st.session_state[FEATURES] = {}
     for key in [k for k in st.session_state if str(k).startswith("lab_feat_")]:
         del st.session_state[key]
@@ -61,11 +63,15 @@ def rating_scale(rec) -> list[float]:
     return [float(v) for v in np.arange(np.ceil(lo), np.floor(hi) + 1)] or [lo, hi]
 
 
-def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict) -> pd.DataFrame:
-    """Loss per inner step: support loss on the ratings so far; query loss on the newest rating,
-    predicted from the ratings before it (what the model expected before you told it)."""
+def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict, state) -> pd.DataFrame:
+    """Loss per inner step: support loss on the ratings so far (from ``state``, adapted on them);
+    query loss on the newest rating, predicted from the ratings before it (what the model expected
+    before you told it). Remembered per ratings, so a rerun or a replay does not recompute it."""
+    cache = st.session_state.setdefault("lab_loss_cache", {})
+    key = (rec.run.run_dir.as_posix(), tuple(ratings), tuple(sorted(features.items())))
+    if key in cache:
+        return cache[key]
     steps = int(rec.run.config.inner_steps)
-    state = rec.adapt_user(ratings, user_features=features)
     rows = [("support", s, v) for s, v in enumerate(state.losses)]
     if len(ratings) >= 2 and rec.run.loss != "bce":
         item_id, truth = ratings[-1]
@@ -74,7 +80,8 @@ def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict) -> pd
             previous = rec.adapt_user(ratings[:-1], user_features=features, steps=s)
             predicted = float(rec.score_items(previous, item)[0])
             rows.append(("query", s, (predicted - truth) ** 2))
-    return pd.DataFrame(rows, columns=["set", "step", "loss"])
+    cache[key] = pd.DataFrame(rows, columns=["set", "step", "loss"])
+    return cache[key]
 
 
 def popularity(dataset, rec, exclude: set[str], k: int) -> list[str]:
@@ -207,7 +214,7 @@ with common.guard():
     with loss_col:
         st.subheader(t("lab.losses"))
         if shown:
-            losses = per_step_losses(rec, shown, features)
+            losses = per_step_losses(rec, shown, features, state)
             st.plotly_chart(
                 charts.inner_loss_figure(losses, labels={"support": t("lab.loss.support"), "query": t("lab.loss.query")},
                                          x_title=t("lab.inner_step"), y_title=t("common.loss")),

@@ -330,3 +330,27 @@ def test_learn_page_shows_the_run(trained: dict) -> None:
     assert_clean(at)
     assert any(r"\lambda_1=1" in l.value for l in at.latex)
 
+
+
+def test_side_tables_and_feature_kinds(home: Path, tiny_scenario) -> None:
+    data = tiny_scenario.dataset
+    r = data.ratings
+    ratings = pd.DataFrame({
+        "user_id": [data.users.external(int(u)) for u in r["user"]],
+        "item_id": [data.items.external(int(i)) for i in r["item"]],
+        "rating": r["rating"],
+    }).to_csv(index=False).encode()
+    items = data.item_table.assign(item_id=list(data.items.external_ids))[["item_id", "title", "tags", "price"]]
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("ratings.csv", ratings, "text/csv")
+    at.file_uploader(key="upload_items").upload("items.csv", items.to_csv(index=False).encode(), "text/csv").run()
+    assert_clean(at)
+    assert {s.key for s in at.selectbox} >= {"kind_items_title", "kind_items_tags", "kind_items_price"}
+    at.selectbox(key="kind_items_tags").set_value("ignore").run()
+    assert_clean(at)
+    at.button(key="save_dataset").click().run()
+    from metarec_core.store import RunStore
+
+    saved = RunStore().load_dataset(at.session_state["dataset_key"].split(":", 1)[1])
+    assert [s.name for s in saved.item_features] == ["title", "price"]  # tags ignored as asked
+    assert saved.n_items == data.n_items  # side-table-only items kept as cold items
