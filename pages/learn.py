@@ -41,11 +41,20 @@ TERMS = (
     ("learn.term.trans.title", "learn.term.trans.body", r"\mathcal{L}_{\mathrm{trans}}(\theta)=\frac{1}{N}\sum_{i=1}^{N}\ell\big(f_\theta(u_i,v_i),\,y_i\big)"),
     ("learn.term.l0.title", "learn.term.l0.body", r"\mathcal{L}_0(\theta)=\lambda_0\,\lVert\theta-\theta_{\mathrm{source}}\rVert_2^2"),
 )
-for column, (title_key, body_key, formula) in zip(st.columns(3), TERMS):
+#: The settings that control each term (names of TrainConfig fields).
+CONTROLS = (
+    ("lambda_meta", "meta_epochs", "inner_steps", "inner_lr", "adapt_scope", "first_order"),
+    ("lambda_trans", "trans_epochs", "batch_size", "lr"),
+    ("lambda_l0", "source_run"),
+)
+defaults = common.train_defaults()
+for column, (title_key, body_key, formula), controls in zip(st.columns(3), TERMS, CONTROLS):
     with column:
         st.subheader(t(title_key))
         st.latex(formula)
         st.markdown(t(body_key))
+        shown = ", ".join(f"`{name}` = {defaults.get(name)!r}" if defaults.get(name) != "" else f"`{name}`" for name in controls)
+        st.caption(t("learn.term.controls", settings=shown))
 
 st.subheader(t("learn.settings.header"))
 SETTINGS = (
@@ -61,7 +70,6 @@ SETTINGS = (
     ("", "adapt_scope"),
     ("", "first_order"),
 )
-defaults = common.train_defaults()
 settings = pd.DataFrame(
     {
         t("learn.col.symbol"): [symbol for symbol, _ in SETTINGS],
