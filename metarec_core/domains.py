@@ -494,7 +494,8 @@ def evaluate_returning_users(
         target,
         SplitConfig(scenario=config.scenario, cold_fraction=config.cold_fraction, support_size=config.eval_support_size, seed=config.seed),
     )
-    returning = np.flatnonzero(source_known.numpy() & ~run.model.user_known.cpu().numpy())
+    # The split's new users who rated in the source (fit marks them known from the source run).
+    returning = np.intersect1d(np.flatnonzero(source_known.numpy()), np.asarray(split.cold_users, dtype=np.int64))
     query = split.query[split.query["user"].isin(returning)]
     if len(query) == 0:
         return {}

@@ -33,6 +33,10 @@ class ModelConfig:
         Learn an ID factor and bias per warm user (used on warm users only).
     init_std
         Standard deviation of the initial ID factors.
+    item_id_dropout
+        While training, the share of item occurrences whose ID factor and bias
+        are hidden, so the feature and text pathways learn to score items on
+        their own (what brand-new items rely on; as in DropoutNet).
     """
 
     factor_dim: int = 32
@@ -41,8 +45,11 @@ class ModelConfig:
     use_item_ids: bool = True
     use_user_ids: bool = True
     init_std: float = 0.05
+    item_id_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.item_id_dropout < 1.0:
+            raise ValueError("item_id_dropout must be in [0, 1)")
         if self.factor_dim < 1 or self.feature_dim < 1:
             raise ValueError("factor_dim and feature_dim must be at least 1")
         if any(int(h) < 1 for h in self.hidden):
@@ -235,6 +242,8 @@ class PreferenceModel(nn.Module):
         x_item = self.item_features(context.items, items)  # (T, N, Fi)
         x_user = self.user_features(context.users, users)  # (T, Fu)
         known_item = self.item_known[items].unsqueeze(-1).to(x_item.dtype) if self.config.use_item_ids else None
+        if known_item is not None and self.training and self.config.item_id_dropout > 0:
+            known_item = known_item * (torch.rand(known_item.shape, device=known_item.device) >= self.config.item_id_dropout).to(known_item.dtype)
         q = x_item.new_zeros(items.shape + (self.config.factor_dim,))
         b_item = x_item.new_zeros(items.shape)
         if known_item is not None:

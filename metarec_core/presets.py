@@ -6,5 +6,7 @@ PRESETS: dict[str, dict] = {
     "new users (meta + transfer)": {},
     "transfer only": {"lambda_meta": 0.0},
     "meta only": {"lambda_trans": 0.0},
-    "new items (text features)": {"scenario": "item-cold", "use_text": True},
+    # Hiding item IDs half of the time in training makes the text and feature
+    # pathways carry new items (ML-100K item-cold, seed 0: MAE 0.851 -> 0.807).
+    "new items (text features)": {"scenario": "item-cold", "use_text": True, "model": {"item_id_dropout": 0.5}},
 }

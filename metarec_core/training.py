@@ -51,7 +51,9 @@ class TrainConfig:
     score (K-shot MAE of held-out training-time new users; AUC on implicit
     data) are kept at the end. ``min_support_size > 0`` draws each training
     task's support size from ``[min_support_size, support_size]``.
-    ``final_lr_fraction < 1`` decays the outer learning rate along a cosine
+    With ``use_text``, item text vectors are PCA-whitened to
+    ``text_components`` dimensions (0 keeps them as encoded) before the
+    trainable adaptor. ``final_lr_fraction < 1`` decays the outer learning rate along a cosine
     to that fraction of ``lr`` by the last step. ``cpu_threads`` sets torch's CPU threads for the run (0 leaves torch's
     choice): on this model's small tensors one thread is fastest, and two
     threads on a busy 2-core machine were several times slower.
@@ -80,6 +82,7 @@ class TrainConfig:
     use_text: bool = False
     text_encoder: str = "default"
     text_columns: tuple[str, ...] = ()
+    text_components: int = 32
     scenario: str = "user-cold"
     cold_fraction: float = 0.2
     valid_fraction: float = 0.05
@@ -229,7 +232,21 @@ def item_text_vectors(config: TrainConfig, dataset: Dataset) -> np.ndarray | Non
     from metarec_core.text import encode_items, make_text_encoder
 
     columns = tuple(config.text_columns) or None
-    return encode_items(dataset, make_text_encoder(config.text_encoder), columns=columns)
+    vectors = encode_items(dataset, make_text_encoder(config.text_encoder), columns=columns)
+    return whiten(vectors, config.text_components) if config.text_components else vectors
+
+
+def whiten(vectors: np.ndarray, components: int) -> np.ndarray:
+    """Project vectors on their top principal components and scale each to unit variance (PCA whitening).
+
+    Fewer, decorrelated text dimensions keep the trainable adaptor from
+    memorising individual items (which does not carry over to new items).
+    """
+    centred = vectors - vectors.mean(axis=0, keepdims=True)
+    _, singular, basis = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    k = int(min(components, basis.shape[0]))
+    scale = singular[:k] / np.sqrt(max(len(vectors) - 1, 1))
+    return (centred @ basis[:k].T / np.where(scale > 0, scale, 1.0)).astype(np.float32)
 
 
 def fit(
@@ -292,6 +309,7 @@ def fit(
     context = data.context.to(device)
     anchor = _source_anchor(config, model, device)
     inner_lr = _inner_learning_rates(model, config, device)
+    _source_inner_rates(config, inner_lr)
     trainable = list(model.parameters()) + (list(inner_lr.values()) if config.learn_inner_lr else [])
     optimizer = torch.optim.Adam(trainable, lr=config.lr)
 
@@ -524,7 +542,12 @@ def _inner_learning_rates(model: PreferenceModel, config: TrainConfig, device: t
 
 
 def _source_anchor(config: TrainConfig, model: PreferenceModel, device: torch.device) -> dict[str, torch.Tensor] | None:
-    """Weights of the source run (L2-SP anchor), also used to initialise the model."""
+    """Weights of the source run (the L2-SP anchor), also used to initialise the model.
+
+    Users known to the source keep their learned ID parameters (returning
+    users of a new domain). Tensors whose shape differs (another index space)
+    are left out of the anchor, fall back to plain L2, and are logged.
+    """
     if not config.source_run:
         return None
     from metarec_core.artifacts import load_weights
@@ -532,11 +555,33 @@ def _source_anchor(config: TrainConfig, model: PreferenceModel, device: torch.de
     weights = load_weights(Path(config.source_run))
     own = dict(model.named_parameters())
     anchor = {n: w.to(device) for n, w in weights.items() if n in own and own[n].shape == w.shape}
+    skipped = sorted(n for n in own if n not in anchor)
     with torch.no_grad():
         for name, value in anchor.items():
             own[name].copy_(value)
+        known = weights.get("user_known")
+        if known is not None and known.shape == model.user_known.shape:
+            model.user_known |= known.to(device)
     log.info("initialised %d tensors from source run %s", len(anchor), config.source_run)
+    if skipped:
+        log.warning("source run %s: %d tensor(s) do not fit this model and get plain L2: %s", config.source_run, len(skipped), ", ".join(skipped))
     return anchor
+
+
+def _source_inner_rates(config: TrainConfig, inner_lr: dict[str, torch.Tensor]) -> None:
+    """Start learned inner learning rates from the source run's, where they fit."""
+    if not config.source_run:
+        return
+    from safetensors.torch import load_file
+
+    from metarec_core.artifacts import INNER_LR_PREFIX, WEIGHTS_FILE
+
+    saved = load_file(str(Path(config.source_run) / WEIGHTS_FILE))
+    with torch.no_grad():
+        for name, value in inner_lr.items():
+            source = saved.get(INNER_LR_PREFIX + name)
+            if source is not None and source.shape == value.shape:
+                value.copy_(source.to(value.device))
 
 
 def _plan(config: TrainConfig, *, n_meta_steps: int, n_trans_steps: int) -> list[tuple[int, str, int]]:
