@@ -232,8 +232,7 @@ def item_text_vectors(config: TrainConfig, dataset: Dataset) -> np.ndarray | Non
     from metarec_core.text import encode_items, make_text_encoder
 
     columns = tuple(config.text_columns) or None
-    vectors = encode_items(dataset, make_text_encoder(config.text_encoder), columns=columns)
-    return whiten(vectors, config.text_components) if config.text_components else vectors
+    return encode_items(dataset, make_text_encoder(config.text_encoder), columns=columns)
 
 
 def whiten(vectors: np.ndarray, components: int) -> np.ndarray:
@@ -275,8 +274,9 @@ def fit(
         Checked before every step; when it returns true training stops
         cleanly, the last state is saved and ``TrainResult.stopped`` is true.
     text_vectors
-        Item text vectors ``(n_items, dim)``; computed from the config when
-        ``use_text`` is on and they are not given.
+        Item text vectors ``(n_items, dim)`` as encoded; computed from the
+        config when ``use_text`` is on and they are not given. Either way they
+        are PCA-whitened to ``text_components`` dimensions.
 
     Returns
     -------
@@ -296,6 +296,8 @@ def fit(
     kind = loss_kind(config, dataset)
     if text_vectors is None:
         text_vectors = item_text_vectors(config, dataset)
+    if text_vectors is not None and config.text_components:
+        text_vectors = whiten(text_vectors, config.text_components)
     data = prepare_data(config, dataset, text_vectors=text_vectors)
     if len(data.train) == 0:
         raise TrainingError("no training interactions are left after the cold-start split; lower cold_fraction")

@@ -138,3 +138,35 @@ def test_adaptation_recovers_a_new_users_group(scenario, tmp_path):
         hits_start += per_category(start).argmax() == want
     assert hits_adapted / len(cold) > 0.7
     assert hits_adapted > hits_start
+
+
+def test_whiten_gives_decorrelated_unit_variance_components():
+    from metarec_core.training import whiten
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(200, 12)) @ rng.normal(size=(12, 40))  # rank 12, correlated columns
+    out = whiten(vectors.astype(np.float32), 8)
+    assert out.shape == (200, 8) and out.dtype == np.float32
+    cov = np.cov(out, rowvar=False)
+    assert np.allclose(cov, np.eye(8), atol=1e-3)
+
+
+def test_item_id_dropout_hides_ids_only_while_training(scenario):
+    from metarec_core.models import ModelConfig
+
+    result = fit(config(num_epochs=1, model={"item_id_dropout": 0.9}), scenario.dataset)
+    model = result.model
+    users = torch.zeros(1, dtype=torch.long)
+    items = torch.arange(scenario.dataset.n_items).reshape(1, -1)
+    ctx = result.artifacts.context
+    model.eval()
+    a = model(users, items, ctx)
+    b = model(users, items, ctx)
+    assert torch.equal(a, b)  # no dropout when scoring
+    model.train()
+    torch.manual_seed(0)
+    c = model(users, items, ctx)
+    assert not torch.allclose(a, c)
+    assert ModelConfig(item_id_dropout=0.5).item_id_dropout == 0.5
+    with pytest.raises(ValueError):
+        ModelConfig(item_id_dropout=1.0)
