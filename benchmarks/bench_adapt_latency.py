@@ -159,6 +159,8 @@ def render(report: dict) -> str:
         f"Adaptation does work on these users: mean support MSE {r1['support_loss_before']:.3f} before the inner steps, "
         f"{r1['support_loss_after']:.3f} after.",
     ]
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
 
 

@@ -284,6 +284,8 @@ def render(report: dict) -> str:
             f"({'faster' if tc['ratio'] < 1 else 'slower'} with {tc['threads']}). Metrics differ by at most "
             f"{tc['max_metric_diff']:.2e} (thread count changes float summation order only)."
         )
+    if report.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     if report.get("overrides"):
         lines += ["", f"**Smoke-test overrides in effect: {report['overrides']} — not the default configuration.**"]
     return "\n".join(lines) + "\n"
