@@ -77,6 +77,9 @@ def adapt(
     names = model.scope_names(scope)
     n_tasks = int(support.users.shape[0])
     base = dict(params)
+    # Only tensors that differ from the module's own need swapping in (fewer swaps per step).
+    own = dict(model.named_parameters())
+    swapped = {n: v for n, v in base.items() if n not in names and own.get(n) is not v}
     create_graph = torch.is_grad_enabled() and not first_order
     with torch.enable_grad():
         fast = {}
@@ -86,7 +89,7 @@ def adapt(
                 start = start.detach().requires_grad_(True)
             fast[name] = start.unsqueeze(0).expand(n_tasks, *start.shape)
         for _ in range(steps):
-            predictions = functional_call(model, {**base, **fast}, (support.users, support.items, context), {"warm": support.warm})
+            predictions = functional_call(model, {**swapped, **fast}, (support.users, support.items, context), {"warm": support.warm})
             inner = task_losses(predictions, support.ratings, support.mask, loss).sum()
             if trace is not None:
                 trace.append(float(inner.detach()) / max(n_tasks, 1))
@@ -103,7 +106,7 @@ def adapt(
             fast = updated
         if trace is not None and steps > 0:
             with torch.no_grad():
-                predictions = functional_call(model, {**base, **fast}, (support.users, support.items, context), {"warm": support.warm})
+                predictions = functional_call(model, {**swapped, **fast}, (support.users, support.items, context), {"warm": support.warm})
                 trace.append(float(task_losses(predictions, support.ratings, support.mask, loss).sum()) / max(n_tasks, 1))
     if not torch.is_grad_enabled():
         fast = {name: weight.detach() for name, weight in fast.items()}

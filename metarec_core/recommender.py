@@ -61,7 +61,7 @@ class Recommender:
     def __init__(self, run: LoadedRun) -> None:
         self.run = run
         self.model = run.model
-        self._start = {k: v.detach() for k, v in run.model.named_parameters()}
+        self._start = dict(run.model.named_parameters())
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, *, device: str = "cpu") -> "Recommender":
