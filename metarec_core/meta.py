@@ -25,6 +25,7 @@ def adapt(
     scope: str = "user",
     loss: str = "mse",
     trace: list[float] | None = None,
+    path: list[Params] | None = None,
 ) -> Params:
     """Adapt parameters to each task of a batch by gradient steps on its support set.
 
@@ -63,6 +64,9 @@ def adapt(
     trace
         If given, the mean support loss over tasks before each step and after
         the last one is appended to it (for plots of the inner loop).
+    path
+        If given, the (detached) parameters before the first step and after
+        each step are appended to it, so a caller can score every step.
 
     Returns
     -------
@@ -88,6 +92,8 @@ def adapt(
             if not start.requires_grad:
                 start = start.detach().requires_grad_(True)
             fast[name] = start.unsqueeze(0).expand(n_tasks, *start.shape)
+        if path is not None:
+            path.append({**base, **{n: w.detach() for n, w in fast.items()}})
         for _ in range(steps):
             predictions = functional_call(model, {**swapped, **fast}, (support.users, support.items, context), {"warm": support.warm})
             inner = task_losses(predictions, support.ratings, support.mask, loss).sum()
@@ -104,6 +110,8 @@ def adapt(
                 step = lr[name] if isinstance(lr, Mapping) else lr
                 updated[name] = weight - step * grad
             fast = updated
+            if path is not None:
+                path.append({**base, **{n: w.detach() for n, w in fast.items()}})
         if trace is not None and steps > 0:
             with torch.no_grad():
                 predictions = functional_call(model, {**swapped, **fast}, (support.users, support.items, context), {"warm": support.warm})

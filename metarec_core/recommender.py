@@ -1,6 +1,7 @@
 """The recommender: a trained run that adapts to one user from a few ratings and ranks items."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from metarec_core.artifacts import LoadedRun, load_run
 from metarec_core.errors import DataError
 from metarec_core.meta import adapt, score
 from metarec_core.models import EntityTensors, FeatureContext
-from metarec_core.tasks import Episode
+from metarec_core.tasks import Episode, tasks_from_frames
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class UserState:
         Parameters after adaptation (adapted ones with a leading dimension 1).
     losses
         Support loss before each inner step and after the last.
+    path
+        Parameters before each inner step and after the last (see :meth:`Recommender.step_scores`).
     seconds
         Time the adaptation took.
     """
@@ -46,6 +49,7 @@ class UserState:
     user_index: int = 0
     losses: tuple[float, ...] = ()
     seconds: float = 0.0
+    path: tuple[dict[str, torch.Tensor], ...] = field(default=(), repr=False)
 
 
 class Recommender:
@@ -140,17 +144,23 @@ class Recommender:
         )
         config = self.run.config
         trace: list[float] = []
+        path: list[dict[str, torch.Tensor]] = []
         started = time.perf_counter()
         with torch.no_grad():
             params = adapt(
                 self.model, self._start, episode, context,
                 steps=config.inner_steps if steps is None else int(steps),
-                lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss, trace=trace,
+                lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss, trace=trace, path=path,
             )
         return UserState(
             user_id=None if user_id is None else str(user_id), known=warm, support_items=items, support_ratings=values,
             params=params, context=context, user_index=user_index, losses=tuple(trace), seconds=time.perf_counter() - started,
+            path=tuple(path),
         )
+
+    def step_scores(self, state: UserState, items: np.ndarray) -> np.ndarray:
+        """Scores of ``items`` under the parameters before each inner step and after the last -> ``(steps + 1, n)``."""
+        return np.stack([self.score_items(dataclasses.replace(state, params=params), items) for params in state.path])
 
     def start_state(self, *, user_features: Mapping[str, object] | None = None) -> UserState:
         """The meta-learned starting point for a new user with no ratings yet."""
@@ -212,6 +222,41 @@ class Recommender:
                 taste = taste + x_user[0] @ weight.T
             if state.known:
                 taste = taste + model.user_factor.weight[state.user_index]
+        return taste.cpu().numpy()
+
+    def user_vectors(self, support: pd.DataFrame) -> np.ndarray:
+        """Every user's taste vector, new users adapted on their support rows, all in one batch.
+
+        Users known from training keep their learned parameters (no
+        adaptation); every other user of the run's ID map is adapted on its
+        rows of ``support`` (columns ``user_id``, ``item_id``, ``rating``;
+        items unknown to the run are skipped) and a user with no rows sits at
+        the meta-learned start. Returns ``(n_users, factor_dim)``.
+        """
+        model = self.model
+        device = self.run.context.items.categorical.device
+        n_users = len(self.run.users)
+        users = self.run.users.lookup(support["user_id"].tolist()) if len(support) else np.zeros(0, np.int64)
+        items = self.run.items.lookup(support["item_id"].tolist()) if len(support) else np.zeros(0, np.int64)
+        known = model.user_known.cpu().numpy()
+        keep = (users >= 0) & (items >= 0) & ~known[np.maximum(users, 0)]
+        frame = pd.DataFrame({"user": users[keep], "item": items[keep], "rating": np.asarray(support["rating"], dtype=np.float32)[keep] if len(support) else np.zeros(0, np.float32)})
+        everyone = np.arange(n_users)
+        query = pd.DataFrame({"user": everyone, "item": np.zeros(n_users, np.int64), "rating": np.zeros(n_users, np.float32)})
+        tasks, _ = tasks_from_frames(frame, query, users=everyone)
+        config = self.run.config
+        with torch.no_grad():
+            cold = Episode(tasks.users.to(device), tasks.support_items.to(device), tasks.support_ratings.to(device), tasks.support_mask.to(device), False)
+            adapted = adapt(model, self._start, cold, self.run.context, steps=config.inner_steps, lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss)
+            taste = adapted["user_taste"]
+            taste = taste if taste.dim() == 2 else taste.expand(n_users, -1)
+            index = torch.arange(n_users, device=device)
+            if model.user_feature_taste is not None:
+                weight = adapted.get("user_feature_taste.weight", model.user_feature_taste.weight)
+                x_user = model.user_features(self.run.context.users, index)
+                taste = taste + (torch.einsum("uf,udf->ud", x_user, weight) if weight.dim() == 3 else x_user @ weight.T)
+            known_t = torch.as_tensor(known, device=device)
+            taste = torch.where(known_t.unsqueeze(-1), self.model.user_taste + (x_user @ model.user_feature_taste.weight.T if model.user_feature_taste is not None else 0.0) + model.user_factor.weight, taste)
         return taste.cpu().numpy()
 
     def item_vectors(self) -> np.ndarray:

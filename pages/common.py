@@ -569,29 +569,24 @@ def run_embeddings(run_id: str, weights_mtime: float) -> RunEmbeddings:
     known_users = rec.model.user_known.cpu().numpy()
     cold_users = set(meta.get("cold_users", []))
     k = int(rec.run.config.eval_support_size)
-    by_user = {int(u): g for u, g in dataset.ratings.sort_values(["timestamp", "item"], kind="stable").groupby("user")}
+    in_time_order = dataset.ratings.sort_values(["timestamp", "item"], kind="stable")
+    first = in_time_order.groupby("user").head(k)
+    vectors = rec.user_vectors(pd.DataFrame({
+        "user_id": dataset.users.externals(first["user"]), "item_id": dataset.items.externals(first["item"]), "rating": first["rating"].to_numpy(),
+    }))
+    counts_by_user = dataset.ratings.groupby("user").size()
     user_idx = dataset.users.lookup(list(user_ids))
-    vectors, cohorts, n_ratings = [], [], []
-    for index, external in enumerate(user_ids):
-        rows = by_user.get(int(user_idx[index]))
-        n_ratings.append(0 if rows is None else len(rows))
-        if known_users[index]:
-            state = rec.adapt_user([], user_id=external, steps=0)
-            cohorts.append("warm")
-        else:
-            cohorts.append("new" if index in cold_users or rows is None else "meta-test")
-            support = [] if rows is None else [
-                (dataset.items.external(int(i)), float(r)) for i, r in zip(rows["item"].to_numpy()[:k], rows["rating"].to_numpy()[:k])
-            ]
-            support = [(i, r) for i, r in support if i in rec.items]
-            state = rec.adapt_user(support, user_id=external, use_known=False)
-        vectors.append(rec.user_vector(state))
+    n_ratings = [int(counts_by_user.get(int(u), 0)) if u >= 0 else 0 for u in user_idx]
+    cohorts = [
+        "warm" if known_users[index] else ("new" if index in cold_users or n_ratings[index] == 0 else "meta-test")
+        for index in range(len(user_ids))
+    ]
     users = _side_rows(dataset, dataset.user_table, dataset.users, user_ids)
     users.insert(0, "id", list(user_ids))
     users.insert(1, "label", [f"user {u}" for u in user_ids])
     users.insert(2, "cohort", cohorts)
     users.insert(3, "n_ratings", n_ratings)
-    return RunEmbeddings(items, rec.item_vectors().astype(np.float64), users, np.stack(vectors).astype(np.float64))
+    return RunEmbeddings(items, rec.item_vectors().astype(np.float64), users, vectors.astype(np.float64))
 
 
 def current_embeddings() -> RunEmbeddings | None:

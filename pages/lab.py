@@ -75,11 +75,9 @@ def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict, state
     rows = [("support", s, v) for s, v in enumerate(state.losses)]
     if len(ratings) >= 2 and rec.run.loss != "bce":
         item_id, truth = ratings[-1]
-        item = rec.item_indices([item_id])
-        for s in range(steps + 1):
-            previous = rec.adapt_user(ratings[:-1], user_features=features, steps=s)
-            predicted = float(rec.score_items(previous, item)[0])
-            rows.append(("query", s, (predicted - truth) ** 2))
+        previous = rec.adapt_user(ratings[:-1], user_features=features, steps=steps)
+        predicted = rec.step_scores(previous, rec.item_indices([item_id]))[:, 0]
+        rows += [("query", s, float(p - truth) ** 2) for s, p in enumerate(predicted)]
     cache[key] = pd.DataFrame(rows, columns=["set", "step", "loss"])
     return cache[key]
 

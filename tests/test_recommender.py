@@ -1,0 +1,78 @@
+"""Tests of metarec_core.recommender: adapting one user, ranking, and batched user vectors."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from metarec_core.configs import config_from_dict
+from metarec_core.errors import DataError
+from metarec_core.recommender import Recommender
+from metarec_core.synthetic import SyntheticConfig, make_synthetic
+from metarec_core.training import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    scenario = make_synthetic(SyntheticConfig(n_users=150, n_items=80, seed=11))
+    run = tmp_path_factory.mktemp("rec") / "run"
+    fit(config_from_dict(TrainConfig, {"num_epochs": 2, "inner_steps": 3}), scenario.dataset, out_dir=run)
+    return scenario.dataset, Recommender.from_run_dir(run)
+
+
+def test_batched_user_vectors_equal_one_by_one(trained):
+    dataset, rec = trained
+    first = dataset.ratings.groupby("user").head(5)
+    support = pd.DataFrame({
+        "user_id": dataset.users.externals(first["user"]), "item_id": dataset.items.externals(first["item"]), "rating": first["rating"],
+    })
+    vectors = rec.user_vectors(support)
+    known = rec.model.user_known.numpy()
+    assert vectors.shape == (len(rec.users), rec.model.config.factor_dim)
+    for u in (int(np.flatnonzero(known)[0]), int(np.flatnonzero(~known)[0]), int(np.flatnonzero(~known)[-1])):
+        ext = rec.users.external(u)
+        if known[u]:
+            state = rec.adapt_user([], user_id=ext, steps=0)
+        else:
+            rows = support[support["user_id"] == ext]
+            state = rec.adapt_user(list(zip(rows["item_id"], rows["rating"])), user_id=ext, use_known=False)
+        assert np.allclose(rec.user_vector(state), vectors[u], atol=1e-5)
+
+
+def test_recommend_skips_a_known_users_history_and_support(trained):
+    dataset, rec = trained
+    user = int(np.flatnonzero(rec.model.user_known.numpy())[0])
+    ext = rec.users.external(user)
+    seen = set(rec.items.externals(rec.run.seen_items(user)))
+    state = rec.adapt_user([(rec.items.external(0), 5.0)], user_id=ext)
+    top = rec.recommend(state, k=20)
+    assert not (set(top["item_id"]) & seen) and rec.items.external(0) not in set(top["item_id"])
+    assert list(top["rank"]) == list(range(1, len(top) + 1))
+    assert np.isfinite(top["score"]).all()
+
+
+def test_adapting_changes_the_ranking_and_records_losses(trained):
+    _, rec = trained
+    start = rec.start_state()
+    state = rec.adapt_user([(rec.items.external(i), 5.0 if i % 2 else 1.0) for i in range(8)])
+    assert len(state.losses) == rec.run.config.inner_steps + 1 and state.losses[-1] < state.losses[0]
+    assert not np.allclose(rec.score_items(start), rec.score_items(state))
+
+
+def test_unknown_items_and_features_are_clear_errors(trained):
+    _, rec = trained
+    with pytest.raises(DataError, match="not in this run's catalogue"):
+        rec.adapt_user([("no-such-item", 4.0)])
+    with pytest.raises(DataError, match="unknown user feature"):
+        rec.adapt_user([], user_features={"shoe_size": 44})
+
+
+def test_step_scores_follow_the_inner_loop(trained):
+    _, rec = trained
+    ratings = [(rec.items.external(i), 5.0) for i in range(6)]
+    state = rec.adapt_user(ratings)
+    items = np.arange(10)
+    path = rec.step_scores(state, items)
+    steps = rec.run.config.inner_steps
+    assert path.shape == (steps + 1, 10)
+    assert np.allclose(path[0], rec.score_items(rec.adapt_user(ratings, steps=0), items), atol=1e-5)
+    assert np.allclose(path[-1], rec.score_items(state, items), atol=1e-5)
+    assert np.allclose(path[2], rec.score_items(rec.adapt_user(ratings, steps=2), items), atol=1e-5)
