@@ -195,12 +195,15 @@ class TrainingData:
     text_vectors: np.ndarray | None
 
 
-def prepare_data(config: TrainConfig, dataset: Dataset, *, text_vectors: np.ndarray | None = None) -> TrainingData:
-    """Split a dataset (seeded), carve validation users from the training users and encode features."""
-    split = split_cold_start(
-        dataset,
-        SplitConfig(scenario=config.scenario, cold_fraction=config.cold_fraction, support_size=config.eval_support_size, seed=config.seed),
-    )
+def prepare_data(
+    config: TrainConfig, dataset: Dataset, *, text_vectors: np.ndarray | None = None, split: ColdStartSplit | None = None,
+) -> TrainingData:
+    """Split a dataset (seeded; or take the given split), carve validation users from the training users and encode features."""
+    if split is None:
+        split = split_cold_start(
+            dataset,
+            SplitConfig(scenario=config.scenario, cold_fraction=config.cold_fraction, support_size=config.eval_support_size, seed=config.seed),
+        )
     train = split.train
     counts = train.groupby("user").size()
     eligible = counts.index[counts > config.eval_support_size].to_numpy(np.int64)
@@ -256,6 +259,7 @@ def fit(
     on_progress: Callable[[ProgressEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     text_vectors: np.ndarray | None = None,
+    split: ColdStartSplit | None = None,
 ) -> TrainResult:
     """Train a model on a dataset's training users and evaluate it on held-out cold users.
 
@@ -277,6 +281,10 @@ def fit(
         Item text vectors ``(n_items, dim)`` as encoded; computed from the
         config when ``use_text`` is on and they are not given. Either way they
         are PCA-whitened to ``text_components`` dimensions.
+    split
+        A ready-made cold-start split (e.g. a published protocol's) instead of
+        the one the config describes; its ``train`` rows are what the model
+        learns from and its ``support``/``query`` the held-out test.
 
     Returns
     -------
@@ -298,7 +306,7 @@ def fit(
         text_vectors = item_text_vectors(config, dataset)
     if text_vectors is not None and config.text_components:
         text_vectors = whiten(text_vectors, config.text_components)
-    data = prepare_data(config, dataset, text_vectors=text_vectors)
+    data = prepare_data(config, dataset, text_vectors=text_vectors, split=split)
     if len(data.train) == 0:
         raise TrainingError("no training interactions are left after the cold-start split; lower cold_fraction")
     shape = shape_for(
