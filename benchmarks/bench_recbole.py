@@ -21,12 +21,15 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from metarec_core.artifacts import load_run
 from metarec_core.evaluation import EvaluationConfig, evaluate_split, recbole_protocol_split
