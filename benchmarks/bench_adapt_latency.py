@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -36,39 +35,13 @@ from metarec_core.recommender import Recommender  # noqa: E402
 from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.training import TrainConfig, fit  # noqa: E402
 
+from machine import code_version, machine  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_P95_MS = 20.0
 
 
-def machine() -> dict[str, object]:
-    """The machine and software this ran on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
-def code_version() -> dict[str, object]:
-    """The commit the benchmark ran on and any uncommitted changes to ``metarec_core`` (other engineers edit it)."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "metarec_core").splitlines() if line.strip()]
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "metarec_core_uncommitted": dirty}
 
 
 def support_sets(dataset, config: TrainConfig) -> list[list[tuple[str, float]]]:

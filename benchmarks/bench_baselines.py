@@ -34,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metarec_core.baselines import (  # noqa: E402
     Baseline,
     BiasBaseline,
-    BiasConfig,
     GlobalMean,
     ItemMean,
     MatrixFactorization,

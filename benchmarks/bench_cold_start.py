@@ -34,7 +34,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -52,6 +51,8 @@ from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
 
+from machine import code_version, machine  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT = "meta + transfer (default)"
 #: The neural runs: command-line key -> (table name, overrides of the default TrainConfig).
@@ -66,37 +67,7 @@ BASELINES = ("global mean", "item mean", "bias", "ALS k=10 + fold-in", "bias" + 
 TARGETS = {"must": {"mae": 0.75, "ndcg@3": 0.71}, "aim": {"mae": 0.73, "ndcg@3": 0.72}, "wall_s": 45.0}
 
 
-def machine() -> dict[str, object]:
-    """The machine and software this ran on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-    }
 
-def code_version() -> dict[str, object]:
-    """The commit the benchmark ran on and any uncommitted changes to ``metarec_core`` (other engineers edit it)."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "metarec_core").splitlines() if line.strip()]
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "metarec_core_uncommitted": dirty}
 
 
 def make_baselines(seed: int) -> dict[str, Baseline]:

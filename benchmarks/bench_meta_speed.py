@@ -34,7 +34,6 @@ import copy
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -51,42 +50,16 @@ from metarec_core.losses import task_losses  # noqa: E402
 from metarec_core.meta import meta_loss  # noqa: E402
 from metarec_core.models import FeatureContext, PreferenceModel  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
-from metarec_core.tasks import Episode, TaskBatch, UserRatings, sample_tasks  # noqa: E402
+from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks  # noqa: E402
 from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
+
+from machine import code_version, machine  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 10.0
 
 
-def machine() -> dict[str, object]:
-    """The machine and software this ran on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
 
-def code_version() -> dict[str, object]:
-    """The commit the benchmark ran on and any uncommitted changes to ``metarec_core`` (other engineers edit it)."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "metarec_core").splitlines() if line.strip()]
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "metarec_core_uncommitted": dirty}
 
 
 def build(config: TrainConfig, n_tasks: int, query_size: int):

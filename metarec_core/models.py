@@ -1,7 +1,7 @@
 """The preference estimator: item IDs and features, user features and an adaptable user state, an MLP head."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
