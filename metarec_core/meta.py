@@ -26,6 +26,7 @@ def adapt(
     loss: str = "mse",
     trace: list[float] | None = None,
     path: list[Params] | None = None,
+    reduction: str = "mean",
 ) -> Params:
     """Adapt parameters to each task of a batch by gradient steps on its support set.
 
@@ -67,6 +68,12 @@ def adapt(
     path
         If given, the (detached) parameters before the first step and after
         each step are appended to it, so a caller can score every step.
+    reduction
+        How a task's support losses combine in the inner loss: ``mean`` (each
+        step moves as far whatever the support size) or ``sum`` (steps grow
+        with the number of ratings, so a user with one rating moves little
+        and one with twenty moves more — the shrinkage a Bayesian update or a
+        ridge fold-in applies).
 
     Returns
     -------
@@ -96,9 +103,10 @@ def adapt(
             path.append({**base, **{n: w.detach() for n, w in fast.items()}})
         for _ in range(steps):
             predictions = functional_call(model, {**swapped, **fast}, (support.users, support.items, context), {"warm": support.warm})
-            inner = task_losses(predictions, support.ratings, support.mask, loss).sum()
+            per_task = task_losses(predictions, support.ratings, support.mask, loss)
             if trace is not None:
-                trace.append(float(inner.detach()) / max(n_tasks, 1))
+                trace.append(float(per_task.detach().sum()) / max(n_tasks, 1))
+            inner = (per_task * support.mask.sum(dim=-1)).sum() if reduction == "sum" else per_task.sum()
             grads = torch.autograd.grad(inner, list(fast.values()), create_graph=create_graph, allow_unused=True)
             updated = {}
             for (name, weight), grad in zip(fast.items(), grads):
@@ -137,13 +145,14 @@ def meta_loss(
     first_order: bool = False,
     scope: str = "user",
     loss: str = "mse",
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """``L_meta``: the mean over tasks of each task's query loss after adapting on its support set.
 
     Differentiating it with respect to ``params`` gives the MAML meta-gradient
     (second order unless ``first_order``).
     """
-    adapted = adapt(model, params, tasks.support(), context, steps=steps, lr=lr, first_order=first_order, scope=scope, loss=loss)
+    adapted = adapt(model, params, tasks.support(), context, steps=steps, lr=lr, first_order=first_order, scope=scope, loss=loss, reduction=reduction)
     query = tasks.query()
     per_task = task_losses(score(model, adapted, query, context), query.ratings, query.mask, loss)
     has_query = query.mask.any(dim=1)

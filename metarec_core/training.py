@@ -49,7 +49,9 @@ class TrainConfig:
 
     With ``keep_best`` the weights of the epoch with the best validation
     score (K-shot MAE of held-out training-time new users; AUC on implicit
-    data) are kept at the end. ``min_support_size > 0`` draws each training
+    data) are kept at the end. ``inner_reduction`` is how a task's support
+    losses combine in the inner loop (``sum`` makes steps grow with the
+    support size, see :func:`metarec_core.meta.adapt`). ``min_support_size > 0`` draws each training
     task's support size from ``[min_support_size, support_size]``.
     With ``use_text``, item text vectors are PCA-whitened to
     ``text_components`` dimensions (0 keeps them as encoded) before the
@@ -68,6 +70,7 @@ class TrainConfig:
     trans_epochs: int = 2
     inner_steps: int = 5
     inner_lr: float = 0.1
+    inner_reduction: str = "mean"
     learn_inner_lr: bool = True
     adapt_scope: str = "user"
     first_order: bool = False
@@ -102,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"device must be one of {DEVICES}, got '{self.device}'")
         if self.adapt_scope not in ADAPT_SCOPES:
             raise ValueError(f"adapt_scope must be one of {ADAPT_SCOPES}, got '{self.adapt_scope}'")
+        if self.inner_reduction not in ("mean", "sum"):
+            raise ValueError(f"inner_reduction must be mean or sum, got '{self.inner_reduction}'")
         if self.loss not in ("auto", "mse", "bce"):
             raise ValueError(f"loss must be auto, mse or bce, got '{self.loss}'")
         for name in ("lambda_meta", "lambda_trans", "lambda_l0", "inner_lr", "lr"):
@@ -369,6 +374,7 @@ def fit(
         return meta_loss(
             model, dict(model.named_parameters()), tasks, context,
             steps=config.inner_steps, lr=inner_lr, first_order=config.first_order, scope=config.adapt_scope, loss=kind,
+            reduction=config.inner_reduction,
         )
 
     def trans_term(rows: np.ndarray) -> torch.Tensor:
@@ -504,7 +510,10 @@ def predict_tasks(model: PreferenceModel, inner_lr, config: TrainConfig, tasks: 
     with torch.no_grad():
         for start in range(0, len(tasks), chunk):
             part = tasks.select(slice(start, start + chunk))
-            adapted = adapt(model, dict(model.named_parameters()), part.support(), context, steps=config.inner_steps, lr=inner_lr, scope=config.adapt_scope, loss=kind)
+            adapted = adapt(
+                model, dict(model.named_parameters()), part.support(), context,
+                steps=config.inner_steps, lr=inner_lr, scope=config.adapt_scope, loss=kind, reduction=config.inner_reduction,
+            )
             out.append(score(model, adapted, part.query(), context).cpu().numpy())
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
 

@@ -115,3 +115,15 @@ def test_adapt_under_no_grad_still_adapts(setup):
         adapted = adapt(model, params, tasks.support(), context, steps=2, lr=0.1, scope="user")
     assert not adapted["user_taste"].requires_grad
     assert not torch.allclose(adapted["user_taste"][0], params["user_taste"])
+
+
+def test_sum_reduction_scales_each_step_by_the_support_size(setup):
+    """With ``reduction='sum'`` a task with n support ratings steps n times as far as with the mean."""
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    one = tasks.select([0])
+    n = int(one.support_mask.sum())
+    summed = adapt(model, params, one.support(), context, steps=1, lr=0.01, scope="user", reduction="sum")
+    meaned = adapt(model, params, one.support(), context, steps=1, lr=0.01 * n, scope="user")
+    for name in ("user_offset", "user_taste"):
+        assert torch.allclose(summed[name], meaned[name], atol=1e-6)
