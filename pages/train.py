@@ -20,6 +20,7 @@ PRESET_KEYS = {
     "new users (meta + transfer)": "train.preset.new_users",
     "transfer only": "train.preset.transfer_only",
     "meta only": "train.preset.meta_only",
+    "few ratings (live demo)": "train.preset.few_ratings",
     "new items (text features)": "train.preset.new_items",
 }
 L0_CHOICES = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
