@@ -54,12 +54,13 @@ class RunArtifacts:
     item_titles: tuple[str, ...] = ()
     seen: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
-    def append_metrics(self, run_dir: Path, event: "ProgressEvent") -> None:
-        """Append one progress event as a JSON line to ``metrics.jsonl``."""
+    def append_metrics(self, run_dir: Path, events: "list[ProgressEvent]") -> None:
+        """Append progress events as JSON lines to ``metrics.jsonl``."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({**dataclasses.asdict(event), "time": time.time()})
+        now = time.time()
+        lines = "".join(json.dumps({**dataclasses.asdict(event), "time": now}) + "\n" for event in events)
         with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+            handle.write(lines)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

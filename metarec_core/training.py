@@ -350,12 +350,15 @@ def fit(
         item_titles=tuple(dataset.item_table["title"].astype(str)) if "title" in dataset.item_table else (),
         cold_users=tuple(int(u) for u in data.split.cold_users), cold_items=tuple(int(i) for i in data.split.cold_items),
     )
-    history: list[ProgressEvent] = []
+
+    pending: list[ProgressEvent] = []  # step events, written to metrics.jsonl with the next validation
 
     def emit(event: ProgressEvent) -> None:
-        history.append(event) if event.phase in ("validate", "done") else None
-        if out_dir is not None and event.phase in ("validate", "done"):
-            artifacts.append_metrics(Path(out_dir), event)
+        if out_dir is not None:
+            pending.append(event)
+            if event.phase in ("validate", "done"):
+                artifacts.append_metrics(Path(out_dir), pending)
+                pending.clear()
         if on_progress is not None:
             on_progress(event)
 
