@@ -146,14 +146,22 @@ def meta_loss(
     scope: str = "user",
     loss: str = "mse",
     reduction: str = "mean",
+    query_pooling: str = "task",
 ) -> torch.Tensor:
     """``L_meta``: the mean over tasks of each task's query loss after adapting on its support set.
 
     Differentiating it with respect to ``params`` gives the MAML meta-gradient
-    (second order unless ``first_order``).
+    (second order unless ``first_order``). ``query_pooling="rating"`` weights
+    each task by its number of query ratings instead (the pooled mean over all
+    query ratings, which is what a pooled MAE rewards).
     """
     adapted = adapt(model, params, tasks.support(), context, steps=steps, lr=lr, first_order=first_order, scope=scope, loss=loss, reduction=reduction)
     query = tasks.query()
     per_task = task_losses(score(model, adapted, query, context), query.ratings, query.mask, loss)
     has_query = query.mask.any(dim=1)
-    return per_task[has_query].mean() if bool(has_query.any()) else per_task.sum() * 0.0
+    if not bool(has_query.any()):
+        return per_task.sum() * 0.0
+    if query_pooling == "rating":
+        counts = query.mask.sum(dim=1).to(per_task.dtype)
+        return (per_task * counts).sum() / counts.sum()
+    return per_task[has_query].mean()

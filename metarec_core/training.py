@@ -51,7 +51,9 @@ class TrainConfig:
     score (K-shot MAE of held-out training-time new users; AUC on implicit
     data) are kept at the end. ``inner_reduction`` is how a task's support
     losses combine in the inner loop (``sum`` makes steps grow with the
-    support size, see :func:`metarec_core.meta.adapt`). ``min_support_size > 0`` draws each training
+    support size, see :func:`metarec_core.meta.adapt`); ``query_pooling``
+    averages ``L_meta`` over tasks (``task``) or over query ratings
+    (``rating``). ``min_support_size > 0`` draws each training
     task's support size from ``[min_support_size, support_size]``.
     With ``use_text``, item text vectors are PCA-whitened to
     ``text_components`` dimensions (0 keeps them as encoded) before the
@@ -71,6 +73,7 @@ class TrainConfig:
     inner_steps: int = 5
     inner_lr: float = 0.1
     inner_reduction: str = "mean"
+    query_pooling: str = "task"
     learn_inner_lr: bool = True
     adapt_scope: str = "user"
     first_order: bool = False
@@ -105,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"device must be one of {DEVICES}, got '{self.device}'")
         if self.adapt_scope not in ADAPT_SCOPES:
             raise ValueError(f"adapt_scope must be one of {ADAPT_SCOPES}, got '{self.adapt_scope}'")
+        if self.query_pooling not in ("task", "rating"):
+            raise ValueError(f"query_pooling must be task or rating, got '{self.query_pooling}'")
         if self.inner_reduction not in ("mean", "sum"):
             raise ValueError(f"inner_reduction must be mean or sum, got '{self.inner_reduction}'")
         if self.loss not in ("auto", "mse", "bce"):
@@ -377,7 +382,7 @@ def fit(
         return meta_loss(
             model, dict(model.named_parameters()), tasks, context,
             steps=config.inner_steps, lr=inner_lr, first_order=config.first_order, scope=config.adapt_scope, loss=kind,
-            reduction=config.inner_reduction,
+            reduction=config.inner_reduction, query_pooling=config.query_pooling,
         )
 
     def trans_term(rows: np.ndarray) -> torch.Tensor:

@@ -127,3 +127,20 @@ def test_sum_reduction_scales_each_step_by_the_support_size(setup):
     meaned = adapt(model, params, one.support(), context, steps=1, lr=0.01 * n, scope="user")
     for name in ("user_offset", "user_taste"):
         assert torch.allclose(summed[name], meaned[name], atol=1e-6)
+
+
+def test_rating_pooled_meta_loss_is_the_mean_over_all_query_ratings(setup):
+    import dataclasses
+
+    model, context, tasks = setup
+    mask = tasks.query_mask.clone()
+    mask[0, 2:] = False  # task 0 keeps only two query ratings: the poolings now differ
+    tasks = dataclasses.replace(tasks, query_mask=mask)
+    params = dict(model.named_parameters())
+    pooled = meta_loss(model, params, tasks, context, steps=2, lr=0.1, query_pooling="rating")
+    adapted = adapt(model, params, tasks.support(), context, steps=2, lr=0.1)
+    query = tasks.query()
+    errors = (score(model, adapted, query, context) - query.ratings) ** 2
+    assert torch.allclose(pooled, errors[query.mask].mean(), atol=1e-6)
+    per_task = meta_loss(model, params, tasks, context, steps=2, lr=0.1)
+    assert not torch.allclose(pooled, per_task)
