@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import machine_line  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from metarec_core.baselines import (  # noqa: E402
     Baseline,
@@ -147,18 +146,6 @@ def run_seed(dataset, seed: int) -> tuple[dict[str, dict[str, float]], dict[str,
     return results, chosen
 
 
-def machine() -> str:
-    """One line describing this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, numpy {np.__version__}"
-
 
 def render(per_seed: list[dict[str, dict[str, float]]], chosen: list[dict[str, object]], seeds: list[int]) -> str:
     """The Markdown report."""
@@ -167,7 +154,7 @@ def render(per_seed: list[dict[str, dict[str, float]]], chosen: list[dict[str, o
         "# Baselines on ML-100K, new users (user-cold), 10-shot",
         "",
         f"Written by `benchmarks/bench_baselines.py` on {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
-        f"Machine: {machine()}.",
+        f"Machine: {machine_line()}.",
         "",
         "Protocol: 20% of users held out as new users (`split_cold_start(..., SplitConfig(scenario='user-cold', "
         "cold_fraction=0.2, support_size=10, seed=s))`), each adapting on 10 random ratings (support) and scored "

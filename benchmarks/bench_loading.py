@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import machine_line  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from metarec_core.loaders import build_dataset, read_table  # noqa: E402
 from metarec_core.movielens import ensure_movielens_100k, load_movielens_100k  # noqa: E402
@@ -25,18 +25,6 @@ from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loading.md"
 
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores available, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
 def write_csv(path: Path, rows: int, seed: int = 0) -> tuple[int, int]:
@@ -117,7 +105,7 @@ def main() -> int:
         RESULTS.write_text(
             "# Loading benchmark\n\n"
             f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
-            f"- Machine: {machine()}\n"
+            f"- Machine: {machine_line()}\n"
             f"- Command: `python benchmarks/bench_loading.py --rows {args.rows} --repeats {args.repeats}`\n"
             f"- Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (a shared machine: other jobs "
             "were running; numbers are single runs, ML-100K in-process: median of repeats).\n\n"

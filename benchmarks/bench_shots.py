@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from machine import machine_line  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from metarec_core.evaluation import EvaluationConfig, EvaluationResult, evaluate_run  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
@@ -39,21 +37,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TABLE_METRICS = ("mae", "rmse", "ndcg@3", "ndcg@10", "catalogue_ndcg@10", "recall@10", "hit_rate@10")
 ANCHORS = "ANCHORS.md (one seed, K=10): bias tuned 0.751 / 0.691, ALS k=10 + fold-in tuned 0.749 / 0.709 (MAE / nDCG@3)"
 
-
-def machine() -> str:
-    """One line describing this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} thread), numpy {np.__version__}"
-    )
 
 
 def markdown_table(result: EvaluationResult, metric: str) -> list[str]:
@@ -98,7 +81,7 @@ def render(result: EvaluationResult, timings: list[dict[str, float]], seeds: lis
         "# Shots curve on ML-100K, new users (user-cold)",
         "",
         f"Written by `benchmarks/bench_shots.py` on {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
-        f"Machine: {machine()}.",
+        f"Machine: {machine_line()}.",
         "",
         "Protocol: one run per seed with the default `TrainConfig(seed=s)` (meta + transfer, user-cold, 20% of users "
         "held out); `evaluate_run` splits ML-100K with the run's own seed for every K (the held-out users are exactly "
@@ -165,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(report)
     payload = {
         "written": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine_line(),
         "train_config": "TrainConfig() defaults, seed per run",
         "timings": timings,
         "adaptation_gains": {str(k): adaptation_gains(combined, run, k) for k in shots},

@@ -27,6 +27,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from metarec_core.dataset import Dataset  # noqa: E402
 from metarec_core.features import FeatureSpec  # noqa: E402
@@ -84,15 +85,6 @@ def fresh_import_seconds() -> float:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -4,29 +4,44 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
-
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def machine() -> dict[str, object]:
-    """The machine and software this ran on."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {
-        "cpu": cpu,
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def n_cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine() -> dict[str, object]:
+    """The machine and software this ran on."""
+    import torch
+
+    return {"cpu": cpu_name(), "nproc": n_cores(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def machine_line() -> str:
+    """One line describing the machine and the numeric libraries already loaded (torch with its thread count)."""
+    parts = [cpu_name(), f"{n_cores()} cores available", f"Python {platform.python_version()}", f"{platform.system()} {platform.release()}"]
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        parts.append(f"torch {torch.__version__} ({torch.get_num_threads()} thread(s))")
+    if "numpy" in sys.modules:
+        parts.append(f"numpy {sys.modules['numpy'].__version__}")
+    return ", ".join(parts)
 
 
 def code_version() -> dict[str, object]:
