@@ -1,6 +1,7 @@
 """Synthetic scenarios: seeded datasets with a known taste-group structure, for teaching and tests."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,6 +231,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> SyntheticScenario:
     users = np.concatenate(users_out)
     items = np.concatenate(items_out).astype(np.int64)
 
+    # The latent structure first (its expected_rating draws the ratings); the dataset is filled in below.
     scenario_partial = SyntheticScenario(
         dataset=None,  # type: ignore[arg-type]
         user_group=user_group,
@@ -280,16 +282,7 @@ def make_synthetic(config: SyntheticConfig | None = None) -> SyntheticScenario:
         item_features=tuple(item_specs),
         implicit=config.implicit,
     )
-    return SyntheticScenario(
-        dataset=dataset,
-        user_group=user_group,
-        item_category=item_category,
-        item_domain=item_domain,
-        affinity=affinity,
-        user_offset=user_offset,
-        item_bias=item_bias,
-        config=config,
-    )
+    return dataclasses.replace(scenario_partial, dataset=dataset)
 
 
 def _affinities(rng: np.random.Generator, config: SyntheticConfig) -> np.ndarray:
