@@ -395,6 +395,49 @@ class EvaluationResult:
             "warnings": list(self.warnings),
         }
 
+    def save(self, folder: str | Path) -> None:
+        """Write the result to ``folder`` (Parquet tables + JSON), replacing it atomically."""
+        import json
+        import shutil
+
+        out = Path(folder)
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.frame.to_parquet(tmp / "results.parquet", index=False)
+        self.per_user_frame.to_parquet(tmp / "per_user.parquet", index=False)
+        self.splits.to_parquet(tmp / "splits.parquet", index=False)
+        (tmp / "config.json").write_text(json.dumps({"config": config_to_dict(self.config), "warnings": list(self.warnings)}))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "EvaluationResult":
+        """Read a result written by :meth:`save`.
+
+        Raises
+        ------
+        DataError
+            If the folder is missing or incomplete.
+        """
+        import json
+
+        from metarec_core.configs import config_from_dict
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "config.json").read_text())
+            return cls(
+                frame=pd.read_parquet(folder / "results.parquet"),
+                per_user_frame=pd.read_parquet(folder / "per_user.parquet"),
+                splits=pd.read_parquet(folder / "splits.parquet"),
+                config=config_from_dict(EvaluationConfig, meta["config"]),
+                warnings=tuple(meta.get("warnings", ())),
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"cannot read the evaluation in '{folder}' ({exc}); evaluate the run again") from exc
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):

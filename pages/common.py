@@ -627,23 +627,11 @@ def _evaluate_to_disk(run_dir: Path, dataset: Any, out: Path, errors: dict[str, 
     """Thread body: evaluate a run and its baselines for every K and write the tables (no Streamlit calls)."""
     import torch
 
-    from metarec_core.configs import config_to_dict
     from metarec_core.evaluation import EvaluationConfig, evaluate_run
 
     torch.set_num_threads(1)
     try:
-        result = evaluate_run(run_dir, dataset, EvaluationConfig(shots=EVALUATION_SHOTS))
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        result.frame.to_parquet(tmp / "results.parquet", index=False)
-        result.per_user_frame.to_parquet(tmp / "per_user.parquet", index=False)
-        result.splits.to_parquet(tmp / "splits.parquet", index=False)
-        (tmp / "config.json").write_text(json.dumps({"config": config_to_dict(result.config), "warnings": list(result.warnings)}))
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        tmp.replace(out)
+        evaluate_run(run_dir, dataset, EvaluationConfig(shots=EVALUATION_SHOTS)).save(out)
     except Exception as exc:  # noqa: BLE001 - reported on the page, never raised in a thread
         logger.exception("evaluation of %s failed", run_dir)
         errors[run_id] = str(exc)
@@ -680,18 +668,9 @@ def evaluation_state(run_id: str) -> str:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_evaluation(path: str, mtime: float) -> Any:
-    from metarec_core.configs import config_from_dict
-    from metarec_core.evaluation import EvaluationConfig, EvaluationResult
+    from metarec_core.evaluation import EvaluationResult
 
-    folder = Path(path)
-    meta = json.loads((folder / "config.json").read_text())
-    return EvaluationResult(
-        frame=pd.read_parquet(folder / "results.parquet"),
-        per_user_frame=pd.read_parquet(folder / "per_user.parquet"),
-        splits=pd.read_parquet(folder / "splits.parquet"),
-        config=config_from_dict(EvaluationConfig, meta["config"]),
-        warnings=tuple(meta.get("warnings", ())),
-    )
+    return EvaluationResult.load(path)
 
 
 def load_evaluation(run_id: str) -> Any:

@@ -134,6 +134,19 @@ def test_per_user_breakdown_aligns_with_query_users(result, dataset):
     assert (pu["gain"] > 0).mean() > 0.6  # most new users gain from adapting on 10 ratings
 
 
+def test_save_and_load_round_trip(result, tmp_path):
+    from metarec_core.evaluation import EvaluationResult
+
+    result.save(tmp_path / "evaluation")
+    result.save(tmp_path / "evaluation")  # replacing an existing result works too
+    back = EvaluationResult.load(tmp_path / "evaluation")
+    pd.testing.assert_frame_equal(back.frame, result.frame, check_dtype=False)
+    pd.testing.assert_frame_equal(back.per_user_frame, result.per_user_frame, check_dtype=False)
+    assert back.config == result.config and back.warnings == result.warnings
+    with pytest.raises(DataError, match="evaluate the run again"):
+        EvaluationResult.load(tmp_path / "missing")
+
+
 def test_summary_curve_and_concat_average_over_seeds(result):
     other = dataclasses.replace(
         result,
