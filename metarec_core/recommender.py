@@ -263,6 +263,20 @@ class Recommender:
             taste = torch.where(known_t.unsqueeze(-1), self.model.user_taste + (x_user @ model.user_feature_taste.weight.T if model.user_feature_taste is not None else 0.0) + model.user_factor.weight, taste)
         return taste.cpu().numpy()
 
+    def user_cohorts(self, n_ratings: np.ndarray) -> np.ndarray:
+        """Cohort of every user of the run: ``warm``, ``new`` or ``meta-test``.
+
+        ``warm`` users were trained on; ``new`` users are the run's held-out
+        test users (or have no ratings at all); ``meta-test`` users are the
+        training-time cold users held out for validation. ``n_ratings`` gives
+        each user's number of ratings, in the run's user order.
+        """
+        known = self.model.user_known.cpu().numpy()
+        test = np.zeros(len(known), dtype=bool)
+        test[np.asarray(self.run.meta.get("cold_users", []), dtype=np.int64)] = True
+        empty = np.asarray(n_ratings) == 0
+        return np.where(known, "warm", np.where(test | empty, "new", "meta-test"))
+
     def item_vectors(self) -> np.ndarray:
         """Every item's factor vector ``q_i`` (ID factor of known items plus the feature projection)."""
         model = self.model

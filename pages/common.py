@@ -566,21 +566,16 @@ def run_embeddings(run_id: str, weights_mtime: float) -> RunEmbeddings:
     items.insert(2, "cohort", ["new" if i in cold_items or not known_items[i] else "warm" for i in range(len(item_ids))])
     items.insert(3, "n_ratings", [int(counts.get(i, 0)) if i >= 0 else 0 for i in item_idx])
 
-    known_users = rec.model.user_known.cpu().numpy()
-    cold_users = set(meta.get("cold_users", []))
     k = int(rec.run.config.eval_support_size)
     in_time_order = dataset.ratings.sort_values(["timestamp", "item"], kind="stable")
     first = in_time_order.groupby("user").head(k)
     vectors = rec.user_vectors(pd.DataFrame({
         "user_id": dataset.users.externals(first["user"]), "item_id": dataset.items.externals(first["item"]), "rating": first["rating"].to_numpy(),
     }))
-    counts_by_user = dataset.ratings.groupby("user").size()
     user_idx = dataset.users.lookup(list(user_ids))
-    n_ratings = [int(counts_by_user.get(int(u), 0)) if u >= 0 else 0 for u in user_idx]
-    cohorts = [
-        "warm" if known_users[index] else ("new" if index in cold_users or n_ratings[index] == 0 else "meta-test")
-        for index in range(len(user_ids))
-    ]
+    counts_by_user = dataset.ratings.groupby("user").size()
+    n_ratings = np.where(user_idx >= 0, counts_by_user.reindex(user_idx, fill_value=0).to_numpy(), 0)
+    cohorts = rec.user_cohorts(n_ratings)
     users = _side_rows(dataset, dataset.user_table, dataset.users, user_ids)
     users.insert(0, "id", list(user_ids))
     users.insert(1, "label", [f"user {u}" for u in user_ids])

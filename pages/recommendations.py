@@ -1,6 +1,7 @@
 """Recommendations page: one user's history and top-K; for a new user, before and after adaptation side by side."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -12,16 +13,10 @@ COHORTS = ("new", "meta-test", "warm")
 
 def user_cohorts(rec, dataset) -> pd.DataFrame:
     """Every user of the run with their cohort and number of ratings (cheap: no adaptation)."""
-    known = rec.model.user_known.cpu().numpy()
-    cold = set(rec.run.meta.get("cold_users", []))
     counts = dataset.ratings.groupby("user").size()
     idx = dataset.users.lookup(list(rec.users.external_ids))
-    rows = []
-    for index, external in enumerate(rec.users.external_ids):
-        n = int(counts.get(int(idx[index]), 0)) if idx[index] >= 0 else 0
-        cohort = "warm" if known[index] else ("new" if index in cold or n == 0 else "meta-test")
-        rows.append((external, cohort, n))
-    return pd.DataFrame(rows, columns=["id", "cohort", "n_ratings"])
+    n_ratings = np.where(idx >= 0, counts.reindex(idx, fill_value=0).to_numpy(), 0)
+    return pd.DataFrame({"id": list(rec.users.external_ids), "cohort": rec.user_cohorts(n_ratings), "n_ratings": n_ratings})
 
 
 def history(dataset, user_id: str, k: int, *, warm: bool) -> pd.DataFrame:

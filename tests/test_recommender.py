@@ -76,3 +76,14 @@ def test_step_scores_follow_the_inner_loop(trained):
     assert np.allclose(path[0], rec.score_items(rec.adapt_user(ratings, steps=0), items), atol=1e-5)
     assert np.allclose(path[-1], rec.score_items(state, items), atol=1e-5)
     assert np.allclose(path[2], rec.score_items(rec.adapt_user(ratings, steps=2), items), atol=1e-5)
+
+
+def test_user_cohorts(trained):
+    dataset, rec = trained
+    counts = dataset.ratings.groupby("user").size().reindex(range(len(rec.users)), fill_value=0).to_numpy()
+    cohorts = rec.user_cohorts(counts)
+    known = rec.model.user_known.numpy()
+    assert (cohorts[known] == "warm").all()
+    held_out = np.asarray(rec.run.meta["cold_users"])
+    assert (cohorts[held_out] == "new").all()
+    assert set(cohorts[~known]) == {"new", "meta-test"}  # validation users are the meta-test cohort
