@@ -1,9 +1,9 @@
-"""Benchmark of live adaptation latency: one new user, 10 ratings, 5 inner steps, then rank all 1,682 ML-100K items.
+"""Benchmark of live adaptation latency: one new user, 10 ratings, the run's inner loop, then rank all 1,682 ML-100K items.
 
 A default run is trained once into a temporary run directory (or ``--run DIR``
 reuses one), loaded with ``Recommender.from_run_dir``, and each trial does what
 the Cold-start lab does on a rating: ``adapt_user(pairs)`` (item-ID lookup,
-5 inner steps of the run's ``adapt`` on the 10 support ratings) followed by
+the run's ``adapt`` on the 10 support ratings: by default one Newton step) followed by
 ``recommend(state, k=10)`` (score all 1,682 items, drop the support items, top
 10). The supports are the real 10-rating support sets of the run's held-out new
 users (the seed-0 user-cold split), cycled over the trials, as anonymous new
@@ -97,7 +97,7 @@ def measure(rec: Recommender, supports: list[list[tuple[str, float]]], *, trials
 def render(report: dict) -> str:
     m = report["machine"]
     lines = [
-        "# Live adaptation latency: one new user, 10 ratings, 5 inner steps, rank all items",
+        f"# Live adaptation latency: one new user, 10 ratings, {report['inner_steps']} {report.get('solver', 'gradient')} inner step(s), rank all items",
         "",
         f"Written by `benchmarks/bench_adapt_latency.py` on {report['date']} at commit {report['code']['commit']}"
         f"{' (uncommitted changes in ' + ', '.join(report['code']['metarec_core_uncommitted']) + ')' if report['code']['metarec_core_uncommitted'] else ''}. Machine: {m['cpu']}, nproc {m['nproc']}, "
@@ -106,7 +106,7 @@ def render(report: dict) -> str:
         "",
         f"Run: {report['run']} (default `TrainConfig`, ML-100K, trained in {report['train_s']:.1f} s). "
         f"`Recommender.from_run_dir` took {report['load_ms']:.0f} ms. Per trial: `adapt_user(10 pairs)` "
-        f"({report['inner_steps']} inner steps, scope `{report['scope']}`) then `recommend(state, k={report['k']})` over all "
+        f"({report['inner_steps']} {report.get('solver', 'gradient')} inner step(s), scope `{report['scope']}`) then `recommend(state, k={report['k']})` over all "
         f"{report['n_items']:,} items; supports = the real 10-rating support sets of the {report['n_supports']} held-out "
         f"new users of the seed-0 split, cycled, as anonymous new users. {report['trials']} trials after "
         f"{report['warmup']} warm-up ones.",
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(), "code": code_version(), "load_at_start": load_at_start,
         "run": "given: " + str(args.run) if args.run else "trained into a temporary directory",
-        "train_s": train_s, "load_ms": load_ms, "inner_steps": config.inner_steps, "scope": config.adapt_scope,
+        "train_s": train_s, "load_ms": load_ms, "inner_steps": config.inner_steps, "solver": config.inner_solver, "scope": config.adapt_scope,
         "k": args.k, "n_items": dataset.n_items, "n_supports": len(supports), "trials": args.trials, "warmup": args.warmup,
         "target_p95_ms": TARGET_P95_MS, "results": results,
     }

@@ -11,7 +11,7 @@ settings: the bias model (shrunk item bias + shrunk user offset from the
 support) and ALS (k=10) with ridge fold-in. Metrics are defined in
 ``metarec_core.evaluation``; mean ± std (ddof=1) over the three seeds.
 
-Run:  python benchmarks/bench_shots.py [--seeds 0,1,2] [--shots 1,3,5,10,20] [--runs-dir DIR]
+Run:  python benchmarks/bench_shots.py [--seeds 0,1,2] [--shots 1,3,5,10,20] [--runs-dir DIR] [--set key=value ...]
 (about 5 minutes on 2 cores; one torch thread.)
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import machine_line  # noqa: E402  (benchmarks/machine.py, beside this script)
 
+from metarec_core.configs import parse_set_arguments, with_overrides  # noqa: E402
 from metarec_core.evaluation import EvaluationConfig, EvaluationResult, evaluate_run  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.training import TrainConfig, fit  # noqa: E402
@@ -75,15 +76,16 @@ def verdict(result: EvaluationResult, run: str, shots: int) -> list[str]:
     return lines
 
 
-def render(result: EvaluationResult, timings: list[dict[str, float]], seeds: list[int], run: str) -> str:
+def render(result: EvaluationResult, timings: list[dict[str, float]], seeds: list[int], run: str, overrides: dict | None = None) -> str:
     """The Markdown report."""
+    trained = f"`TrainConfig(seed=s)` with {', '.join(f'`{k}={v!r}`' for k, v in overrides.items())}" if overrides else "the default `TrainConfig(seed=s)`"
     lines = [
         "# Shots curve on ML-100K, new users (user-cold)",
         "",
         f"Written by `benchmarks/bench_shots.py` on {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
         f"Machine: {machine_line()}.",
         "",
-        "Protocol: one run per seed with the default `TrainConfig(seed=s)` (meta + transfer, user-cold, 20% of users "
+        f"Protocol: one run per seed with {trained} (meta + transfer, user-cold, 20% of users "
         "held out); `evaluate_run` splits ML-100K with the run's own seed for every K (the held-out users are exactly "
         "the run's), adapts each new user on their first K support ratings (nested: the 3-shot support is part of the "
         "5-shot one) and scores the rest of their ratings (query). `no adaptation` is the run with 0 inner steps. "
@@ -120,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shots", default="1,3,5,10,20")
     parser.add_argument("--runs-dir", help="keep the trained runs here (default: a temporary folder)")
     parser.add_argument("--out", default=str(RESULTS / "shots.md"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field (repeatable)")
     args = parser.parse_args(argv)
+    overrides = parse_set_arguments(args.set)
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     shots = tuple(int(k) for k in args.shots.split(","))
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="bench-shots-"))
     results, timings = [], []
     for seed in seeds:
-        config = TrainConfig(seed=seed)
+        config = with_overrides(TrainConfig(seed=seed), overrides)
         run_dir = runs_dir / f"seed-{seed}"
         t0 = time.perf_counter()
         fit(config, dataset, out_dir=run_dir)
@@ -142,14 +146,14 @@ def main(argv: list[str] | None = None) -> None:
         print(result.table(["mae", "ndcg@3"]).to_string(), flush=True)
     combined = EvaluationResult.concat(results)
     run = combined.methods[0]
-    report = render(combined, timings, seeds, run)
+    report = render(combined, timings, seeds, run, overrides)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     payload = {
         "written": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_line(),
-        "train_config": "TrainConfig() defaults, seed per run",
+        "train_config": f"TrainConfig() defaults with {overrides}, seed per run" if overrides else "TrainConfig() defaults, seed per run",
         "timings": timings,
         "adaptation_gains": {str(k): adaptation_gains(combined, run, k) for k in shots},
         **combined.to_dict(),

@@ -151,7 +151,7 @@ class Recommender:
                 self.model, self._start, episode, context,
                 steps=config.inner_steps if steps is None else int(steps),
                 lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss, trace=trace, path=path,
-                reduction=config.inner_reduction,
+                reduction=config.inner_reduction, solver=config.inner_solver,
             )
         return UserState(
             user_id=None if user_id is None else str(user_id), known=warm, support_items=items, support_ratings=values,
@@ -251,6 +251,7 @@ class Recommender:
             adapted = adapt(
                 model, self._start, cold, self.run.context, steps=config.inner_steps,
                 lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss, reduction=config.inner_reduction,
+                solver=config.inner_solver,
             )
             taste = adapted["user_taste"]
             taste = taste if taste.dim() == 2 else taste.expand(n_users, -1)

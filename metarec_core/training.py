@@ -18,7 +18,7 @@ from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.features import FeatureEncoder
 from metarec_core.losses import l2_penalty, pointwise_loss
-from metarec_core.meta import adapt, meta_loss, score
+from metarec_core.meta import SOLVERS, adapt, meta_loss, score
 from metarec_core.presets import PRESETS
 from metarec_core.models import ADAPT_SCOPES, EntityTensors, FeatureContext, ModelConfig, PreferenceModel, shape_for
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
@@ -49,7 +49,16 @@ class TrainConfig:
 
     With ``keep_best`` the weights of the epoch with the best validation
     score (K-shot MAE of held-out training-time new users; AUC on implicit
-    data) are kept at the end. ``inner_reduction`` is how a task's support
+    data) are kept at the end.
+
+    The inner loop (see :func:`metarec_core.meta.adapt`): ``inner_solver``
+    ``newton`` (default) takes ``inner_steps`` damped Gauss–Newton steps on
+    the support loss plus a Gaussian prior around the meta-learned start, so
+    ``inner_lr`` is the prior variance α of each adapted parameter (how far a
+    user may move); with ``sum`` reduction this is a ridge fold-in whose prior
+    is meta-learned, and it shrinks by itself when a user has few ratings.
+    ``gradient`` takes plain MAML steps of size ``inner_lr`` (Meta-SGD when
+    ``learn_inner_lr``). ``inner_reduction`` is how a task's support
     losses combine in the inner loop (``sum`` makes steps grow with the
     support size, see :func:`metarec_core.meta.adapt`); ``query_pooling``
     averages ``L_meta`` over tasks (``task``) or over query ratings
@@ -70,9 +79,10 @@ class TrainConfig:
     num_epochs: int = 8
     meta_epochs: int = 1
     trans_epochs: int = 2
-    inner_steps: int = 5
-    inner_lr: float = 0.1
-    inner_reduction: str = "mean"
+    inner_steps: int = 1
+    inner_lr: float = 0.5
+    inner_reduction: str = "sum"
+    inner_solver: str = "newton"
     query_pooling: str = "task"
     learn_inner_lr: bool = True
     adapt_scope: str = "user"
@@ -112,6 +122,13 @@ class TrainConfig:
             raise ValueError(f"query_pooling must be task or rating, got '{self.query_pooling}'")
         if self.inner_reduction not in ("mean", "sum"):
             raise ValueError(f"inner_reduction must be mean or sum, got '{self.inner_reduction}'")
+        if self.inner_solver not in SOLVERS:
+            raise ValueError(f"inner_solver must be one of {SOLVERS}, got '{self.inner_solver}'")
+        if self.inner_solver == "newton" and self.adapt_scope != "user":
+            raise ValueError(
+                f"inner_solver 'newton' solves a system the size of the adapted parameters and needs adapt_scope 'user', "
+                f"got '{self.adapt_scope}'; use inner_solver 'gradient' for larger scopes"
+            )
         if self.loss not in ("auto", "mse", "bce"):
             raise ValueError(f"loss must be auto, mse or bce, got '{self.loss}'")
         for name in ("lambda_meta", "lambda_trans", "lambda_l0", "inner_lr", "lr"):
@@ -382,7 +399,7 @@ def fit(
         return meta_loss(
             model, dict(model.named_parameters()), tasks, context,
             steps=config.inner_steps, lr=inner_lr, first_order=config.first_order, scope=config.adapt_scope, loss=kind,
-            reduction=config.inner_reduction, query_pooling=config.query_pooling,
+            reduction=config.inner_reduction, query_pooling=config.query_pooling, solver=config.inner_solver,
         )
 
     def trans_term(rows: np.ndarray) -> torch.Tensor:
@@ -520,7 +537,7 @@ def predict_tasks(model: PreferenceModel, inner_lr, config: TrainConfig, tasks: 
             part = tasks.select(slice(start, start + chunk))
             adapted = adapt(
                 model, dict(model.named_parameters()), part.support(), context,
-                steps=config.inner_steps, lr=inner_lr, scope=config.adapt_scope, loss=kind, reduction=config.inner_reduction,
+                steps=config.inner_steps, lr=inner_lr, scope=config.adapt_scope, loss=kind, reduction=config.inner_reduction, solver=config.inner_solver,
             )
             out.append(score(model, adapted, part.query(), context).cpu().numpy())
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)

@@ -43,7 +43,7 @@ TERMS = (
 )
 #: The settings that control each term (names of TrainConfig fields).
 CONTROLS = (
-    ("lambda_meta", "meta_epochs", "inner_steps", "inner_lr", "adapt_scope", "first_order"),
+    ("lambda_meta", "meta_epochs", "inner_solver", "inner_steps", "inner_lr", "adapt_scope", "first_order"),
     ("lambda_trans", "trans_epochs", "batch_size", "lr"),
     ("lambda_l0", "source_run"),
 )
@@ -65,6 +65,7 @@ SETTINGS = (
     ("", "num_epochs"),
     ("", "meta_epochs"),
     ("", "trans_epochs"),
+    ("", "inner_solver"),
     ("", "inner_steps"),
     ("α", "inner_lr"),
     ("", "adapt_scope"),
@@ -106,6 +107,11 @@ st.caption(t("learn.schedule.caption"))
 st.header(t("learn.tasks.header"))
 st.markdown(t("learn.tasks.body"))
 st.markdown(t("learn.tasks.adapt"))
+st.latex(
+    r"\theta \leftarrow \theta+\big(J^\top J+A^{-1}\big)^{-1}\Big(J^\top\big(y-f_\theta(S)\big)-A^{-1}(\theta-\theta_0)\Big),"
+    r"\quad J=\frac{\partial f_\theta(S)}{\partial\theta},\; A=\operatorname{diag}(\alpha)"
+)
+st.markdown(t("learn.tasks.adapt.gradient"))
 st.latex(r"\theta \leftarrow \theta-\alpha\,\nabla_\theta\,\frac{1}{|S|}\sum_{(u,v,y)\in S}\ell\big(f_\theta(u,v),\,y\big)")
 with common.guard():
     dataset = common.current_dataset()

@@ -12,7 +12,7 @@ BASE = "train_base"  # the preset's (or default) full config: settings the page 
 #: Every setting the page edits (TrainConfig fields; model.* are ModelConfig fields).
 FIELDS = (
     "lambda_meta", "lambda_trans", "lambda_l0", "schedule", "num_epochs", "meta_epochs", "trans_epochs",
-    "inner_steps", "inner_lr", "learn_inner_lr", "adapt_scope", "first_order", "use_text", "text_encoder",
+    "inner_solver", "inner_reduction", "inner_steps", "inner_lr", "learn_inner_lr", "adapt_scope", "first_order", "use_text", "text_encoder",
     "text_columns", "device", "scenario", "cold_fraction", "eval_support_size", "support_size", "query_size",
     "meta_batch_size", "batch_size", "lr", "seed", "model.factor_dim", "model.hidden",
 )
@@ -20,11 +20,13 @@ PRESET_KEYS = {
     "new users (meta + transfer)": "train.preset.new_users",
     "transfer only": "train.preset.transfer_only",
     "meta only": "train.preset.meta_only",
-    "few ratings (live demo)": "train.preset.few_ratings",
+    "gradient steps (classic MAML)": "train.preset.gradient_steps",
     "new items (text features)": "train.preset.new_items",
 }
 L0_CHOICES = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 SCOPES = ("user", "head", "user+head", "dense")
+SOLVERS = ("newton", "gradient")
+REDUCTIONS = ("sum", "mean")
 SCENARIOS = ("user-cold", "item-cold", "both-cold", "warm")
 ENCODERS = ("default", "hashing")
 
@@ -128,9 +130,23 @@ def settings_form(dataset) -> None:
     meta, transfer, device = st.columns(3, gap="large")
     with meta:
         st.subheader(t("train.meta"))
+        st.segmented_control(
+            t("train.inner_solver"), SOLVERS, format_func=common.labeller("train.solver."), key=k + "inner_solver",
+            required=True, help=t("train.inner_solver.help"), persist_state="session",
+        )
+        st.segmented_control(
+            t("train.inner_reduction"), REDUCTIONS, format_func=common.labeller("train.reduction."), key=k + "inner_reduction",
+            required=True, help=t("train.inner_reduction.help"), persist_state="session",
+        )
         st.slider(t("train.inner_steps"), 0, 20, step=1, key=k + "inner_steps", help=t("train.inner_steps.help"), persist_state="session")
         st.number_input(t("train.inner_lr"), 0.0, 10.0, step=0.05, format="%.3f", key=k + "inner_lr", help=t("train.inner_lr.help"), persist_state="session")
-        st.selectbox(t("train.adapt_scope"), SCOPES, format_func=common.labeller("train.scope."), key=k + "adapt_scope", persist_state="session")
+        newton = st.session_state[k + "inner_solver"] == "newton"
+        if newton:
+            st.session_state[k + "adapt_scope"] = "user"  # the Newton step solves a system the size of the adapted parameters
+        st.selectbox(
+            t("train.adapt_scope"), SCOPES, format_func=common.labeller("train.scope."), key=k + "adapt_scope",
+            disabled=newton, persist_state="session",
+        )
         st.toggle(t("train.first_order"), key=k + "first_order", help=t("train.first_order.help"), persist_state="session")
         st.toggle(t("train.learn_inner_lr"), key=k + "learn_inner_lr", help=t("train.learn_inner_lr.help"), persist_state="session")
     with transfer:

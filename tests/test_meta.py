@@ -144,3 +144,100 @@ def test_rating_pooled_meta_loss_is_the_mean_over_all_query_ratings(setup):
     assert torch.allclose(pooled, errors[query.mask].mean(), atol=1e-6)
     per_task = meta_loss(model, params, tasks, context, steps=2, lr=0.1)
     assert not torch.allclose(pooled, per_task)
+
+
+def _support_objective(model, params, theta, tasks, t, context, variance):
+    episode = tasks.select([t]).support()
+    full = {**params, "user_offset": theta["user_offset"].unsqueeze(0), "user_taste": theta["user_taste"].unsqueeze(0)}
+    predictions = score(model, full, episode, context)
+    fit = 0.5 * (((predictions - episode.ratings) ** 2) * episode.mask).sum()
+    prior = sum(0.5 * ((theta[n] - params[n]) ** 2).sum() / variance for n in ("user_offset", "user_taste"))
+    return fit + prior
+
+
+def test_newton_step_is_the_exact_map_fit_when_scores_are_linear_in_the_user(setup):
+    """One Newton step lands where the support loss plus the Gaussian prior has zero gradient; a second does not move."""
+    model, context, tasks = setup
+    with torch.no_grad():
+        model.head[-1].weight.zero_()  # the head is now constant: scores are linear in (offset, taste)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    variance = 0.3
+    one = adapt(model, params, tasks.support(), context, steps=1, lr=variance, scope="user", reduction="sum", solver="newton")
+    two = adapt(model, params, tasks.support(), context, steps=2, lr=variance, scope="user", reduction="sum", solver="newton")
+    for t in range(len(tasks)):
+        theta = {n: one[n][t].clone().requires_grad_(True) for n in ("user_offset", "user_taste")}
+        grads = torch.autograd.grad(_support_objective(model, params, theta, tasks, t, context, variance), list(theta.values()))
+        assert all(g.abs().max() < 1e-4 for g in grads), t
+        assert not torch.allclose(one["user_taste"][t], params["user_taste"])
+    for name in ("user_offset", "user_taste"):
+        assert torch.allclose(one[name], two[name], atol=1e-5)
+
+
+def test_newton_steps_lower_the_regularised_support_loss_with_a_nonlinear_head(setup):
+    model, context, tasks = setup
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    adapted = adapt(model, params, tasks.support(), context, steps=3, lr=0.3, scope="user", reduction="sum", solver="newton")
+    for t in range(len(tasks)):
+        start = {n: params[n].clone() for n in ("user_offset", "user_taste")}
+        after = {n: adapted[n][t] for n in ("user_offset", "user_taste")}
+        assert _support_objective(model, params, after, tasks, t, context, 0.3) < _support_objective(model, params, start, tasks, t, context, 0.3)
+
+
+def test_newton_prior_variance_sets_how_far_a_user_moves(setup):
+    """Small prior variance keeps the start (strong shrinkage); a large one fits the support closely."""
+    model, context, tasks = setup
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    moves = []
+    for variance in (1e-4, 0.1, 10.0):
+        with torch.no_grad():
+            adapted = adapt(model, params, tasks.support(), context, steps=1, lr=variance, scope="user", reduction="sum", solver="newton")
+        moves.append(float((adapted["user_taste"] - params["user_taste"]).norm() + (adapted["user_offset"] - params["user_offset"]).norm()))
+    assert moves[0] < 0.01 * moves[2]
+    assert moves[0] < moves[1] < moves[2]
+
+
+def test_newton_meta_gradient_vectorised_equals_task_loop_and_reaches_the_prior_variance(setup):
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    names = list(params)
+    rates = {n: torch.full_like(params[n], 0.3, requires_grad=True) for n in model.scope_names("user")}
+    kwargs = dict(steps=2, lr=rates, scope="user", reduction="sum", solver="newton")
+    batched = torch.autograd.grad(meta_loss(model, params, tasks, context, **kwargs), [params[n] for n in names] + list(rates.values()), allow_unused=True)
+    loop_total = sum(meta_loss(model, params, tasks.select([t]), context, **kwargs) for t in range(len(tasks))) / len(tasks)
+    looped = torch.autograd.grad(loop_total, [params[n] for n in names] + list(rates.values()), allow_unused=True)
+    for name, a, b in zip(names + ["rate offset", "rate taste"], batched, looped):
+        if a is None or b is None:
+            assert a is None and b is None, name
+            continue
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+    assert all(g.abs().sum() > 0 for g in batched[-2:])
+
+
+def test_newton_on_implicit_data_lowers_the_support_loss(setup):
+    model, context, tasks = setup
+    import dataclasses
+
+    binary = dataclasses.replace(tasks, support_ratings=(tasks.support_ratings >= 4).float())
+    trace: list[float] = []
+    adapt(model, dict(model.named_parameters()), binary.support(), context, steps=2, lr=1.0, scope="user", loss="bce", reduction="sum", solver="newton", trace=trace)
+    assert trace[-1] < trace[0]
+
+
+def test_unknown_solver_is_rejected(setup):
+    model, context, tasks = setup
+    with pytest.raises(ValueError, match="solver"):
+        adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=1, lr=0.1, solver="adam")
+
+
+def test_newton_with_no_support_ratings_keeps_the_start(setup):
+    import dataclasses
+
+    model, context, tasks = setup
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    empty = dataclasses.replace(tasks, support_items=tasks.support_items[:, :0], support_ratings=tasks.support_ratings[:, :0], support_mask=tasks.support_mask[:, :0])
+    masked = dataclasses.replace(tasks, support_mask=torch.zeros_like(tasks.support_mask))
+    for batch in (empty, masked):
+        with torch.no_grad():
+            adapted = adapt(model, params, batch.support(), context, steps=2, lr=0.5, scope="user", reduction="sum", solver="newton")
+        assert torch.allclose(adapted["user_taste"], params["user_taste"].expand_as(adapted["user_taste"]))
+        assert torch.allclose(adapted["user_offset"], params["user_offset"].expand_as(adapted["user_offset"]))
