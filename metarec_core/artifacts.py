@@ -173,6 +173,20 @@ def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in load_file(str(path)).items() if not k.startswith(INNER_LR_PREFIX)}
 
 
+#: Settings added after runs were first saved, with the value that reproduces how those older runs adapt.
+_LEGACY_SETTINGS = {"inner_solver": "gradient"}
+
+
+def saved_config_values(values: dict) -> dict:
+    """A saved ``config.json`` as ``TrainConfig`` values: settings it predates get the value its run was trained with.
+
+    Runs saved before the Newton inner solver existed adapted by gradient steps;
+    loading them with today's default would reinterpret their learned step
+    sizes as prior variances.
+    """
+    return {**_LEGACY_SETTINGS, **values} if isinstance(values, dict) else values
+
+
 def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
     """Read a run directory back into a ready-to-score model.
 
@@ -188,7 +202,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
         if not (run_dir / name).exists():
             raise DataError(f"run directory '{run_dir}' has no {name}; it was not written completely — train it again")
     try:
-        config = config_from_dict(TrainConfig, json.loads((run_dir / CONFIG_FILE).read_text()))
+        config = config_from_dict(TrainConfig, saved_config_values(json.loads((run_dir / CONFIG_FILE).read_text())))
         meta = json.loads((run_dir / MODEL_FILE).read_text())
         tensors = load_file(str(run_dir / WEIGHTS_FILE))
         ctx = load_file(str(run_dir / CONTEXT_FILE))

@@ -130,9 +130,9 @@ def settings_form(dataset) -> None:
     meta, transfer, device = st.columns(3, gap="large")
     with meta:
         st.subheader(t("train.meta"))
-        st.segmented_control(
+        st.selectbox(
             t("train.inner_solver"), SOLVERS, format_func=common.labeller("train.solver."), key=k + "inner_solver",
-            required=True, help=t("train.inner_solver.help"), persist_state="session",
+            help=t("train.inner_solver.help"), persist_state="session",
         )
         st.segmented_control(
             t("train.inner_reduction"), REDUCTIONS, format_func=common.labeller("train.reduction."), key=k + "inner_reduction",

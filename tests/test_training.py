@@ -113,6 +113,27 @@ def test_run_directory_round_trip_gives_same_scores(scenario, tmp_path):
     assert saved["final_metrics"]["test_mae"] == pytest.approx(result.final_metrics["test_mae"])
 
 
+def test_runs_saved_before_the_newton_solver_still_adapt_by_gradient_steps(scenario, tmp_path):
+    """A config.json without ``inner_solver`` (older runs) loads as the gradient solver it was trained with."""
+    fit(config(inner_solver="gradient", inner_lr=0.05, inner_reduction="mean"), scenario.dataset, out_dir=tmp_path / "run")
+    path = tmp_path / "run" / "config.json"
+    before = Recommender.from_run_dir(tmp_path / "run")
+    pairs = [("1", 5.0), ("2", 1.0), ("3", 4.0)]
+    expected = before.score_items(before.adapt_user(pairs))
+    values = json.loads(path.read_text())
+    del values["inner_solver"]
+    path.write_text(json.dumps(values))
+    loaded = Recommender.from_run_dir(tmp_path / "run")
+    assert loaded.run.config.inner_solver == "gradient"
+    assert np.allclose(loaded.score_items(loaded.adapt_user(pairs)), expected)
+
+
+def test_newton_config_needs_the_user_scope():
+    with pytest.raises(ConfigError, match="adapt_scope"):
+        config(inner_solver="newton", adapt_scope="head")
+    assert config(inner_solver="gradient", adapt_scope="head").adapt_scope == "head"
+
+
 def test_adaptation_lowers_new_users_query_error(scenario):
     result = fit(config(num_epochs=4), scenario.dataset)
     no_adapt = fit(config(num_epochs=4, inner_steps=0), scenario.dataset)
