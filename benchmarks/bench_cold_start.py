@@ -61,6 +61,7 @@ RUNS: dict[str, tuple[str, dict]] = {
     "transfer-only": ("transfer only (λ1=0)", {"lambda_meta": 0.0}),
     "meta-only": ("meta only (λ2=0)", {"lambda_trans": 0.0}),
     "no-adapt": ("pretraining, no adaptation (inner_steps=0)", {"inner_steps": 0}),
+    "gradient": ("gradient inner loop (5 MAML steps, the previous default)", {"inner_solver": "gradient", "inner_steps": 5, "inner_lr": 0.1, "inner_reduction": "mean"}),
 }
 SAME_ROWS = " (fit's training rows)"
 BASELINES = ("global mean", "item mean", "bias", "ALS k=10 + fold-in", "bias" + SAME_ROWS, "ALS k=10 + fold-in" + SAME_ROWS)
