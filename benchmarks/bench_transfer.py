@@ -65,10 +65,15 @@ from metarec_core.metrics import mae, mean_ndcg_at_k  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.text import default_text_columns, encode_items, item_texts, make_text_encoder  # noqa: E402
+from metarec_core.presets import PRESETS  # noqa: E402
 from metarec_core.training import TrainConfig, fit  # noqa: E402
 
 SOURCE_GENRES = ("Comedy", "Drama", "Romance")
 SPARSE_KEEP = 0.2
+
+
+#: The inner loop of the "new items (text features)" preset (gradient steps), used by both item-cold and both-cold arms.
+NEW_ITEMS_INNER_LOOP = {k: v for k, v in PRESETS["new items (text features)"].items() if k.startswith("inner_")}
 
 
 def baseline_metrics(dataset, config: TrainConfig) -> dict[str, dict[str, float]]:
@@ -206,8 +211,8 @@ def run(seeds: list[int], epochs: int, parts: list[str]) -> dict:
                 continue
             rows = results.setdefault(scenario, {})
             for seed in seeds:
-                # Both arms hide item IDs half of the time in training, as the "new items" preset does.
-                config = config_from_dict(TrainConfig, {**base, "scenario": scenario, "seed": seed, "model": {"item_id_dropout": 0.5}})
+                # Both arms hide item IDs half of the time in training and adapt as the "new items" preset does.
+                config = config_from_dict(TrainConfig, {**base, **NEW_ITEMS_INNER_LOOP, "scenario": scenario, "seed": seed, "model": {"item_id_dropout": 0.5}})
                 per = baseline_metrics(data, config)
                 per.update(content_bias_metrics(data, config, {
                     "BiasBaseline + ridge bias from genres, year": genre_year,
@@ -303,7 +308,9 @@ def write_markdown(results: dict, path: Path, command: str) -> None:
         f"(load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}); Python {platform.python_version()}, "
         f"torch {torch.__version__}, 1 torch thread, CPU.",
         f"Seeds: {', '.join(map(str, seeds))}. Training: `TrainConfig` defaults except `num_epochs={results['config']['num_epochs']}` "
-        "(default 8; shortened because the machine is shared) — alternating schedule, second-order MAML, 5 inner steps, "
+        "(default 8; shortened because the machine is shared) — alternating schedule, second-order MAML, "
+        f"inner loop {TrainConfig().inner_steps} {TrainConfig().inner_solver} step(s) (item-cold and both-cold: the new-items preset's "
+        f"{NEW_ITEMS_INNER_LOOP.get('inner_steps')} {NEW_ITEMS_INNER_LOOP.get('inner_solver')} steps), "
         "adapt scope `user`, keep_best. Mean ± std (ddof=1) over seeds. Protocols are in the script's docstring.",
         "",
     ]
