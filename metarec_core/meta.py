@@ -171,6 +171,10 @@ def _newton_step(
         for n, r in zip(names, rows)
     ]
     jacobian = torch.cat(blocks, dim=-1).transpose(0, 1)  # (T, S, P)
+    if not create_graph:
+        # First order: the Jacobian, residuals and current point are constants; the prior
+        # variances still get their gradient (as a gradient step's rates do).
+        predictions = predictions.detach()
     weights = support.mask.to(predictions.dtype)
     if reduction == "mean":
         weights = weights / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
@@ -185,12 +189,12 @@ def _newton_step(
     ]).clamp(min=1e-6)
     theta = torch.cat([fast[n].reshape(n_tasks, -1) for n in names], dim=-1)
     theta0 = torch.cat([start[n].reshape(1, -1) for n in names], dim=-1)
+    if not create_graph:
+        theta, theta0 = theta.detach(), theta0.detach()
     weighted = jacobian * (weights * curvature).unsqueeze(-1)
     system = jacobian.transpose(1, 2) @ weighted + torch.diag_embed((1.0 / variance).expand(n_tasks, -1))
     rhs = (jacobian.transpose(1, 2) @ (weights * residual).unsqueeze(-1)).squeeze(-1) - (theta - theta0) / variance
     delta = torch.linalg.solve(system, rhs)
-    if not create_graph:
-        delta = delta.detach()
     updated, offset = {}, 0
     for n in names:
         size = fast[n][0].numel()

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
+from metarec_core.losses import task_losses
 from metarec_core.meta import adapt, meta_loss, score
 from metarec_core.models import EntityTensors, FeatureContext, ModelConfig, ModelShape, PreferenceModel
 from metarec_core.tasks import UserRatings, sample_tasks
@@ -241,3 +242,23 @@ def test_newton_with_no_support_ratings_keeps_the_start(setup):
             adapted = adapt(model, params, batch.support(), context, steps=2, lr=0.5, scope="user", reduction="sum", solver="newton")
         assert torch.allclose(adapted["user_taste"], params["user_taste"].expand_as(adapted["user_taste"]))
         assert torch.allclose(adapted["user_offset"], params["user_offset"].expand_as(adapted["user_offset"]))
+
+
+def test_first_order_newton_treats_the_step_as_constant_but_still_learns_the_prior_variance(setup):
+    """First order: d L_query / d start = d L_query / d adapted (the step is a constant), and α keeps its gradient."""
+    model, context, tasks = setup
+    params = dict(model.named_parameters())
+    rates = {n: torch.full_like(params[n], 0.3, requires_grad=True) for n in model.scope_names("user")}
+    kwargs = dict(steps=1, lr=rates, scope="user", reduction="sum", solver="newton")
+    first = torch.autograd.grad(meta_loss(model, params, tasks, context, first_order=True, **kwargs), [params["user_taste"], *rates.values()])
+    second = torch.autograd.grad(meta_loss(model, params, tasks, context, **kwargs), [params["user_taste"], *rates.values()])
+    assert all(g.abs().sum() > 0 for g in first[1:])
+    assert not torch.allclose(first[0], second[0], atol=1e-6)
+    # The first-order gradient is the query-loss gradient at each task's adapted point, averaged over tasks.
+    with torch.no_grad():
+        adapted = adapt(model, params, tasks.support(), context, **kwargs)
+    at = adapted["user_taste"].clone().requires_grad_(True)
+    query = tasks.query()
+    per_task = task_losses(score(model, {**adapted, "user_taste": at}, query, context), query.ratings, query.mask)
+    (expected,) = torch.autograd.grad(per_task[query.mask.any(dim=1)].mean(), [at])
+    assert torch.allclose(first[0], expected.sum(dim=0), atol=1e-6)
