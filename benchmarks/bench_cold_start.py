@@ -49,6 +49,7 @@ from metarec_core.baselines import Baseline, BiasBaseline, GlobalMean, ItemMean,
 from metarec_core.metrics import mae, mean_ndcg_at_k, rmse  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start  # noqa: E402
+from metarec_core.presets import GRADIENT_STEPS  # noqa: E402
 from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
 
 from machine import code_version, machine  # noqa: E402  (benchmarks/machine.py, beside this script)
@@ -61,7 +62,7 @@ RUNS: dict[str, tuple[str, dict]] = {
     "transfer-only": ("transfer only (λ1=0)", {"lambda_meta": 0.0}),
     "meta-only": ("meta only (λ2=0)", {"lambda_trans": 0.0}),
     "no-adapt": ("pretraining, no adaptation (inner_steps=0)", {"inner_steps": 0}),
-    "gradient": ("gradient inner loop (5 MAML steps, the previous default)", {"inner_solver": "gradient", "inner_steps": 5, "inner_lr": 0.1, "inner_reduction": "mean"}),
+    "gradient": ("gradient inner loop (5 MAML steps, the previous default)", GRADIENT_STEPS),
 }
 SAME_ROWS = " (fit's training rows)"
 BASELINES = ("global mean", "item mean", "bias", "ALS k=10 + fold-in", "bias" + SAME_ROWS, "ALS k=10 + fold-in" + SAME_ROWS)
@@ -268,12 +269,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the main runs (1: tiny tensors, shared cores)")
     parser.add_argument("--extra-threads", type=int, default=2, help="rerun the default config (first seed) with this many threads; 0 skips")
-    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of the neural runs: {', '.join(RUNS)}")
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of the neural runs (the default run is always included): {', '.join(RUNS)}")
     parser.add_argument("--num-epochs", type=int, default=None, help="smoke tests only: override num_epochs (reported)")
     parser.add_argument("--out", default=str(RESULTS / "cold_start"), help="output path without extension (.md and .json)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = dict(RUNS[key] for key in args.runs.split(","))
+    # The report compares every method with the default run, so it is always trained.
+    runs = dict(RUNS[key] for key in dict.fromkeys(["default", *args.runs.split(",")]))
     overrides = {} if args.num_epochs is None else {"num_epochs": args.num_epochs}
     torch.set_num_threads(args.threads)
     report: dict[str, object] = {

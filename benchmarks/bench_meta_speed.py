@@ -46,9 +46,11 @@ from torch.func import functional_call
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from metarec_core.configs import with_overrides  # noqa: E402
 from metarec_core.losses import task_losses  # noqa: E402
 from metarec_core.meta import meta_loss  # noqa: E402
 from metarec_core.models import FeatureContext, PreferenceModel  # noqa: E402
+from metarec_core.presets import GRADIENT_STEPS  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks  # noqa: E402
 from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
@@ -203,10 +205,7 @@ def newton_timing(model, context, tasks: TaskBatch, *, reps: int, warmup: int) -
     lr = inner_rates(model, default, default.adapt_scope)
 
     def step(model, context, inner_lr, tasks) -> float:
-        loss = meta_loss(
-            model, dict(model.named_parameters()), tasks, context, steps=default.inner_steps, lr=inner_lr,
-            scope=default.adapt_scope, reduction=default.inner_reduction, solver=default.inner_solver,
-        )
+        loss = meta_loss(model, dict(model.named_parameters()), tasks, context, lr=inner_lr, **default.inner_loop())
         loss.backward()
         return float(loss.detach())
 
@@ -325,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     load_at_start = os.getloadavg()[0]
     # MeLU's inner loop is gradient steps: compare like with like (the gradient solver, 5 steps). fit's default
     # Newton step is timed on its own below.
-    config = TrainConfig(num_epochs=1, seed=0, inner_solver="gradient", inner_steps=5, inner_lr=0.1, inner_reduction="mean")
+    config = with_overrides(TrainConfig(num_epochs=1, seed=0), GRADIENT_STEPS)
     model, context, tasks = build(config, args.tasks, config.query_size)
     q = tasks.query_mask.sum(1)
     setup = {

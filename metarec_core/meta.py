@@ -12,8 +12,10 @@ from metarec_core.tasks import Episode, TaskBatch
 
 Params = dict[str, torch.Tensor]
 
-#: Inner-loop update rules of :func:`adapt`.
-SOLVERS = ("gradient", "newton")
+#: Inner-loop update rules of :func:`adapt` (the training default first).
+SOLVERS = ("newton", "gradient")
+#: How :func:`adapt` combines a task's support losses (the training default first).
+REDUCTIONS = ("sum", "mean")
 
 
 def adapt(
@@ -103,6 +105,8 @@ def adapt(
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got '{solver}'")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
     names = model.scope_names(scope)
     n_tasks = int(support.users.shape[0])
     base = dict(params)

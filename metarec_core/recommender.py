@@ -149,9 +149,8 @@ class Recommender:
         with torch.no_grad():
             params = adapt(
                 self.model, self._start, episode, context,
-                steps=config.inner_steps if steps is None else int(steps),
-                lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss, trace=trace, path=path,
-                reduction=config.inner_reduction, solver=config.inner_solver,
+                lr=self.run.inner_lr or config.inner_lr, loss=self.run.loss, trace=trace, path=path,
+                **(config.inner_loop() | ({} if steps is None else {"steps": int(steps)})),
             )
         return UserState(
             user_id=None if user_id is None else str(user_id), known=warm, support_items=items, support_ratings=values,
@@ -249,9 +248,8 @@ class Recommender:
         with torch.no_grad():
             cold = Episode(tasks.users.to(device), tasks.support_items.to(device), tasks.support_ratings.to(device), tasks.support_mask.to(device), False)
             adapted = adapt(
-                model, self._start, cold, self.run.context, steps=config.inner_steps,
-                lr=self.run.inner_lr or config.inner_lr, scope=config.adapt_scope, loss=self.run.loss, reduction=config.inner_reduction,
-                solver=config.inner_solver,
+                model, self._start, cold, self.run.context, lr=self.run.inner_lr or config.inner_lr, loss=self.run.loss,
+                **config.inner_loop(),
             )
             taste = adapted["user_taste"]
             taste = taste if taste.dim() == 2 else taste.expand(n_users, -1)

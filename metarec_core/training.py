@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.features import FeatureEncoder
 from metarec_core.losses import l2_penalty, pointwise_loss
-from metarec_core.meta import SOLVERS, adapt, meta_loss, score
+from metarec_core.meta import REDUCTIONS, SOLVERS, adapt, meta_loss, score
 from metarec_core.presets import PRESETS
 from metarec_core.models import ADAPT_SCOPES, EntityTensors, FeatureContext, ModelConfig, PreferenceModel, shape_for
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
@@ -120,8 +121,8 @@ class TrainConfig:
             raise ValueError(f"adapt_scope must be one of {ADAPT_SCOPES}, got '{self.adapt_scope}'")
         if self.query_pooling not in ("task", "rating"):
             raise ValueError(f"query_pooling must be task or rating, got '{self.query_pooling}'")
-        if self.inner_reduction not in ("mean", "sum"):
-            raise ValueError(f"inner_reduction must be mean or sum, got '{self.inner_reduction}'")
+        if self.inner_reduction not in REDUCTIONS:
+            raise ValueError(f"inner_reduction must be one of {REDUCTIONS}, got '{self.inner_reduction}'")
         if self.inner_solver not in SOLVERS:
             raise ValueError(f"inner_solver must be one of {SOLVERS}, got '{self.inner_solver}'")
         if self.inner_solver == "newton" and self.adapt_scope != "user":
@@ -149,6 +150,15 @@ class TrainConfig:
             raise ValueError("cold_fraction and valid_fraction must be in [0, 1)")
         if self.lambda_meta == 0 and self.lambda_trans == 0:
             raise ValueError("lambda_meta and lambda_trans cannot both be 0: nothing would be trained")
+
+    def inner_loop(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`metarec_core.meta.adapt` this config sets: ``steps``, ``scope``, ``reduction``, ``solver``.
+
+        Every caller of ``adapt`` (training, validation, evaluation, the
+        recommender) takes them from here, so a run adapts the same way wherever
+        it is used.
+        """
+        return {"steps": self.inner_steps, "scope": self.adapt_scope, "reduction": self.inner_reduction, "solver": self.inner_solver}
 
 
 def preset_config(name: str, **overrides) -> TrainConfig:
@@ -398,8 +408,7 @@ def fit(
         ).to(device)
         return meta_loss(
             model, dict(model.named_parameters()), tasks, context,
-            steps=config.inner_steps, lr=inner_lr, first_order=config.first_order, scope=config.adapt_scope, loss=kind,
-            reduction=config.inner_reduction, query_pooling=config.query_pooling, solver=config.inner_solver,
+            lr=inner_lr, first_order=config.first_order, loss=kind, query_pooling=config.query_pooling, **config.inner_loop(),
         )
 
     def trans_term(rows: np.ndarray) -> torch.Tensor:
@@ -536,8 +545,7 @@ def predict_tasks(model: PreferenceModel, inner_lr, config: TrainConfig, tasks: 
         for start in range(0, len(tasks), chunk):
             part = tasks.select(slice(start, start + chunk))
             adapted = adapt(
-                model, dict(model.named_parameters()), part.support(), context,
-                steps=config.inner_steps, lr=inner_lr, scope=config.adapt_scope, loss=kind, reduction=config.inner_reduction, solver=config.inner_solver,
+                model, dict(model.named_parameters()), part.support(), context, lr=inner_lr, loss=kind, **config.inner_loop(),
             )
             out.append(score(model, adapted, part.query(), context).cpu().numpy())
     return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)

@@ -24,9 +24,6 @@ PRESET_KEYS = {
     "new items (text features)": "train.preset.new_items",
 }
 L0_CHOICES = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-SCOPES = ("user", "head", "user+head", "dense")
-SOLVERS = ("newton", "gradient")
-REDUCTIONS = ("sum", "mean")
 SCENARIOS = ("user-cold", "item-cold", "both-cold", "warm")
 ENCODERS = ("default", "hashing")
 
@@ -84,6 +81,9 @@ def init_widgets() -> None:
 
 def settings_form(dataset) -> None:
     """All the setting widgets; their values live in session state under ``cfg_*``."""
+    from metarec_core.meta import REDUCTIONS, SOLVERS
+    from metarec_core.models import ADAPT_SCOPES
+
     k = PREFIX
     st.pills(
         t("train.preset"),
@@ -144,7 +144,7 @@ def settings_form(dataset) -> None:
         if newton:
             st.session_state[k + "adapt_scope"] = "user"  # the Newton step solves a system the size of the adapted parameters
         st.selectbox(
-            t("train.adapt_scope"), SCOPES, format_func=common.labeller("train.scope."), key=k + "adapt_scope",
+            t("train.adapt_scope"), ADAPT_SCOPES, format_func=common.labeller("train.scope."), key=k + "adapt_scope",
             disabled=newton, persist_state="session",
         )
         st.toggle(t("train.first_order"), key=k + "first_order", help=t("train.first_order.help"), persist_state="session")

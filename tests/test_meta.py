@@ -224,10 +224,12 @@ def test_newton_on_implicit_data_lowers_the_support_loss(setup):
     assert trace[-1] < trace[0]
 
 
-def test_unknown_solver_is_rejected(setup):
+def test_unknown_solver_or_reduction_is_rejected(setup):
     model, context, tasks = setup
     with pytest.raises(ValueError, match="solver"):
         adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=1, lr=0.1, solver="adam")
+    with pytest.raises(ValueError, match="reduction"):
+        adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=1, lr=0.1, reduction="median")
 
 
 def test_newton_with_no_support_ratings_keeps_the_start(setup):
