@@ -1,4 +1,4 @@
-"""Background training: the run queue, the dispatcher that starts worker processes, and the worker body.
+"""Background work on runs: the training queue, the dispatcher that starts worker processes, the worker body, and background evaluations.
 
 A run is trained in its own process, ``python -m metarec_core worker RUN_ID``,
 started with :class:`subprocess.Popen` in a new session (never a thread of the
@@ -11,6 +11,10 @@ Typical use (what ``train --background`` and the app do)::
     store = RunStore()
     run_id = submit(store, config, "builtin:movielens-100k", name="my run")
     dispatch(store)            # starts queued runs while slots are free
+
+A finished run's shots-curve evaluation runs the same way, in its own process
+(``python -m metarec_core runs evaluate RUN_ID``), writing into the run's
+``evaluation/`` folder: :func:`start_evaluation`, :func:`evaluation_state`.
 """
 from __future__ import annotations
 
@@ -409,14 +413,131 @@ def run_worker(store: RunStore, run_id: str) -> str:
     return status
 
 
+# ---------------------------------------------------------------------- evaluations
+#: Folder of a run's evaluation (shots curves, per-user gains) inside its run directory.
+EVALUATION_DIR = "evaluation"
+#: The K values (support sizes) of a background evaluation.
+EVALUATION_SHOTS = (1, 3, 5, 10, 20)
+_EVALUATION_PID = "evaluation.pid"
+_EVALUATION_ERROR = "evaluation.error"
+_EVALUATION_LOG = "evaluation.log"
+
+
+def evaluation_dir(store: RunStore, run_id: str) -> Path:
+    """Where a run's evaluation is kept (read it with ``EvaluationResult.load``)."""
+    return store.run_dir(run_id) / EVALUATION_DIR
+
+
+def evaluation_state(store: RunStore, run_id: str) -> str:
+    """``running``, ``done``, ``failed: <reason>`` or ``none`` — from files, so it survives an app restart."""
+    _reap_children()
+    run_dir = store.run_dir(run_id)
+    pid = _read_pid(run_dir / _EVALUATION_PID)
+    if pid is not None and pid_alive(pid, run_id):
+        return "running"
+    if (run_dir / _EVALUATION_ERROR).is_file():
+        return "failed: " + (run_dir / _EVALUATION_ERROR).read_text().strip()
+    if (evaluation_dir(store, run_id) / "results.parquet").is_file():
+        return "done"
+    if pid is not None:
+        return f"failed: the evaluation process stopped without a result (see {run_dir / _EVALUATION_LOG})"
+    return "none"
+
+
+def start_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVALUATION_SHOTS) -> bool:
+    """Evaluate a completed run in a background process (the run, its no-adaptation start and the baselines, every K).
+
+    Returns
+    -------
+    bool
+        False if an evaluation of this run is already running (nothing started).
+
+    Raises
+    ------
+    StoreError
+        If the run is not completed, or the process cannot be started.
+    """
+    run = store.get_run(run_id)
+    if run.status != "completed":
+        raise StoreError(f"run '{run_id}' is {run.status}; only a completed run can be evaluated")
+    if evaluation_state(store, run_id) == "running":
+        return False
+    run_dir = store.run_dir(run_id)
+    (run_dir / _EVALUATION_ERROR).unlink(missing_ok=True)
+    command = [sys.executable, "-m", "metarec_core", "-v", "runs", "evaluate", run_id, "--shots", ",".join(map(str, shots))]
+    try:
+        with open(run_dir / _EVALUATION_LOG, "ab") as log:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=_PACKAGE_ROOT,
+                env=_child_env(store), start_new_session=True, close_fds=True,
+            )
+    except OSError as exc:
+        raise StoreError(f"run '{run_id}': could not start the evaluation process: {exc}") from exc
+    _write_line(run_dir / _EVALUATION_PID, str(process.pid))
+    with _children_lock:
+        _children[f"evaluate-{run_id}"] = process
+    logger.info("started evaluation %d for run %s", process.pid, run_id)
+    return True
+
+
+def run_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVALUATION_SHOTS) -> Any:
+    """Evaluate a completed run in this process and save the result into its ``evaluation/`` folder.
+
+    The body of ``python -m metarec_core runs evaluate RUN_ID``. A failure is
+    also written as one line beside the run, where :func:`evaluation_state`
+    reports it, and raised.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    from metarec_core.evaluation import EvaluationConfig, evaluate_run
+
+    run_dir = store.run_dir(run_id)
+    pid_file = run_dir / _EVALUATION_PID
+    _write_line(pid_file, str(os.getpid()))
+    (run_dir / _EVALUATION_ERROR).unlink(missing_ok=True)
+    try:
+        run = store.get_run(run_id)
+        if run.status != "completed":
+            raise StoreError(f"run '{run_id}' is {run.status}; only a completed run can be evaluated")
+        _limit_torch_threads()
+        result = evaluate_run(run_dir, store.resolve_dataset(run.dataset_ref), EvaluationConfig(shots=tuple(shots)))
+        result.save(evaluation_dir(store, run_id))
+        return result
+    except MetarecError as exc:
+        _write_line(run_dir / _EVALUATION_ERROR, str(exc))
+        raise
+    except Exception as exc:
+        logger.exception("evaluation of run %s failed", run_id)
+        _write_line(run_dir / _EVALUATION_ERROR, f"{type(exc).__name__}: {exc} (full traceback in {run_dir / _EVALUATION_LOG})")
+        raise
+    finally:
+        if _read_pid(pid_file) == os.getpid():
+            pid_file.unlink(missing_ok=True)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_line(path: Path, text: str) -> None:
+    """Write ``text`` as one line (newlines folded), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(" ".join(text.split("\n")) + "\n")
+    tmp.replace(path)
+
+
 # ---------------------------------------------------------------------- helpers
 def _spawn(store: RunStore, run: RunRecord, max_concurrent: int) -> subprocess.Popen:
     run_dir = store.run_dir(run.id)
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env["METAREC_HOME"] = str(store.home.resolve())
+    env = _child_env(store)
     env["METAREC_MAX_WORKERS"] = str(max_concurrent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "metarec_core", "-v", "worker", run.id]
     try:
         with open(run_dir / WORKER_LOG, "ab") as log:
@@ -438,6 +559,14 @@ def _spawn(store: RunStore, run: RunRecord, max_concurrent: int) -> subprocess.P
         _children[run.id] = process
     logger.info("started worker %d for run %s", process.pid, run.id)
     return process
+
+
+def _child_env(store: RunStore) -> dict[str, str]:
+    """Environment of a background process: this store, and this checkout's package importable."""
+    env = dict(os.environ)
+    env["METAREC_HOME"] = str(store.home.resolve())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def _reap_children() -> None:

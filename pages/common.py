@@ -603,62 +603,25 @@ def item_titles_for(rec: Any, dataset: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------- evaluation (shots curves)
-EVALUATION_DIR = "evaluation"
-EVALUATION_SHOTS = (1, 3, 5, 10, 20)
-
-
 def evaluation_dir(run_id: str) -> Path:
     """Where a run's evaluation (shots curve, per-user gains) is kept."""
-    return store().run_dir(run_id) / EVALUATION_DIR
+    from metarec_core.jobs import evaluation_dir as folder
 
-
-@st.cache_resource(show_spinner=False)
-def _evaluations() -> dict[str, Any]:
-    """Evaluations in progress in this server: run ID -> thread, and run ID -> error message."""
-    return {"threads": {}, "errors": {}}
-
-
-def _evaluate_to_disk(run_dir: Path, dataset: Any, out: Path, errors: dict[str, str], run_id: str) -> None:
-    """Thread body: evaluate a run and its baselines for every K and write the tables (no Streamlit calls)."""
-    import torch
-
-    from metarec_core.evaluation import EvaluationConfig, evaluate_run
-
-    torch.set_num_threads(1)
-    try:
-        evaluate_run(run_dir, dataset, EvaluationConfig(shots=EVALUATION_SHOTS)).save(out)
-    except Exception as exc:  # noqa: BLE001 - reported on the page, never raised in a thread
-        logger.exception("evaluation of %s failed", run_dir)
-        errors[run_id] = str(exc)
+    return folder(store(), run_id)
 
 
 def start_evaluation(run: Any) -> None:
-    """Evaluate a run in a background thread of this server; the page polls :func:`evaluation_state`."""
-    import threading
+    """Evaluate a run in a background process (it outlives this server); the page polls :func:`evaluation_state`."""
+    from metarec_core.jobs import start_evaluation as start
 
-    jobs = _evaluations()
-    thread = jobs["threads"].get(run.id)
-    if thread is not None and thread.is_alive():
-        return
-    jobs["errors"].pop(run.id, None)
-    dataset = run_dataset(run)
-    thread = threading.Thread(
-        target=_evaluate_to_disk, args=(store().run_dir(run.id), dataset, evaluation_dir(run.id), jobs["errors"], run.id),
-        name=f"evaluate-{run.id}", daemon=True,
-    )
-    jobs["threads"][run.id] = thread
-    thread.start()
+    start(store(), run.id)
 
 
 def evaluation_state(run_id: str) -> str:
     """``done``, ``running``, ``failed: <reason>`` or ``none``."""
-    jobs = _evaluations()
-    thread = jobs["threads"].get(run_id)
-    if thread is not None and thread.is_alive():
-        return "running"
-    if run_id in jobs["errors"]:
-        return f"failed: {jobs['errors'][run_id]}"
-    return "done" if (evaluation_dir(run_id) / "results.parquet").is_file() else "none"
+    from metarec_core.jobs import evaluation_state as state
+
+    return state(store(), run_id)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -274,3 +274,47 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "only a queued run" in capsys.readouterr().err
     assert main(["runs", "datasets", *home]) == 0
     assert "no saved datasets" in capsys.readouterr().out
+
+
+def test_evaluation_runs_in_its_own_process_and_its_state_survives_a_restart(store: RunStore, dataset_ref: str) -> None:
+    from metarec_core.evaluation import EvaluationResult
+
+    run_id = jobs.submit(store, TINY, dataset_ref, name="to evaluate")
+    assert jobs.run_worker(store, run_id) == "completed", worker_log(store, run_id)
+    assert jobs.evaluation_state(store, run_id) == "none"
+    assert jobs.start_evaluation(store, run_id, shots=(1, 5)) is True
+    assert jobs.start_evaluation(store, run_id, shots=(1, 5)) is False  # one at a time per run
+    log = store.run_dir(run_id) / "evaluation.log"
+    wait_for(lambda: jobs.evaluation_state(store, run_id) != "running", 120, "the evaluation process")
+    restarted = RunStore(store.home)  # what a restarted app sees: files only
+    assert jobs.evaluation_state(restarted, run_id) == "done", log.read_text()
+    result = EvaluationResult.load(jobs.evaluation_dir(restarted, run_id))
+    assert set(result.frame["shots"]) == {1, 5}
+    assert {"bias", "mf"} <= set(result.methods) and len(result.methods) >= 4
+    assert not (store.run_dir(run_id) / "evaluation.pid").exists()
+
+
+def test_evaluation_failures_are_one_line_states(store: RunStore, dataset_ref: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import metarec_core.evaluation as evaluation
+
+    queued = jobs.submit(store, TINY, dataset_ref)
+    with pytest.raises(StoreError, match="only a completed run"):
+        jobs.start_evaluation(store, queued)
+    run_id = jobs.submit(store, TINY, dataset_ref)
+    assert jobs.run_worker(store, run_id) == "completed"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nwith a second line")
+
+    monkeypatch.setattr(evaluation, "evaluate_run", broken)
+    with pytest.raises(RuntimeError):
+        jobs.run_evaluation(store, run_id)
+    state = jobs.evaluation_state(store, run_id)
+    assert state.startswith("failed: RuntimeError: boom with a second line (full traceback in") and "\n" not in state
+    assert main(["runs", "evaluate", run_id, "--state", "--home", str(store.home)]) == 1
+    assert capsys.readouterr().out.startswith("failed: RuntimeError: boom")
+
+    # A process that died without a word (killed, machine restarted) is a failure too, not "running" forever.
+    (store.run_dir(run_id) / "evaluation.error").unlink()
+    (store.run_dir(run_id) / "evaluation.pid").write_text("999999999\n")
+    assert jobs.evaluation_state(store, run_id).startswith("failed: the evaluation process stopped without a result")

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from metarec_core.jobs import EVALUATION_SHOTS
 from metarec_core.store import RUN_STATUSES, RunRecord, RunStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``worker`` and ``runs list|show|cancel|delete|rename|compare|export|import|dispatch|wait|datasets``."""
+    """Add ``worker`` and ``runs list|show|cancel|delete|rename|compare|export|import|dispatch|wait|evaluate|datasets``."""
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument("--home", type=Path, help="run store directory (default: METAREC_HOME or the user data dir)")
     as_json = argparse.ArgumentParser(add_help=False)
@@ -60,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_id", metavar="ID")
     p.add_argument("--timeout", type=float, help="give up after this many seconds")
     p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("evaluate", parents=[home, as_json], help="shots curve of a completed run and the baselines, kept with the run (what the Runs page shows)")
+    p.add_argument("run_id", metavar="ID")
+    p.add_argument("--shots", default=",".join(map(str, EVALUATION_SHOTS)), help="comma-separated support sizes K (default %(default)s)")
+    p.add_argument("--background", action="store_true", help="run it in a background process and return at once")
+    p.add_argument("--state", action="store_true", help="only print the state of the run's evaluation: none, running, done or failed")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("datasets", parents=[home, as_json], help="list saved datasets, or delete one")
     p.add_argument("--delete", metavar="DATASET_ID", help="delete this saved dataset")
     p.add_argument("--force", action="store_true", help="delete even if finished runs used it")
@@ -251,6 +259,39 @@ def cmd_wait(args: argparse.Namespace) -> int:
     else:
         print(f"run {run.id} {run.status}" + (f": {run.error}" if run.error else ""))
     return 0 if run.status == "completed" else 1
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``runs evaluate ID [--shots K,..] [--background | --state]``: exit code 0 once the result is saved (or the process started)."""
+    from metarec_core.cli.evaluate import parse_shots
+    from metarec_core.jobs import evaluation_dir, evaluation_state, run_evaluation, start_evaluation
+
+    store = _store(args)
+    run_id = store.find_run(args.run_id).id
+    shots = parse_shots(args.shots)
+    if args.state:
+        state = evaluation_state(store, run_id)
+        if args.json:
+            _print_json({"run": run_id, "state": state})
+        else:
+            print(state)
+        return 1 if state.startswith("failed") else 0
+    if args.background:
+        started = start_evaluation(store, run_id, shots=shots)
+        state = evaluation_state(store, run_id)
+        if args.json:
+            _print_json({"run": run_id, "started": started, "state": state})
+        else:
+            print(f"evaluation of run {run_id} {'started' if started else 'already running'}; "
+                  f"check it with: python -m metarec_core runs evaluate {run_id} --state")
+        return 0
+    result = run_evaluation(store, run_id, shots=shots)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        print(result.table(["mae", "ndcg@3"]).to_string())
+        print(f"saved in {evaluation_dir(store, run_id)}")
+    return 0
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
