@@ -1,6 +1,7 @@
 """Training: one ``fit`` that optimises ``L_total = λ1·L_meta + λ2·L_trans + L0`` on a schedule of phases."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -39,7 +40,9 @@ class TrainConfig:
     ``λ1 = lambda_meta``, ``λ2 = lambda_trans`` and ``L0 = lambda_l0·‖θ − θ_source‖²``
     (L2-SP towards a source run's weights when ``source_run`` is set, plain L2
     ``lambda_l0·‖θ‖²`` otherwise). ``λ1 = 0`` turns the meta phase off (pure
-    transfer), ``λ2 = 0`` the transfer phase (pure meta-learning).
+    transfer), ``λ2 = 0`` the transfer phase (pure meta-learning). With
+    ``λ1 = 0`` nothing learns the inner rates, so each epoch sets them to the
+    value of :data:`PRIOR_GRID` with the best validation score.
 
     Schedules: ``alternating`` runs, in each of ``num_epochs`` epochs,
     ``meta_epochs`` passes of the meta phase then ``trans_epochs`` passes of
@@ -431,9 +434,11 @@ def fit(
         return {f"valid_{k}": v for k, v in query_metrics(data.valid_query, flat, kind, artifacts.rating_range).items()}
 
     best = _BestState()
+    # Without a meta phase nothing learns the prior variances (inner rates): pick them on the validation users.
+    validated_prior = config.lambda_meta == 0 and valid_tasks is not None
 
     def end_epoch(epoch: int) -> None:
-        metrics = validate()
+        metrics = _validated_prior(inner_lr, validate, kind) if validated_prior else validate()
         elapsed = time.perf_counter() - started
         emit(ProgressEvent("validate", epoch + 1, step, total_steps, {}, metrics, elapsed, elapsed / max(step, 1) * (total_steps - step)))
         best.offer(epoch + 1, metrics, model, inner_lr)
@@ -593,6 +598,38 @@ def _inner_learning_rates(model: PreferenceModel, config: TrainConfig, device: t
     }
 
 
+#: Candidate inner rates (Newton: prior variances; gradient: step sizes) tried on the
+#: validation users when no meta phase learns them (``lambda_meta = 0``).
+PRIOR_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def _validated_prior(inner_lr: dict[str, torch.Tensor], validate, kind: str) -> dict[str, float]:
+    """Set every inner rate to the value of :data:`PRIOR_GRID` with the best validation score; return its metrics.
+
+    With ``lambda_meta = 0`` (transfer only) no meta-gradient learns how far a
+    new user should move from the start, so that one number is chosen like the
+    fold-in penalty of the ALS baseline: on held-out training users (K-shot
+    MAE; AUC on implicit data).
+    """
+    key, sign = ("valid_auc", -1.0) if kind == "bce" else ("valid_mae", 1.0)
+    best: tuple[float, float, dict[str, float]] | None = None
+    for value in PRIOR_GRID:
+        with torch.no_grad():
+            for rate in inner_lr.values():
+                rate.fill_(value)
+        metrics = validate()
+        if key not in metrics:
+            return metrics
+        if best is None or sign * metrics[key] < best[0]:
+            best = (sign * metrics[key], value, metrics)
+    assert best is not None
+    with torch.no_grad():
+        for rate in inner_lr.values():
+            rate.fill_(best[1])
+    log.info("no meta phase: inner rates set to %g on the validation users", best[1])
+    return best[2]
+
+
 def _source_anchor(config: TrainConfig, model: PreferenceModel, device: torch.device) -> dict[str, torch.Tensor] | None:
     """Weights of the source run (the L2-SP anchor), also used to initialise the model.
 
@@ -621,13 +658,27 @@ def _source_anchor(config: TrainConfig, model: PreferenceModel, device: torch.de
 
 
 def _source_inner_rates(config: TrainConfig, inner_lr: dict[str, torch.Tensor]) -> None:
-    """Start learned inner learning rates from the source run's, where they fit."""
+    """Start learned inner learning rates from the source run's, where they fit.
+
+    A source run with another inner solver is skipped (its rates are step sizes
+    where this run needs prior variances, or the other way round).
+    """
     if not config.source_run:
         return
     from safetensors.torch import load_file
 
-    from metarec_core.artifacts import INNER_LR_PREFIX, WEIGHTS_FILE
+    from metarec_core.artifacts import CONFIG_FILE, INNER_LR_PREFIX, WEIGHTS_FILE, saved_config_values
 
+    try:
+        source_solver = saved_config_values(json.loads((Path(config.source_run) / CONFIG_FILE).read_text())).get("inner_solver", config.inner_solver)
+    except (OSError, ValueError):
+        source_solver = config.inner_solver
+    if source_solver != config.inner_solver:
+        log.warning(
+            "source run %s adapts with the %s solver and this run with %s: its inner rates mean something else and are not reused",
+            config.source_run, source_solver, config.inner_solver,
+        )
+        return
     saved = load_file(str(Path(config.source_run) / WEIGHTS_FILE))
     with torch.no_grad():
         for name, value in inner_lr.items():

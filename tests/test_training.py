@@ -10,7 +10,8 @@ from metarec_core.configs import config_from_dict
 from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
-from metarec_core.training import PRESETS, TrainConfig, _plan, fit, preset_config
+from metarec_core.presets import GRADIENT_STEPS
+from metarec_core.training import PRESETS, PRIOR_GRID, TrainConfig, _plan, _source_inner_rates, _validated_prior, fit, preset_config
 
 FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "meta_batch_size": 32, "batch_size": 256, "inner_steps": 3}
 
@@ -62,6 +63,42 @@ def test_zero_lambda_turns_a_phase_off(scenario):
         phases[name] = seen
     assert "meta" not in phases["transfer"] and "transfer" in phases["transfer"]
     assert "transfer" not in phases["meta"] and "meta" in phases["meta"]
+
+
+def test_validated_prior_keeps_the_grid_value_with_the_best_validation_score():
+    rates = {"user_offset": torch.zeros(()), "user_taste": torch.zeros(4)}
+    tried = []
+
+    def validate():
+        value = float(rates["user_offset"])
+        assert torch.all(rates["user_taste"] == value)  # every rate is set to the candidate
+        tried.append(value)
+        return {"valid_mae": abs(value - 0.1) + 0.7, "valid_auc": 1.0 - abs(value - 0.3)}
+
+    metrics = _validated_prior(rates, validate, "mse")
+    assert tried == pytest.approx(list(PRIOR_GRID))
+    assert float(rates["user_offset"]) == pytest.approx(0.1) and torch.allclose(rates["user_taste"], torch.full((4,), 0.1))
+    assert metrics["valid_mae"] == pytest.approx(0.7)
+    _validated_prior(rates, validate, "bce")  # implicit data: the highest AUC wins
+    assert float(rates["user_offset"]) == pytest.approx(0.3)
+
+
+def test_transfer_only_run_picks_its_prior_on_validation_users(scenario, tmp_path):
+    fit(config(lambda_meta=0.0, inner_lr=0.5), scenario.dataset, out_dir=tmp_path / "run")
+    rates = load_run(tmp_path / "run").inner_lr
+    values = {round(float(v), 6) for rate in rates.values() for v in rate.reshape(-1)}
+    assert len(values) == 1 and values.pop() in {round(v, 6) for v in PRIOR_GRID}
+
+
+def test_source_inner_rates_are_reused_only_under_the_same_solver(scenario, tmp_path):
+    fit(config(**GRADIENT_STEPS, num_epochs=1), scenario.dataset, out_dir=tmp_path / "source")
+    source = load_run(tmp_path / "source").inner_lr
+    for solver_values, reused in ((GRADIENT_STEPS, True), ({}, False)):
+        target = config(**solver_values, source_run=str(tmp_path / "source"))
+        rates = {name: torch.full_like(value, 0.123) for name, value in source.items()}
+        _source_inner_rates(target, rates)
+        for name, value in rates.items():
+            assert torch.allclose(value, source[name]) if reused else torch.all(value == 0.123), (solver_values, name)
 
 
 def test_progress_events_and_metrics_file(scenario, tmp_path):
