@@ -11,7 +11,7 @@ from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
 from metarec_core.presets import GRADIENT_STEPS
-from metarec_core.training import PRESETS, PRIOR_GRID, TrainConfig, _plan, _source_inner_rates, _validated_prior, fit, preset_config
+from metarec_core.training import PRESETS, PRIOR_GRID, TrainConfig, _plan, _source_inner_rates, _validated_prior, _WeightAverage, fit, preset_config
 
 FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "meta_batch_size": 32, "batch_size": 256, "inner_steps": 3}
 
@@ -99,6 +99,43 @@ def test_source_inner_rates_are_reused_only_under_the_same_solver(scenario, tmp_
         _source_inner_rates(target, rates)
         for name, value in rates.items():
             assert torch.allclose(value, source[name]) if reused else torch.all(value == 0.123), (solver_values, name)
+
+
+def test_weight_average_follows_the_weights_and_swaps_back():
+    model = torch.nn.Linear(2, 1)
+    rates = {"w": torch.tensor([0.5])}
+    average = _WeightAverage(model, rates, decay=0.9)
+    start = model.weight.detach().clone()
+    for _ in range(200):  # far past the warm-up ramp: the decay is 0.9
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        average.update()
+    # An EMA of a weight growing by 1 per step lags it by decay / (1 - decay) = 9 steps.
+    assert torch.allclose(average.mean["model.weight"], start + 200 - 9, atol=1e-3)
+    live = model.weight.detach().clone()
+    with average.applied():
+        assert torch.allclose(model.weight, average.mean["model.weight"])
+        assert torch.allclose(rates["w"], torch.tensor([0.5]))
+    assert torch.equal(model.weight, live)
+    average.apply()
+    assert torch.allclose(model.weight, start + 191, atol=1e-3)
+
+
+def test_weight_average_early_steps_are_not_held_back_by_the_initial_weights():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = _WeightAverage(model, {}, decay=0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(5):
+        average.update()
+    assert float(average.mean["model.weight"]) > 0.5  # a plain 0.999 decay would still be at 0.005
+
+
+def test_ema_decay_must_be_below_one():
+    with pytest.raises(ConfigError, match="ema_decay"):
+        config_from_dict(TrainConfig, {"ema_decay": 1.0})
 
 
 def test_progress_events_and_metrics_file(scenario, tmp_path):
