@@ -85,7 +85,7 @@ def render(result: EvaluationResult, timings: list[dict[str, float]], seeds: lis
         f"Written by `benchmarks/bench_shots.py` on {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}.",
         f"Machine: {machine_line()}.",
         "",
-        f"Protocol: one run per seed with {trained} (meta + transfer, user-cold, 20% of users "
+        f"Protocol: one run per seed with {trained} ({run}, user-cold, 20% of users "
         "held out); `evaluate_run` splits ML-100K with the run's own seed for every K (the held-out users are exactly "
         "the run's), adapts each new user on their first K support ratings (nested: the 3-shot support is part of the "
         "5-shot one) and scores the rest of their ratings (query). `no adaptation` is the run with 0 inner steps. "
