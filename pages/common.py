@@ -617,6 +617,13 @@ def start_evaluation(run: Any) -> None:
     start(store(), run.id)
 
 
+def delete_run(run_id: str) -> None:
+    """Delete a run and its files, stopping its background evaluation first."""
+    from metarec_core.jobs import delete_run as delete
+
+    delete(store(), run_id)
+
+
 def evaluation_state(run_id: str) -> str:
     """``done``, ``running``, ``failed: <reason>`` or ``none``."""
     from metarec_core.jobs import evaluation_state as state

@@ -189,7 +189,7 @@ def manage_section(runs) -> None:
         confirm = st.checkbox(t("runs.delete.confirm"), key=f"delete_confirm_{run_id}")
         if st.button(t("runs.delete"), icon=":material/delete:", disabled=not confirm, key="delete_button"):
             with common.guard():
-                common.store().delete(run_id)
+                common.delete_run(run_id)
                 if st.session_state.get(common.RUN) == run_id:
                     st.session_state[common.RUN] = None
                 st.rerun()

@@ -318,3 +318,18 @@ def test_evaluation_failures_are_one_line_states(store: RunStore, dataset_ref: s
     (store.run_dir(run_id) / "evaluation.error").unlink()
     (store.run_dir(run_id) / "evaluation.pid").write_text("999999999\n")
     assert jobs.evaluation_state(store, run_id).startswith("failed: the evaluation process stopped without a result")
+
+
+def test_deleting_a_run_stops_its_evaluation_so_the_folder_stays_gone(store: RunStore, dataset_ref: str, capsys) -> None:
+    run_id = jobs.submit(store, TINY, dataset_ref, name="delete me")
+    assert jobs.run_worker(store, run_id) == "completed", worker_log(store, run_id)
+    assert jobs.start_evaluation(store, run_id, shots=(1, 3, 5, 10)) is True
+    pid = int((store.run_dir(run_id) / "evaluation.pid").read_text())
+    assert jobs.evaluation_state(store, run_id) == "running"
+    assert main(["runs", "delete", run_id, "--home", str(store.home)]) == 0
+    assert "deleted run" in capsys.readouterr().out
+    assert not jobs.pid_alive(pid, run_id)
+    time.sleep(1.0)  # a surviving evaluation would write its pid, log or results back by now
+    assert not store.run_dir(run_id).exists()
+    assert all(run.id != run_id for run in store.list_runs())
+    assert jobs.stop_evaluation(store, "0123456789") is False  # nothing to stop

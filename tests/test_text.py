@@ -1,6 +1,7 @@
 """Tests of metarec_core.text: hashing and packaged MiniLM encoders, item texts, the cache."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -178,7 +179,7 @@ def test_cache_hit_returns_identical_matrix_without_encoding(tmp_path):
     assert enc.calls == 1 and first.shape == (4, 32) and first.dtype == np.float32
     assert progress[-1] == (4, 4)
     files = sorted(p.name for p in tmp_path.iterdir())
-    key = cache_key(enc.name, ds.fingerprint, ("title", "genres", "description"))
+    key = cache_key(enc.name, item_texts(ds), ("title", "genres", "description"))
     assert files == [f"{key}.json", f"{key}.npy"]  # no temporary files left behind
     sidecar = json.loads((tmp_path / f"{key}.json").read_text())
     assert sidecar["columns"] == ["title", "genres", "description"] and sidecar["shape"] == [4, 32]
@@ -209,6 +210,24 @@ def test_cache_invalidates_when_columns_encoder_or_data_change(tmp_path):
     vectors = encode_items(changed, enc, cache_dir=tmp_path)
     assert enc.calls == 3 and not np.allclose(vectors[3], base[3])
     assert len(list(tmp_path.glob("*.npy"))) == 4
+
+
+def test_cache_is_shared_by_datasets_with_the_same_items_and_other_ratings(tmp_path):
+    ds = make_dataset()
+    enc = CountingEncoder(HashingTextEncoder(dim=16))
+    first = encode_items(ds, enc, cache_dir=tmp_path)
+    more_ratings = dataclasses.replace(ds, ratings=pd.concat([ds.ratings, ds.ratings.assign(user=1, rating=1.0)], ignore_index=True))
+    assert more_ratings.fingerprint != ds.fingerprint
+    np.testing.assert_array_equal(encode_items(more_ratings, enc, cache_dir=tmp_path), first)
+    assert enc.calls == 1  # same catalogue: no second encoding
+    # The same texts in another item order are another entry (row i is item i).
+    swapped = make_dataset(titles=["Toy Story (1995)", "Star Wars (1977)", "Heat (1995)", "Alien (1979)"],
+                           genres=["Animation|Comedy", "Action|Sci-Fi", "Crime|Thriller", "Horror|Sci-Fi"],
+                           descriptions=[None, "Rebels fight an empire in space.", "A detective hunts a thief", "A crew meets a monster"])
+    encode_items(swapped, enc, cache_dir=tmp_path)
+    assert enc.calls == 2
+    # Texts that only differ in where one ends and the next begins get different keys.
+    assert cache_key("e", ["ab", "c"], ("title",)) != cache_key("e", ["a", "bc"], ("title",))
 
 
 def test_corrupt_cache_is_encoded_again(tmp_path):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metarec_core.jobs import EVALUATION_SHOTS
+from metarec_core.jobs import EVALUATION_SHOTS, delete_run
 from metarec_core.store import RUN_STATUSES, RunRecord, RunStore
 
 
@@ -166,7 +166,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     """``runs delete ID``."""
     store = _store(args)
     run = store.find_run(args.run_id)
-    store.delete(run.id)
+    delete_run(store, run.id)
     print(f"deleted run {run.id} ({run.name}) and its artifacts")
     return 0
 
