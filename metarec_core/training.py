@@ -43,7 +43,8 @@ class TrainConfig:
     ``lambda_l0·‖θ‖²`` otherwise). ``λ1 = 0`` turns the meta phase off (pure
     transfer), ``λ2 = 0`` the transfer phase (pure meta-learning). With
     ``λ1 = 0`` nothing learns the inner rates, so each epoch sets them to the
-    value of :data:`PRIOR_GRID` with the best validation score.
+    value of :data:`PRIOR_GRID` with the best validation score (without
+    validation users, ``valid_fraction = 0``, they stay at ``inner_lr``).
 
     Schedules: ``alternating`` runs, in each of ``num_epochs`` epochs,
     ``meta_epochs`` passes of the meta phase then ``trans_epochs`` passes of

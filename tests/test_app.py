@@ -276,6 +276,24 @@ def test_runs_page_compares_and_lists_the_run(trained: dict) -> None:
     assert "L_meta" in names and "L_trans" in names
 
 
+def test_runs_page_deletes_a_run_and_keeps_the_others(trained: dict) -> None:
+    from metarec_core import jobs
+    from metarec_core.store import RunStore
+
+    store = RunStore()
+    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
+    doomed = jobs.submit(store, tiny, trained["dataset"], name="to delete")
+    assert jobs.run_worker(store, doomed) == "completed"
+    at = open_page(trained["at"], "runs")
+    at.selectbox(key="manage_pick").set_value(doomed).run()
+    at.checkbox(key=f"delete_confirm_{doomed}").check().run()
+    at.button(key="delete_button").click().run()
+    assert_clean(at)
+    remaining = {r.id for r in store.list_runs()}
+    assert doomed not in remaining and trained["run_id"] in remaining
+    assert not store.run_dir(doomed).exists()
+
+
 def test_embeddings_page_shows_pca_and_search(trained: dict) -> None:
     at = open_page(trained["at"], "embeddings")
     assert_clean(at)
