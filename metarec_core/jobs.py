@@ -433,7 +433,7 @@ def evaluation_state(store: RunStore, run_id: str) -> str:
     _reap_children()
     run_dir = store.run_dir(run_id)
     pid = _read_pid(run_dir / _EVALUATION_PID)
-    if pid is not None and pid_alive(pid, run_id):
+    if pid is not None and _evaluation_alive(pid, run_id):
         return "running"
     if (run_dir / _EVALUATION_ERROR).is_file():
         return "failed: " + (run_dir / _EVALUATION_ERROR).read_text().strip()
@@ -494,6 +494,8 @@ def run_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVA
     from metarec_core.evaluation import EvaluationConfig, evaluate_run
 
     run_dir = store.run_dir(run_id)
+    if not run_dir.is_dir():  # deleted meanwhile: do not bring its folder back
+        raise StoreError(f"run '{run_id}' has no folder {run_dir} (deleted?); nothing to evaluate")
     pid_file = run_dir / _EVALUATION_PID
     _write_line(pid_file, str(os.getpid()))
     (run_dir / _EVALUATION_ERROR).unlink(missing_ok=True)
@@ -530,22 +532,46 @@ def stop_evaluation(store: RunStore, run_id: str, *, timeout: float = 10.0) -> b
     StoreError
         If the process is still alive after ``timeout`` seconds.
     """
-    pid = _read_pid(store.run_dir(run_id) / _EVALUATION_PID)
-    if pid is None or not pid_alive(pid, run_id):
+    pid_file = store.run_dir(run_id) / _EVALUATION_PID
+    pid = _read_pid(pid_file)
+    if pid is None or not _evaluation_alive(pid, run_id):
+        pid_file.unlink(missing_ok=True)
         return False
+    with _children_lock:
+        child = _children.get(f"evaluate-{run_id}")
     try:
-        os.kill(pid, signal.SIGTERM)
+        if child is not None and child.pid == pid:
+            child.terminate()
+            child.wait(timeout=timeout)
+        else:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _evaluation_alive(pid, run_id):
+                _reap_children()
+                if time.monotonic() > deadline:
+                    raise StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again")
+                time.sleep(0.05)
     except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid, run_id):
-        _reap_children()
-        if time.monotonic() > deadline:
-            raise StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again")
-        time.sleep(0.05)
-    (store.run_dir(run_id) / _EVALUATION_PID).unlink(missing_ok=True)
+        pass
+    except subprocess.TimeoutExpired as exc:
+        raise StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again") from exc
+    except OSError as exc:
+        raise StoreError(f"could not stop the evaluation of run '{run_id}' (process {pid}): {exc}") from exc
+    pid_file.unlink(missing_ok=True)
     logger.info("stopped the evaluation of run %s", run_id)
     return True
+
+
+def _evaluation_alive(pid: int, run_id: str) -> bool:
+    """Whether ``pid`` is a live evaluation of ``run_id`` (started in the background, or by hand with an ID prefix)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (not Linux): trust the PID file
+    target = run_id.encode()
+    return b"evaluate" in args and any(len(arg) >= 4 and target.startswith(arg) for arg in args)
 
 
 def delete_run(store: RunStore, run_id: str) -> None:

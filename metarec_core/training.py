@@ -496,14 +496,14 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            if average is not None:
-                average.update()
             if scheduler is not None:
                 scheduler.step()
             if config.learn_inner_lr:
                 with torch.no_grad():
                     for value in inner_lr.values():
                         value.clamp_(min=0.0)
+            if average is not None:
+                average.update()
             step += 1
             elapsed = time.perf_counter() - started
             emit(ProgressEvent(
@@ -519,7 +519,8 @@ def fit(
     if average is not None:
         average.apply()
     final = validate()
-    if config.keep_best and best.epoch and best.epoch != epochs_completed:
+    # A stopped run's last steps were never validated: it keeps its best validated epoch.
+    if config.keep_best and best.epoch and (stopped or best.epoch != epochs_completed):
         best.restore(model, inner_lr)
         final = validate()
         log.info("restored the weights of epoch %d (best validation)", best.epoch)
@@ -673,20 +674,27 @@ def _validated_prior(inner_lr: dict[str, torch.Tensor], validate, kind: str) -> 
     MAE; AUC on implicit data).
     """
     key, sign = ("valid_auc", -1.0) if kind == "bce" else ("valid_mae", 1.0)
+    before = {name: rate.detach().clone() for name, rate in inner_lr.items()}
     best: tuple[float, float, dict[str, float]] | None = None
     for value in PRIOR_GRID:
         with torch.no_grad():
             for rate in inner_lr.values():
                 rate.fill_(value)
         metrics = validate()
-        if key not in metrics:
-            return metrics
-        if best is None or sign * metrics[key] < best[0]:
-            best = (sign * metrics[key], value, metrics)
-    assert best is not None
+        score = metrics.get(key)
+        if score is None:  # the validation users give no score (e.g. one class only): nothing to choose by
+            break
+        if math.isfinite(score) and (best is None or sign * score < best[0]):
+            best = (sign * score, value, metrics)
     with torch.no_grad():
-        for rate in inner_lr.values():
-            rate.fill_(best[1])
+        for name, rate in inner_lr.items():
+            if best is None:
+                rate.copy_(before[name])
+            else:
+                rate.fill_(best[1])
+    if best is None:
+        log.warning("no meta phase and no usable validation score: the inner rates stay as they were")
+        return validate()
     log.info("no meta phase: inner rates set to %g on the validation users", best[1])
     return best[2]
 

@@ -284,6 +284,8 @@ def test_runs_page_deletes_a_run_and_keeps_the_others(trained: dict) -> None:
     tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
     doomed = jobs.submit(store, tiny, trained["dataset"], name="to delete")
     assert jobs.run_worker(store, doomed) == "completed"
+    assert jobs.start_evaluation(store, doomed, shots=(1, 3, 5, 10))  # still running when the button is pressed
+    pid = int((store.run_dir(doomed) / "evaluation.pid").read_text())
     at = open_page(trained["at"], "runs")
     at.selectbox(key="manage_pick").set_value(doomed).run()
     at.checkbox(key=f"delete_confirm_{doomed}").check().run()
@@ -291,6 +293,7 @@ def test_runs_page_deletes_a_run_and_keeps_the_others(trained: dict) -> None:
     assert_clean(at)
     remaining = {r.id for r in store.list_runs()}
     assert doomed not in remaining and trained["run_id"] in remaining
+    assert not jobs.pid_alive(pid, doomed)  # its evaluation was stopped, not left to write the folder back
     assert not store.run_dir(doomed).exists()
 
 

@@ -333,3 +333,36 @@ def test_deleting_a_run_stops_its_evaluation_so_the_folder_stays_gone(store: Run
     assert not store.run_dir(run_id).exists()
     assert all(run.id != run_id for run in store.list_runs())
     assert jobs.stop_evaluation(store, "0123456789") is False  # nothing to stop
+
+
+def test_an_evaluation_started_by_hand_with_an_id_prefix_is_seen_and_stopped(store: RunStore, dataset_ref: str) -> None:
+    run_id = jobs.submit(store, TINY, dataset_ref, name="prefix")
+    assert jobs.run_worker(store, run_id) == "completed", worker_log(store, run_id)
+    # Stands in for `python -m metarec_core runs evaluate <prefix>`, which writes its own PID file.
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "runs", "evaluate", run_id[:6]])
+    try:
+        (store.run_dir(run_id) / "evaluation.pid").write_text(f"{process.pid}\n")
+        assert jobs.evaluation_state(store, run_id) == "running"
+        jobs.delete_run(store, run_id)
+        assert process.wait(timeout=10) is not None
+        assert not store.run_dir(run_id).exists()
+    finally:
+        process.kill()
+        process.wait()
+    # A PID file naming some other live process is not this run's evaluation.
+    other = jobs.submit(store, TINY, dataset_ref, name="other")
+    assert jobs.run_worker(store, other) == "completed"
+    (store.run_dir(other) / "evaluation.pid").write_text(f"{os.getpid()}\n")
+    assert jobs.stop_evaluation(store, other) is False
+    assert not (store.run_dir(other) / "evaluation.pid").exists()
+
+
+def test_evaluating_a_deleted_run_does_not_bring_its_folder_back(store: RunStore, dataset_ref: str) -> None:
+    run_id = jobs.submit(store, TINY, dataset_ref)
+    assert jobs.run_worker(store, run_id) == "completed"
+    import shutil
+
+    shutil.rmtree(store.run_dir(run_id))
+    with pytest.raises(StoreError, match="deleted"):
+        jobs.run_evaluation(store, run_id)
+    assert not store.run_dir(run_id).exists()

@@ -83,6 +83,40 @@ def test_validated_prior_keeps_the_grid_value_with_the_best_validation_score():
     assert float(rates["user_offset"]) == pytest.approx(0.3)
 
 
+def test_validated_prior_skips_non_finite_scores_and_keeps_the_rates_without_a_score():
+    rates = {"user_offset": torch.tensor(0.5)}
+    scores = {0.01: float("nan"), 0.03: 0.9, 0.1: 0.8, 0.3: float("inf"), 1.0: 0.85}
+    _validated_prior(rates, lambda: {"valid_mae": scores[round(float(rates["user_offset"]), 2)]}, "mse")
+    assert float(rates["user_offset"]) == pytest.approx(0.1)
+    rates["user_offset"].fill_(0.5)
+    assert _validated_prior(rates, lambda: {}, "bce") == {}  # one-class validation: no AUC to choose by
+    assert float(rates["user_offset"]) == pytest.approx(0.5)
+    _validated_prior(rates, lambda: {"valid_mae": float("nan")}, "mse")
+    assert float(rates["user_offset"]) == pytest.approx(0.5)
+
+
+def test_fit_saves_the_weight_average_not_the_last_step(scenario, tmp_path, monkeypatch):
+    import metarec_core.training as training
+
+    seen = {}
+    original = training._WeightAverage.apply
+
+    def apply(self):
+        seen["last"] = {n: v.detach().clone() for n, v in self.live.items()}
+        seen["mean"] = {n: v.detach().clone() for n, v in self.mean.items()}
+        original(self)
+
+    monkeypatch.setattr(training._WeightAverage, "apply", apply)
+    fit(config(ema_decay=0.9, keep_best=False), scenario.dataset, out_dir=tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    saved = dict(run.model.named_parameters())
+    name = "model.item_factor.weight"
+    assert torch.allclose(saved["item_factor.weight"], seen["mean"][name])
+    assert not torch.allclose(seen["mean"][name], seen["last"][name])  # averaging changed something
+    for rate, value in run.inner_lr.items():
+        assert torch.allclose(value, seen["mean"]["inner_lr." + rate])
+
+
 def test_transfer_only_run_picks_its_prior_on_validation_users(scenario, tmp_path):
     fit(config(lambda_meta=0.0, inner_lr=0.5), scenario.dataset, out_dir=tmp_path / "run")
     rates = load_run(tmp_path / "run").inner_lr
