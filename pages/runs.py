@@ -110,7 +110,11 @@ def shots_section(runs, selected: list[str], labels: dict[str, str]) -> None:
         st.caption(t("runs.shots.no_completed"))
         return
     by_id = {r.id: r for r in finished}
-    run_id = st.selectbox(t("runs.shots.run"), list(by_id), format_func=labels.__getitem__, key="shots_run")
+    ids = list(by_id)
+    current = st.session_state.get(common.RUN)  # the run picked in the sidebar comes first
+    run_id = st.selectbox(
+        t("runs.shots.run"), ids, index=ids.index(current) if current in ids else 0, format_func=labels.__getitem__, key="shots_run"
+    )
     state = common.evaluation_state(run_id)
 
     @st.fragment(run_every=1.0 if state == "running" else None)

@@ -297,6 +297,24 @@ def test_runs_page_deletes_a_run_and_keeps_the_others(trained: dict) -> None:
     assert not store.run_dir(doomed).exists()
 
 
+def test_shots_section_starts_on_the_run_picked_in_the_sidebar(trained: dict) -> None:
+    from metarec_core import jobs
+    from metarec_core.store import RunStore
+
+    store = RunStore()
+    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
+    newer = jobs.submit(store, tiny, trained["dataset"], name="newer run")
+    assert jobs.run_worker(store, newer) == "completed"
+    try:
+        at = open_page(trained["at"], "runs")
+        at.multiselect(key="runs_selected").set_value([newer, trained["run_id"]]).run()
+        assert_clean(at)
+        assert at.session_state["run_id"] == trained["run_id"]
+        assert at.selectbox(key="shots_run").value == trained["run_id"]  # not the newest run
+    finally:
+        store.delete(newer)
+
+
 def test_embeddings_page_shows_pca_and_search(trained: dict) -> None:
     at = open_page(trained["at"], "embeddings")
     assert_clean(at)
