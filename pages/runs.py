@@ -90,6 +90,8 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
         st.subheader(t("runs.final"))
         final = comparison.metrics.rename(index=labels)
         st.dataframe(final.round(4))
+        if len(final) > 1:
+            st.caption(t("runs.final.noise"))
     metrics_csv = pd.concat(
         [common.store().metrics_frame(run_id).assign(run=run_id, name=labels[run_id]) for run_id in selected], ignore_index=True
     ).to_csv(index=False)
