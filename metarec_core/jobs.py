@@ -183,11 +183,13 @@ def stale_message(store: RunStore, run: RunRecord, reason: str) -> str:
 
 
 def pid_alive(pid: int, run_id: str | None = None) -> bool:
-    """Whether a process with this PID exists on this host (and, if ``run_id`` is given, is its worker).
+    """Whether a process with this PID exists on this host (and, if ``run_id`` is given, is working on that run).
 
     A zombie (exited, not yet reaped) counts as gone. Where ``/proc`` exists, a
-    PID reused by a program whose command line does not name ``run_id`` counts
-    as gone too. On Windows this always answers True (heartbeats decide there).
+    PID reused by a program whose command line does not name ``run_id`` (in
+    full, or as an argument that is a prefix of at least 4 characters, as
+    ``runs evaluate <prefix>`` takes it) counts as gone too. On Windows this
+    always answers True (heartbeats decide there).
     """
     if os.name == "nt":
         return True
@@ -207,7 +209,8 @@ def pid_alive(pid: int, run_id: str | None = None) -> bool:
                 return False
             if run_id is not None:
                 cmdline = (proc / "cmdline").read_bytes()
-                if cmdline and run_id.encode() not in cmdline:
+                target = run_id.encode()
+                if cmdline and target not in cmdline and not any(len(a) >= 4 and target.startswith(a) for a in cmdline.split(b"\0")):
                     return False
         except (OSError, IndexError):
             return False
@@ -433,7 +436,7 @@ def evaluation_state(store: RunStore, run_id: str) -> str:
     _reap_children()
     run_dir = store.run_dir(run_id)
     pid = _read_pid(run_dir / _EVALUATION_PID)
-    if pid is not None and _evaluation_alive(pid, run_id):
+    if pid is not None and pid_alive(pid, run_id):
         return "running"
     if (run_dir / _EVALUATION_ERROR).is_file():
         return "failed: " + (run_dir / _EVALUATION_ERROR).read_text().strip()
@@ -534,44 +537,33 @@ def stop_evaluation(store: RunStore, run_id: str, *, timeout: float = 10.0) -> b
     """
     pid_file = store.run_dir(run_id) / _EVALUATION_PID
     pid = _read_pid(pid_file)
-    if pid is None or not _evaluation_alive(pid, run_id):
+    if pid is None or not pid_alive(pid, run_id):
         pid_file.unlink(missing_ok=True)
         return False
+    too_slow = StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again")
     with _children_lock:
         child = _children.get(f"evaluate-{run_id}")
     try:
-        if child is not None and child.pid == pid:
+        if child is not None and child.pid == pid:  # started here: its handle works on every platform
             child.terminate()
             child.wait(timeout=timeout)
         else:
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _evaluation_alive(pid, run_id):
+            while pid_alive(pid, run_id):
                 _reap_children()
                 if time.monotonic() > deadline:
-                    raise StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again")
+                    raise too_slow
                 time.sleep(0.05)
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired as exc:
-        raise StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again") from exc
+        raise too_slow from exc
     except OSError as exc:
         raise StoreError(f"could not stop the evaluation of run '{run_id}' (process {pid}): {exc}") from exc
     pid_file.unlink(missing_ok=True)
     logger.info("stopped the evaluation of run %s", run_id)
     return True
-
-
-def _evaluation_alive(pid: int, run_id: str) -> bool:
-    """Whether ``pid`` is a live evaluation of ``run_id`` (started in the background, or by hand with an ID prefix)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return True  # no /proc (not Linux): trust the PID file
-    target = run_id.encode()
-    return b"evaluate" in args and any(len(arg) >= 4 and target.startswith(arg) for arg in args)
 
 
 def delete_run(store: RunStore, run_id: str) -> None:

@@ -518,12 +518,11 @@ def fit(
         epochs_completed = last_epoch + 1
     if average is not None:
         average.apply()
-    final = validate()
     # A stopped run's last steps were never validated: it keeps its best validated epoch.
     if config.keep_best and best.epoch and (stopped or best.epoch != epochs_completed):
         best.restore(model, inner_lr)
-        final = validate()
         log.info("restored the weights of epoch %d (best validation)", best.epoch)
+    final = validate()
     if best.epoch:
         final["best_epoch"] = float(best.epoch if config.keep_best else epochs_completed)
     if not stopped:  # a stopped run reports validation only, so that cancelling is quick
