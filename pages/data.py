@@ -146,6 +146,18 @@ def summary_section(dataset) -> None:
         st.dataframe(features, hide_index=True)
 
 
+#: Widgets whose values belong to one uploaded interactions file.
+MAPPING_KEYS = ("map_user", "map_item", "map_rating", "map_timestamp", "upload_name")
+
+
+def forget_mapping_of_other_files(digest: str) -> None:
+    """Drop the column choices made for a previous file, so a new file starts from its own detected columns."""
+    if st.session_state.get("mapping_digest") != digest:
+        for key in MAPPING_KEYS:
+            st.session_state.pop(key, None)
+        st.session_state["mapping_digest"] = digest
+
+
 def upload_section() -> None:
     """Upload tables, map columns, validate, preview and save as a dataset."""
     st.markdown(t("data.upload.help"))
@@ -165,6 +177,7 @@ def upload_section() -> None:
     except MetarecError as exc:
         st.error(f"{common.plain(exc)}\n\n{t('data.mapping.next')}", icon=":material/error:")
         detected = ColumnMapping()
+    forget_mapping_of_other_files(inter_digest)
     st.subheader(t("data.mapping.header"))
     st.caption(t("data.mapping.caption"))
     columns = [str(c) for c in interactions.columns]

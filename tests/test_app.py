@@ -182,6 +182,17 @@ def test_changing_the_mapping_revalidates(home: Path) -> None:
     assert not at.exception
 
 
+def test_a_new_file_gets_its_own_detected_mapping_after_a_failed_one(home: Path) -> None:
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("missing.csv", b"user_id,rating\n1,4\n2,5\n", "text/csv").run()
+    assert at.error and at.selectbox(key="map_item").value is None
+    at.file_uploader(key="upload_interactions").upload("good.csv", tiny_csv(), "text/csv").run()
+    assert_clean(at)
+    mapping = {k: at.selectbox(key=f"map_{k}").value for k in ("user", "item", "rating", "timestamp")}
+    assert mapping == {"user": "userId", "item": "movieId", "rating": "rating", "timestamp": "timestamp"}
+    assert any("ratings" in s.value and "implicit" not in s.value for s in at.success)
+
+
 @pytest.mark.parametrize(
     "content, expected",
     [
