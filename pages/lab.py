@@ -89,10 +89,27 @@ def popularity(dataset, rec, exclude: set[str], k: int) -> list[str]:
     return [i for i in ids if i not in exclude and i in rec.items][:k]
 
 
-def transfer_run(run) -> object | None:
-    """A completed transfer-only run (λ1 = 0) on the same dataset to compare with, newest first."""
+def run_kind(config: dict) -> str:
+    """What a run's objective keeps: ``both`` (meta + transfer), ``transfer`` (λ1 = 0) or ``meta`` (λ2 = 0)."""
+    if float(config.get("lambda_meta", 1.0)) == 0:
+        return "transfer"
+    if float(config.get("lambda_trans", 1.0)) == 0:
+        return "meta"
+    return "both"
+
+
+#: The run each kind is compared with, and the preset that trains one.
+COMPARED_KIND = {"both": "transfer", "meta": "transfer", "transfer": "both"}
+PRESET_OF_KIND = {"transfer": "transfer only", "both": "new users (meta + transfer)"}
+
+
+def comparison_run(run, kind: str) -> object | None:
+    """The newest completed run of ``kind`` on the same dataset (not ``run`` itself), or None."""
     for other in common.runs_for(run.dataset_ref):
-        if other.id != run.id and other.status == "completed" and other.config.get("lambda_meta") == 0 and common.has_weights(other.id):
+        if (
+            other.id != run.id and other.status == "completed" and run_kind(other.config) == kind
+            and common.has_weights(other.id)
+        ):
             return other
     return None
 
@@ -180,29 +197,32 @@ with common.guard():
         st.info(t("lab.start_hint"))
 
     st.subheader(t("lab.compare"))
-    other = transfer_run(run)
+    this_kind = run_kind(run.config)
+    other_kind = COMPARED_KIND[this_kind]
+    other = comparison_run(run, other_kind)
     columns = st.columns(3)
     with columns[0]:
-        st.markdown(f"**{t('lab.col.meta')}**")
+        st.markdown(f"**{t('lab.col.this', kind=t(f'lab.kind.{this_kind}'))}**")
         st.table(pd.DataFrame({t("common.title"): [titles[i] for i in top_meta["item_id"]], t("common.score"): top_meta["score"].map("{:.2f}".format)}), hide_index=True)
     with columns[1]:
-        st.markdown(f"**{t('lab.col.transfer')}**")
+        other_label = t(f"lab.kind.{other_kind}")
+        st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
         if other is None:
-            st.caption(t("lab.no_transfer"))
-            if st.button(t("lab.train_transfer"), icon=":material/play_arrow:", key="lab_train_transfer"):
+            st.caption(t("lab.no_other", kind=other_label))
+            if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
                 from metarec_core.training import preset_config
 
                 with common.guard():
                     keep = st.session_state.get(common.RUN)
-                    common.start_run(preset_config("transfer only"), name=t("lab.transfer_name"))
+                    common.start_run(preset_config(PRESET_OF_KIND[other_kind]), name=other_label)
                     st.session_state[common.RUN] = keep
-                    st.toast(t("lab.transfer_started"))
+                    st.toast(t("lab.other_started", kind=other_label))
         else:
             other_rec = common.recommender(other.id, (common.store().run_dir(other.id) / common.WEIGHTS_FILE).stat().st_mtime)
             other_state = other_rec.adapt_user(shown, user_features=features)
-            top_transfer = other_rec.recommend(other_state, k=TOP_K)
-            st.table(pd.DataFrame({t("common.title"): [titles.get(i, i) for i in top_transfer["item_id"]], t("common.score"): top_transfer["score"].map("{:.2f}".format)}), hide_index=True)
-            st.caption(t("lab.transfer_caption", name=common.plain(other.name)))
+            top_other = other_rec.recommend(other_state, k=TOP_K)
+            st.table(pd.DataFrame({t("common.title"): [titles.get(i, i) for i in top_other["item_id"]], t("common.score"): top_other["score"].map("{:.2f}".format)}), hide_index=True)
+            st.caption(t("lab.other_caption", name=common.plain(other.name)))
     with columns[2]:
         st.markdown(f"**{t('lab.col.popular')}**")
         popular = popularity(dataset, rec, {i for i, _ in shown}, TOP_K)

@@ -375,6 +375,34 @@ def test_lab_adapts_on_every_rating(trained: dict) -> None:
     assert at.metric[0].value == "0"
 
 
+def test_lab_labels_each_column_by_what_its_run_is(trained: dict) -> None:
+    from metarec_core import jobs
+    from metarec_core.store import RunStore
+    from pages.common import plain
+
+    store = RunStore()
+    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5,
+            "device": "cpu", "lambda_meta": 0.0}
+    transfer = jobs.submit(store, tiny, trained["dataset"], name="only transfer")
+    assert jobs.run_worker(store, transfer) == "completed"
+    try:
+        at = trained["at"]
+        at.session_state["run_id"] = transfer
+        at = open_page(at, "lab")
+        assert_clean(at)
+        text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+        assert "Transfer only (λ1 = 0) (this run" in text
+        assert "Meta + transfer (another run" in text and plain("tiny <b>run</b>") in text  # compared with the meta + transfer run
+        assert len(at.table) == 3
+        at.session_state["run_id"] = trained["run_id"]
+        at = at.run()
+        text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+        assert "Meta + transfer (this run" in text and "Transfer only (λ1 = 0) (another run" in text and "only transfer" in text
+    finally:
+        store.delete(transfer)
+        trained["at"].session_state["run_id"] = trained["run_id"]
+
+
 def test_learn_page_shows_the_run(trained: dict) -> None:
     at = open_page(trained["at"], "learn")
     assert_clean(at)
