@@ -405,6 +405,8 @@ def embedding_figure(
     group_colours: Mapping[str, str] | None = None,
     other_label: str = "other",
     trail_label: str = "",
+    group_labels: Mapping[str, str] | None = None,
+    focus: bool = False,
     height: int = 560,
 ) -> go.Figure:
     """A 2-D map of embeddings drawn with WebGL (``Scattergl``), one figure per page.
@@ -427,6 +429,11 @@ def embedding_figure(
         Optional path of a moving point (``x``, ``y``, ``label``), e.g. a user adapting in the lab.
     group_colours
         Fixed colours for some groups (e.g. cohorts).
+    group_labels
+        Legend names of some groups (e.g. translated cohort names); colours stay keyed by the raw value.
+    focus
+        Start zoomed in on the trail and the highlighted points (the rest of
+        the map stays there: zoom out or double-click the autoscale button).
     """
     fig = go.Figure()
     text = np.asarray(hover_text(points, title, hover), dtype=object)  # arrays validate much faster than lists
@@ -455,7 +462,8 @@ def embedding_figure(
             colour = (group_colours or {}).get(group, GROUP_COLOURS[g % len(GROUP_COLOURS)] if group != other_label else "#ced4da")
             fig.add_trace(
                 go.Scattergl(
-                    x=points["x"].to_numpy()[mask], y=points["y"].to_numpy()[mask], text=text[mask], name=esc(group),
+                    x=points["x"].to_numpy()[mask], y=points["y"].to_numpy()[mask], text=text[mask],
+                    name=esc((group_labels or {}).get(group, group)),
                     marker=dict(size=5, color=colour, opacity=0.65), **base,
                 )
             )
@@ -468,14 +476,29 @@ def embedding_figure(
             )
         )
     if trail is not None and len(trail):
+        # SVG, not WebGL: a handful of points, and text labels render everywhere (also without a GPU).
         fig.add_trace(
-            go.Scattergl(
+            go.Scatter(
                 x=trail["x"], y=trail["y"], mode="lines+markers+text", name=esc(trail_label),
                 text=[esc(v) for v in trail["label"]], textposition="top center", hoverinfo="skip",
+                textfont=dict(size=13, color=COHORT_COLOURS["you"]),
                 line=dict(color=COHORT_COLOURS["you"], width=2),
-                marker=dict(size=[8] * (len(trail) - 1) + [16], color=COHORT_COLOURS["you"], symbol="diamond"),
+                marker=dict(size=[9] * (len(trail) - 1) + [18], color=COHORT_COLOURS["you"], symbol="diamond",
+                            line=dict(color="#ffffff", width=1)),
             )
         )
+    if focus and trail is not None and len(trail):
+        near = points.iloc[list(highlight)] if len(highlight) else points.iloc[:0]
+        xs = np.concatenate([trail["x"].to_numpy(float), near["x"].to_numpy(float)])
+        ys = np.concatenate([trail["y"].to_numpy(float), near["y"].to_numpy(float)])
+        full_x = float(np.ptp(points["x"].to_numpy(float))) or 1.0
+        full_y = float(np.ptp(points["y"].to_numpy(float))) or 1.0
+        # At least a fifth of the whole map on each axis, so the neighbourhood around the path shows too.
+        half_x = max(float(np.ptp(xs)) * 0.75, full_x / 10)
+        half_y = max(float(np.ptp(ys)) * 0.75, full_y / 10)
+        cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+        fig.update_xaxes(range=[cx - half_x, cx + half_x])
+        fig.update_yaxes(range=[cy - half_y, cy + half_y])
     fig.update_layout(
         height=height, margin=dict(l=10, r=10, t=10, b=10), legend=dict(itemsizing="constant"),
         xaxis=dict(showticklabels=False, zeroline=False, showgrid=False), yaxis=dict(showticklabels=False, zeroline=False, showgrid=False),

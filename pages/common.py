@@ -336,6 +336,11 @@ def runs_for(dataset_ref: str | None = None) -> list[Any]:
     return [r for r in runs if dataset_ref is None or r.dataset_ref == dataset_ref]
 
 
+def cohort_labels() -> dict[str, str]:
+    """Display names of the cohorts users and items are coloured by (warm, new, validation, you)."""
+    return {c: t(f"cohort.{c}") for c in ("warm", "new", "meta-test")}
+
+
 def has_weights(run_id: str) -> bool:
     """Whether a run has saved weights (completed, or stopped after a checkpoint)."""
     return (store().run_dir(run_id) / WEIGHTS_FILE).is_file()

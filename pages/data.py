@@ -142,6 +142,8 @@ def summary_section(dataset) -> None:
     if summary.features:
         st.markdown(f"**{t('data.features')}**")
         features = summary.features_frame()
+        features["table"] = [t(f"data.kinds.{v}") if v in ("users", "items") else v for v in features["table"]]
+        features["kind"] = [t(f"kind.{v}") for v in features["kind"]]
         features.columns = [t(f"data.feat.{c}") for c in features.columns]
         st.dataframe(features, hide_index=True)
 

@@ -101,12 +101,14 @@ with common.guard():
     fig = charts.embedding_figure(
         points, color=color, hover=["id", *hover], title="label", highlight=highlight,
         group_colours=charts.COHORT_COLOURS if color == "cohort" else None, other_label=t("emb.other"),
+        group_labels=common.cohort_labels() if color == "cohort" else None,
     )
     st.plotly_chart(fig, config={"scrollZoom": True, "displaylogo": False}, key="emb_chart")
     st.caption(t("emb.caption.pca") if method == "pca" else t("emb.caption.umap"))
     if hits:
         st.subheader(t("emb.neighbours", label=common.plain(frame["label"].iloc[chosen])))
         table = frame.iloc[neighbours["index"]].reset_index(drop=True)[["id", "label", "cohort", "n_ratings"]]
+        table["cohort"] = table["cohort"].map(lambda c: common.cohort_labels().get(c, c))
         table.columns = [t(f"emb.col.{c}") for c in table.columns]
         table.insert(2, t("emb.col.distance"), neighbours["distance"].round(3).to_numpy())
         st.dataframe(table, hide_index=True)

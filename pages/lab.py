@@ -242,7 +242,9 @@ with common.guard():
         else:
             st.caption(t("lab.losses.empty"))
     with map_col:
-        st.subheader(t("lab.map"))
+        head, zoom_col = st.columns([3, 2], vertical_alignment="bottom")
+        head.subheader(t("lab.map"))
+        zoom = zoom_col.toggle(t("lab.zoom"), value=True, key="lab_zoom", help=t("lab.zoom.help"))
         embeddings = common.current_embeddings()
         coords = projection.cached_projection(common.store().run_dir(run.id), "items", "pca", embeddings.item_vectors)
         points = pd.concat([coords[["x", "y"]], embeddings.items.reset_index(drop=True)], axis=1)
@@ -250,7 +252,8 @@ with common.guard():
         near = projection.nearest_neighbours(embeddings.item_vectors, rec.user_vector(state), k=10)
         st.plotly_chart(
             charts.embedding_figure(points, color="cohort", hover=["id", "n_ratings"], title="label", highlight=near["index"].tolist(),
-                                    trail=trail, group_colours=charts.COHORT_COLOURS, trail_label=t("lab.you"), height=420),
+                                    trail=trail, group_colours=charts.COHORT_COLOURS, trail_label=t("lab.you"),
+                                    group_labels=common.cohort_labels(), focus=zoom and len(shown) > 0, height=420),
             config={"scrollZoom": True, "displaylogo": False}, key="lab_map",
         )
         st.caption(t("lab.map.caption"))

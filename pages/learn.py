@@ -146,7 +146,8 @@ for row in range(0, len(METRICS), 2):
 # ---------------------------------------------------------------- glossary
 st.header(t("learn.glossary.header"))
 strings = common.load_strings()
-terms = sorted({key.split(".")[1] for key in strings if key.startswith("term.")})
+# In the order of the English terms (the keys are short names that sort differently).
+terms = sorted({key.split(".")[1] for key in strings if key.startswith("term.")}, key=lambda n: strings[f"term.{n}"]["en"].lower())
 st.table(
     pd.DataFrame(
         {

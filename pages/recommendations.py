@@ -36,15 +36,17 @@ def history(dataset, user_id: str, k: int, *, warm: bool) -> pd.DataFrame:
 
 
 def top_table(rec, top: pd.DataFrame, titles: dict[str, str], query: dict[str, float]) -> pd.DataFrame:
-    """A top-K frame for display: rank, title, score and the held-out rating when the item is in the query set."""
-    return pd.DataFrame(
+    """A top-K frame for display: rank, title, score and, when there is a query set, the held-out rating of items in it."""
+    frame = pd.DataFrame(
         {
             t("common.rank"): top["rank"].to_numpy(),
             t("common.title"): [titles.get(i, i) for i in top["item_id"]],
             t("common.score"): top["score"].round(2).to_numpy(),
-            t("recs.held_out"): [query.get(i) for i in top["item_id"]],
         }
     )
+    if query:
+        frame[t("recs.held_out")] = [f"{query[i]:g}★" if i in query else "" for i in top["item_id"]]
+    return frame
 
 
 def query_quality(rec, state, query: pd.DataFrame) -> tuple[float, float]:
@@ -70,8 +72,7 @@ with common.guard():
     dataset = common.run_dataset(run)
     users = user_cohorts(rec, dataset)
     titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
-    cols = st.columns([3, 3, 2, 2])
-    cohort = cols[0].segmented_control(
+    cohort = st.segmented_control(
         t("recs.cohort"), [c for c in COHORTS if (users["cohort"] == c).any()], format_func=common.labeller("recs.cohort."),
         default="new" if (users["cohort"] == "new").any() else "warm", required=True, key="recs_cohort",
     )
@@ -79,11 +80,12 @@ with common.guard():
     if pool.empty:
         st.info(t("recs.no_users"))
         st.stop()
+    cols = st.columns([4, 2, 2])
     labels = {row.id: t("recs.user_label", id=row.id, n=row.n_ratings) for row in pool.itertuples()}
-    user_id = cols[1].selectbox(t("recs.user"), list(labels), format_func=labels.__getitem__, key=f"recs_user_{cohort}")
-    k_top = cols[2].slider(t("recs.k"), 3, 30, 10, key="recs_k")
+    user_id = cols[0].selectbox(t("recs.user"), list(labels), format_func=labels.__getitem__, key=f"recs_user_{cohort}")
+    k_top = cols[1].slider(t("recs.k"), 3, 30, 10, key="recs_k")
     warm = cohort == "warm"
-    k_shot = cols[3].slider(t("recs.shots"), 1, 20, int(rec.run.config.eval_support_size), key="recs_shots", disabled=warm)
+    k_shot = cols[2].slider(t("recs.shots"), 1, 20, int(rec.run.config.eval_support_size), key="recs_shots", disabled=warm)
 
     past = history(dataset, user_id, k_shot, warm=warm)
     support = past[past["role"] == "support"]

@@ -11,6 +11,7 @@ from pages import charts, common
 from pages.common import t
 
 LOSS_TERMS = ("meta", "trans", "l0", "total")
+SCHEDULES = ("alternating", "sequential", "joint")
 
 
 def runs_table(runs) -> pd.DataFrame:
@@ -29,13 +30,23 @@ def runs_table(runs) -> pd.DataFrame:
                 t("runs.col.seconds"): None if duration is None else round(duration, 1),
                 "λ1": run.config.get("lambda_meta"),
                 "λ2": run.config.get("lambda_trans"),
-                t("runs.col.schedule"): run.config.get("schedule"),
-                "MAE": final.get("test_mae"),
-                "nDCG@3": final.get("test_ndcg@3"),
+                t("runs.col.schedule"): schedule_label(run.config.get("schedule")),
+                "MAE": metric_text(final.get("test_mae")),
+                "nDCG@3": metric_text(final.get("test_ndcg@3")),
                 "ID": run.id,
             }
         )
     return pd.DataFrame(rows)
+
+
+def schedule_label(value: object) -> str:
+    """A schedule name in the current language (``—`` when a run has none)."""
+    return t(f"train.schedule.{value}") if value in SCHEDULES else ("—" if value is None else str(value))
+
+
+def metric_text(value: object) -> str:
+    """A test metric with four decimals; a dash when the run has none (cancelled before testing), not "None"."""
+    return f"{value:.4f}" if isinstance(value, (int, float)) and value == value else "—"
 
 
 def curves_section(selected: list[str], labels: dict[str, str]) -> None:
@@ -84,11 +95,18 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
         elif comparison.params.empty:
             st.caption(t("runs.diff.none"))
         else:
-            params = comparison.params.rename(columns=labels).astype(str)
+            params = comparison.params.copy()
+            if "schedule" in params.index:
+                params.loc["schedule"] = [schedule_label(v) for v in params.loc["schedule"]]
+            params = params.rename(columns=labels).astype(str)
+            params.index.name = t("runs.col.setting")
             st.dataframe(params)
     with right:
         st.subheader(t("runs.final"))
-        final = comparison.metrics.rename(index=labels)
+        final = comparison.metrics.drop(columns=["name"]).rename(index=labels)
+        final["status"] = [t(f"status.{v}") for v in final["status"]]
+        final = final.rename(columns={"status": t("runs.col.status")})
+        final.index.name = t("runs.col.run")
         st.dataframe(final.round(4))
         if len(final) > 1:
             st.caption(t("runs.final.noise"))
@@ -214,7 +232,10 @@ with common.guard():
         st.stop()
     ref = st.session_state.get(common.DATASET)
     scope_all = st.toggle(t("runs.all_datasets"), key="runs_all", value=False)
-    runs = all_runs if scope_all else [r for r in all_runs if r.dataset_ref == ref] or all_runs
+    own = [r for r in all_runs if r.dataset_ref == ref]
+    if not scope_all and not own:
+        st.info(t("runs.none_here"), icon=":material/info:")
+    runs = all_runs if scope_all or not own else own
     st.dataframe(runs_table(runs), hide_index=True)
     labels = {r.id: r.name if sum(x.name == r.name for x in runs) == 1 else f"{r.name} ({r.id[:4]})" for r in runs}
     current = st.session_state.get(common.RUN)

@@ -215,7 +215,9 @@ def progress_view(run) -> None:
     step, total = int(progress.get("step", 0)), int(progress.get("total_steps", 0) or 0)
     fraction = min(1.0, step / total) if total else (1.0 if run.status == "completed" else 0.0)
     eta = progress.get("eta")
-    if run.is_active:
+    if run.is_active and not total:
+        text = t("train.progress.starting", status=t(f"status.{run.status}"))
+    elif run.is_active:
         text = t("train.progress", status=t(f"status.{run.status}"), step=step, total=total,
                  phase=t(f"phase.{progress['phase']}") if progress.get("phase") in ("meta", "transfer", "joint", "validate") else "—",
                  eta=f"{eta:.0f}" if isinstance(eta, (int, float)) else "—")
@@ -253,20 +255,13 @@ def progress_view(run) -> None:
         st.dataframe(pd.DataFrame([tests]).round(4), hide_index=True)
 
 
-common.page_setup()
-st.title(t("train.title"))
-st.caption(t("train.intro"))
-init_widgets()
-with common.guard():
-    settings_form(common.current_dataset())
-    start_section()
-
-st.divider()
-st.header(t("train.live"))
-current = common.current_run()
-if current is None:
-    st.info(t("train.no_run"))
-else:
+def live_section() -> None:
+    """The current run's live progress (polled once a second while it is queued or running)."""
+    st.header(t("train.live"))
+    current = common.current_run()
+    if current is None:
+        st.info(t("train.no_run"))
+        return
     active = current.is_active
 
     @st.fragment(run_every=1.0 if active else None)
@@ -287,3 +282,21 @@ else:
             st.rerun()  # finished: refresh the whole page once, and stop polling
 
     live()
+
+
+common.page_setup()
+st.title(t("train.title"))
+st.caption(t("train.intro"))
+init_widgets()
+# While the current run trains, its progress comes first (a click on "Train the default model" lands here).
+running = common.current_run()
+progress_first = running is not None and running.is_active
+if progress_first:
+    live_section()
+    st.divider()
+with common.guard():
+    settings_form(common.current_dataset())
+    start_section()
+if not progress_first:
+    st.divider()
+    live_section()

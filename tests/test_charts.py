@@ -141,7 +141,28 @@ def test_embedding_figure_escapes_data_and_draws_highlights_and_trail() -> None:
     fig = charts.embedding_figure(frame, hover=["genre"], highlight=[0, 3], trail=trail, trail_label="you")
     assert "<script>" not in fig.data[0].text[0] and "&lt;script&gt;" in fig.data[0].text[0]
     assert len(fig.data[1].x) == 2 and fig.data[1].marker.size == 13
-    assert fig.data[2].name == "you" and list(fig.data[2].marker.size) == [8, 16]
+    assert fig.data[2].name == "you" and list(fig.data[2].marker.size) == [9, 18]
+    assert fig.data[2].type == "scatter"  # SVG: its step labels render without WebGL
+    assert fig.layout.xaxis.range is None  # the whole map unless asked to focus
+
+
+def test_embedding_figure_focus_zooms_on_the_trail_and_its_neighbours() -> None:
+    frame = points()
+    trail = pd.DataFrame({"x": [0.0, 0.01], "y": [0.0, 0.02], "label": ["0", "1"]})
+    fig = charts.embedding_figure(frame, highlight=[0], trail=trail, focus=True)
+    (x0, x1), (y0, y1) = fig.layout.xaxis.range, fig.layout.yaxis.range
+    near = frame.iloc[0]
+    for x, y in [(0.0, 0.0), (0.01, 0.02), (near["x"], near["y"])]:
+        assert x0 <= x <= x1 and y0 <= y <= y1
+    assert x1 - x0 < np.ptp(frame["x"])  # zoomed in
+    assert x1 - x0 >= np.ptp(frame["x"]) / 5 - 1e-9  # never narrower than a fifth of the map
+
+
+def test_embedding_figure_legend_uses_group_labels_but_keeps_colours() -> None:
+    frame = points().assign(cohort=["warm"] * 25 + ["new"] * 5)
+    fig = charts.embedding_figure(frame, color="cohort", group_colours=charts.COHORT_COLOURS, group_labels={"new": "新"})
+    assert {tr.name for tr in fig.data} == {"warm", "新"}
+    assert next(tr for tr in fig.data if tr.name == "新").marker.color == charts.COHORT_COLOURS["new"]
 
 
 # ---------------------------------------------------------------- evaluation and lab
