@@ -198,29 +198,6 @@ def nearest_neighbours(
     return pd.DataFrame({"index": order.astype(np.int64), "distance": distances[order]})
 
 
-def place_among(
-    coordinates: np.ndarray,
-    vectors: np.ndarray,
-    query: np.ndarray,
-    *,
-    k: int = 10,
-    metric: str = "cosine",
-) -> np.ndarray:
-    """2-D position of a new vector in an existing map: the distance-weighted mean of its neighbours' positions.
-
-    Works for any projection (UMAP has no cheap exact transform of a new point).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(2,)`` coordinates.
-    """
-    near = nearest_neighbours(vectors, query, k=k, metric=metric)
-    weights = 1.0 / (near["distance"].to_numpy() + 1e-6)
-    points = np.asarray(coordinates, dtype=np.float64)[near["index"].to_numpy()]
-    return (points * weights[:, None]).sum(axis=0) / weights.sum()
-
-
 def projection_key(vectors: np.ndarray, method: str, params: dict) -> str:
     """A short hash of the vectors and the settings: a cache key that changes when either does."""
     h = hashlib.sha256()

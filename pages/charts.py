@@ -432,8 +432,8 @@ def embedding_figure(
     group_labels
         Legend names of some groups (e.g. translated cohort names); colours stay keyed by the raw value.
     focus
-        Start zoomed in on the trail and the highlighted points (the rest of
-        the map stays there: zoom out or double-click the autoscale button).
+        Start zoomed in on the trail (the rest of the map stays there: zoom
+        out, or use the autoscale button).
     """
     fig = go.Figure()
     text = np.asarray(hover_text(points, title, hover), dtype=object)  # arrays validate much faster than lists
@@ -488,12 +488,10 @@ def embedding_figure(
             )
         )
     if focus and trail is not None and len(trail):
-        near = points.iloc[list(highlight)] if len(highlight) else points.iloc[:0]
-        xs = np.concatenate([trail["x"].to_numpy(float), near["x"].to_numpy(float)])
-        ys = np.concatenate([trail["y"].to_numpy(float), near["y"].to_numpy(float)])
+        xs, ys = trail["x"].to_numpy(float), trail["y"].to_numpy(float)
         full_x = float(np.ptp(points["x"].to_numpy(float))) or 1.0
         full_y = float(np.ptp(points["y"].to_numpy(float))) or 1.0
-        # At least a fifth of the whole map on each axis, so the neighbourhood around the path shows too.
+        # At least a fifth of the whole map on each axis, so the items around the path show too.
         half_x = max(float(np.ptp(xs)) * 0.75, full_x / 10)
         half_y = max(float(np.ptp(ys)) * 0.75, full_y / 10)
         cx, cy = (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2

@@ -103,6 +103,12 @@ COMPARED_KIND = {"both": "transfer", "meta": "transfer", "transfer": "both"}
 PRESET_OF_KIND = {"transfer": "transfer only", "both": "new users (meta + transfer)"}
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def item_pca(run_id: str, _item_vectors: np.ndarray) -> projection.PCAProjection:
+    """The PCA the item map is drawn with (deterministic: the same axes as the cached coordinates)."""
+    return projection.fit_pca(_item_vectors)
+
+
 def comparison_run(run, kind: str) -> object | None:
     """The newest completed run of ``kind`` on the same dataset (not ``run`` itself), or None."""
     for other in common.runs_for(run.dataset_ref):
@@ -114,15 +120,15 @@ def comparison_run(run, kind: str) -> object | None:
     return None
 
 
-def user_trail(rec, ratings, features, item_coords: np.ndarray, item_vectors: np.ndarray, upto: int) -> pd.DataFrame:
-    """Where the user sits in the item map after 0, 1, ..., ``upto`` ratings (among their nearest items)."""
+def user_trail(rec, ratings, features, pca: projection.PCAProjection, upto: int) -> pd.DataFrame:
+    """Your taste vector after 0, 1, ..., ``upto`` ratings, projected with the items' own PCA (exact: PCA is linear)."""
     cache = st.session_state.setdefault("lab_trail_cache", {})
     rows = []
     for n in range(upto + 1):
         key = (rec.run.run_dir.as_posix(), tuple(ratings[:n]), tuple(sorted(features.items())))
         if key not in cache:
             state = rec.adapt_user(ratings[:n], user_features=features)
-            cache[key] = tuple(projection.place_among(item_coords, item_vectors, rec.user_vector(state), k=10))
+            cache[key] = tuple(float(v) for v in pca.transform(rec.user_vector(state))[0])
         x, y = cache[key]
         rows.append((x, y, str(n)))
     return pd.DataFrame(rows, columns=["x", "y", "label"])
@@ -248,10 +254,11 @@ with common.guard():
         embeddings = common.current_embeddings()
         coords = projection.cached_projection(common.store().run_dir(run.id), "items", "pca", embeddings.item_vectors)
         points = pd.concat([coords[["x", "y"]], embeddings.items.reset_index(drop=True)], axis=1)
-        trail = user_trail(rec, ratings, features, coords[["x", "y"]].to_numpy(), embeddings.item_vectors, upto)
-        near = projection.nearest_neighbours(embeddings.item_vectors, rec.user_vector(state), k=10)
+        trail = user_trail(rec, ratings, features, item_pca(run.id, embeddings.item_vectors), upto)
+        row_of = {item: n for n, item in enumerate(embeddings.items["id"])}
+        top_rows = [row_of[i] for i in top_meta["item_id"] if i in row_of]  # your current top recommendations
         st.plotly_chart(
-            charts.embedding_figure(points, color="cohort", hover=["id", "n_ratings"], title="label", highlight=near["index"].tolist(),
+            charts.embedding_figure(points, color="cohort", hover=["id", "n_ratings"], title="label", highlight=top_rows,
                                     trail=trail, group_colours=charts.COHORT_COLOURS, trail_label=t("lab.you"),
                                     group_labels=common.cohort_labels(), focus=zoom and len(shown) > 0, height=420),
             config={"scrollZoom": True, "displaylogo": False}, key="lab_map",

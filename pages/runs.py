@@ -85,31 +85,29 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
 
 
 def compare_section(selected: list[str], labels: dict[str, str]) -> None:
-    """Settings that differ between the selected runs, final metrics side by side, CSV export."""
+    """Settings that differ between the selected runs, final metrics (full width: a column per metric), CSV export."""
     comparison = common.store().compare(selected)
-    left, right = st.columns([2, 3])
-    with left:
-        st.subheader(t("runs.diff"))
-        if len(selected) < 2:
-            st.caption(t("runs.diff.one"))
-        elif comparison.params.empty:
-            st.caption(t("runs.diff.none"))
-        else:
-            params = comparison.params.copy()
-            if "schedule" in params.index:
-                params.loc["schedule"] = [schedule_label(v) for v in params.loc["schedule"]]
-            params = params.rename(columns=labels).astype(str)
-            params.index.name = t("runs.col.setting")
-            st.dataframe(params)
-    with right:
-        st.subheader(t("runs.final"))
-        final = comparison.metrics.drop(columns=["name"]).rename(index=labels)
-        final["status"] = [t(f"status.{v}") for v in final["status"]]
-        final = final.rename(columns={"status": t("runs.col.status")})
-        final.index.name = t("runs.col.run")
-        st.dataframe(final.round(4))
-        if len(final) > 1:
-            st.caption(t("runs.final.noise"))
+    st.subheader(t("runs.diff"))
+    if len(selected) < 2:
+        st.caption(t("runs.diff.one"))
+    elif comparison.params.empty:
+        st.caption(t("runs.diff.none"))
+    else:
+        params = comparison.params.copy()
+        if "schedule" in params.index:
+            params.loc["schedule"] = [schedule_label(v) for v in params.loc["schedule"]]
+        params = params.rename(columns=labels).astype(str)
+        params.index.name = t("runs.col.setting")
+        st.dataframe(params)
+    st.subheader(t("runs.final"))
+    final = comparison.metrics.drop(columns=["name"]).rename(index=labels)
+    final["status"] = [t(f"status.{v}") for v in final["status"]]
+    final = final.rename(columns={"status": t("runs.col.status")})
+    final.index.name = t("runs.col.run")
+    st.dataframe(final.round(4))
+    if len(final) > 1:
+        on_movielens = {common.store().get_run(r).dataset_ref for r in selected} == {common.DEFAULT_DATASET}
+        st.caption(t("runs.final.noise") if on_movielens else t("runs.final.noise.other"))
     metrics_csv = pd.concat(
         [common.store().metrics_frame(run_id).assign(run=run_id, name=labels[run_id]) for run_id in selected], ignore_index=True
     ).to_csv(index=False)

@@ -287,6 +287,21 @@ def test_runs_page_compares_and_lists_the_run(trained: dict) -> None:
     assert "L_meta" in names and "L_trans" in names
 
 
+def test_runs_page_says_when_it_shows_runs_of_other_datasets(trained: dict) -> None:
+    at = trained["at"]
+    at.session_state["dataset_key"] = "builtin:synthetic"  # a dataset with no runs
+    try:
+        at = open_page(at, "runs")
+        assert_clean(at)
+        assert any("No runs on the current dataset" in i.value for i in at.info)
+        assert "tiny <b>run</b>" in set(at.dataframe[0].value.iloc[:, 0])
+    finally:
+        at.session_state["dataset_key"] = trained["dataset"]
+        at.session_state["run_id"] = trained["run_id"]
+    at = open_page(at, "runs")
+    assert not any("No runs on the current dataset" in i.value for i in at.info)
+
+
 def test_runs_page_deletes_a_run_and_keeps_the_others(trained: dict) -> None:
     from metarec_core import jobs
     from metarec_core.store import RunStore
@@ -371,6 +386,13 @@ def test_lab_adapts_on_every_rating(trained: dict) -> None:
     y = values(support["y"])
     assert len(y) == 1 + int(TrainConfig().inner_steps) and y[-1] <= y[0]  # adaptation lowers the support loss
     assert at.slider(key="lab_replay").value == 3
+    the_map = next(s for s in plotly_specs(at) if any(tr.get("name") == "You (a new user)" for tr in s["data"]))
+    trail = next(tr for tr in the_map["data"] if tr.get("name") == "You (a new user)")
+    xy = np.column_stack([values(trail["x"]), values(trail["y"])])
+    assert xy.shape == (4, 2) and np.ptp(xy, axis=0).max() > 0  # one point per number of ratings, and it moves
+    assert the_map["layout"]["xaxis"]["range"]  # zoomed in on the path
+    outlined = next(tr for tr in the_map["data"] if tr.get("name") == "★")
+    assert len(values(outlined["x"])) == len(top)  # the current top recommendations are outlined
     at.button(key="lab_reset").click().run()
     assert at.metric[0].value == "0"
 

@@ -54,13 +54,6 @@ def test_nearest_neighbours_match_brute_force() -> None:
         projection.nearest_neighbours(vectors, query, metric="manhattan")
 
 
-def test_place_among_puts_a_new_point_next_to_its_twin() -> None:
-    vectors, _ = plane_points(seed=2)
-    xy = projection.fit_pca(vectors).transform(vectors)
-    placed = projection.place_among(xy, vectors, vectors[11] + 1e-9, k=5, metric="euclidean")
-    np.testing.assert_allclose(placed, xy[11], atol=1e-3)
-
-
 def test_cached_projection_reads_the_file_and_invalidates_on_new_vectors(tmp_path, monkeypatch) -> None:
     vectors, _ = plane_points()
     first = projection.cached_projection(tmp_path, "items", "pca", vectors)
