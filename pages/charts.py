@@ -302,6 +302,7 @@ def validation_figure(
             )
         )
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, showlegend=len(fig.data) > 1)
+    fig.update_xaxes(tickformat="d", dtick=1 if len(frame) and frame["epoch"].max() <= 20 else None)  # whole epochs only
     return fig
 
 

@@ -152,7 +152,9 @@ def error_message(exc: BaseException) -> str:
     """
     if isinstance(exc, MetarecError):
         step_key = next((k for cls, k in _NEXT_STEP.items() if isinstance(exc, cls)), "error.next.generic")
-        return f"{plain(exc)}\n\n{t(step_key)}"
+        row = getattr(exc, "row", None)
+        hint = f" {t('error.row_hint', row=row, line=row + 1)}" if isinstance(exc, DataError) and row is not None else ""
+        return f"{plain(exc)}\n\n{t(step_key)}{hint}"
     return t("error.unexpected", kind=type(exc).__name__, message=plain(exc))
 
 

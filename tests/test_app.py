@@ -211,6 +211,13 @@ def test_bad_upload_shows_an_error_not_a_traceback(home: Path, content: bytes, e
     assert "Next step" in message or "rename" in message or "choose" in message
 
 
+def test_a_row_error_says_which_line_of_the_file_it_is(home: Path) -> None:
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("bad.csv", b"user_id,item_id,rating\n1,10,4\n2,10,abc\n", "text/csv").run()
+    message = at.error[0].value
+    assert "row 2" in message and "line 3" in message
+
+
 def test_uploaded_text_is_never_markup(home: Path) -> None:
     at = new_app()
     evil = b"user_id,item_id,rating\n<b>1</b>,10,4\n2,10,5\n3,11,2\n"

@@ -220,3 +220,9 @@ def test_loss_curves_break_where_the_other_phase_ran() -> None:
     fig = charts.loss_figure(pd.DataFrame(rows, columns=["phase", "epoch", "step", "key", "value", "time"]), keys=("meta",))
     x = np.asarray(fig.data[0].x, dtype=float)
     assert np.isnan(x[3]) and list(x[~np.isnan(x)]) == [1, 2, 3, 7, 8]
+
+
+def test_validation_figure_ticks_whole_epochs() -> None:
+    metrics = pd.DataFrame({"phase": ["validate"] * 2, "key": ["valid_mae"] * 2, "epoch": [1, 2], "step": [10, 20], "value": [0.8, 0.78]})
+    fig = charts.validation_figure(metrics, "valid_mae")
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"
