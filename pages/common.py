@@ -152,8 +152,9 @@ def error_message(exc: BaseException) -> str:
     """
     if isinstance(exc, MetarecError):
         step_key = next((k for cls, k in _NEXT_STEP.items() if isinstance(exc, cls)), "error.next.generic")
-        row = getattr(exc, "row", None)
-        hint = f" {t('error.row_hint', row=row, line=row + 1)}" if isinstance(exc, DataError) and row is not None else ""
+        row, source = getattr(exc, "row", None), str(getattr(exc, "source", "") or "")
+        text_file = not source.lower().endswith((".parquet", ".pq"))  # Parquet has no lines
+        hint = f" {t('error.row_hint', row=row, line=row + 1)}" if isinstance(exc, DataError) and row is not None and text_file else ""
         return f"{plain(exc)}\n\n{t(step_key)}{hint}"
     return t("error.unexpected", kind=type(exc).__name__, message=plain(exc))
 
@@ -339,7 +340,7 @@ def runs_for(dataset_ref: str | None = None) -> list[Any]:
 
 
 def cohort_labels() -> dict[str, str]:
-    """Display names of the cohorts users and items are coloured by (warm, new, validation, you)."""
+    """Display names of the cohorts users and items are coloured by (warm, new, validation)."""
     return {c: t(f"cohort.{c}") for c in ("warm", "new", "meta-test")}
 
 
@@ -405,13 +406,17 @@ def recommender(run_id: str, weights_mtime: float) -> Any:
     return Recommender.from_run_dir(store().run_dir(run_id))
 
 
+def weights_stamp(run_id: str) -> float:
+    """When a run's weights were last written (a training run rewrites them every epoch): part of every cache key."""
+    return (store().run_dir(run_id) / WEIGHTS_FILE).stat().st_mtime
+
+
 def current_recommender() -> Any:
     """The recommender of the session's run, or ``None`` when it has no weights yet."""
     run = current_run()
     if run is None or not has_weights(run.id):
         return None
-    weights = store().run_dir(run.id) / WEIGHTS_FILE
-    return recommender(run.id, weights.stat().st_mtime)
+    return recommender(run.id, weights_stamp(run.id))
 
 
 # ---------------------------------------------------------------- sidebar
@@ -596,7 +601,7 @@ def current_embeddings() -> RunEmbeddings | None:
     run = current_run()
     if run is None or not has_weights(run.id):
         return None
-    return run_embeddings(run.id, (store().run_dir(run.id) / WEIGHTS_FILE).stat().st_mtime)
+    return run_embeddings(run.id, weights_stamp(run.id))
 
 
 def item_titles_for(rec: Any, dataset: Any) -> list[str]:

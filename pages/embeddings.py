@@ -108,7 +108,8 @@ with common.guard():
     if hits:
         st.subheader(t("emb.neighbours", label=common.plain(frame["label"].iloc[chosen])))
         table = frame.iloc[neighbours["index"]].reset_index(drop=True)[["id", "label", "cohort", "n_ratings"]]
-        table["cohort"] = table["cohort"].map(lambda c: common.cohort_labels().get(c, c))
+        names = common.cohort_labels()
+        table["cohort"] = table["cohort"].map(lambda c: names.get(c, c))
         table.columns = [t(f"emb.col.{c}") for c in table.columns]
         table.insert(2, t("emb.col.distance"), neighbours["distance"].round(3).to_numpy())
         st.dataframe(table, hide_index=True)

@@ -63,12 +63,13 @@ def rating_scale(rec) -> list[float]:
     return [float(v) for v in np.arange(np.ceil(lo), np.floor(hi) + 1)] or [lo, hi]
 
 
-def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict, state) -> pd.DataFrame:
+def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict, state, stamp: float) -> pd.DataFrame:
     """Loss per inner step: support loss on the ratings so far (from ``state``, adapted on them);
     query loss on the newest rating, predicted from the ratings before it (what the model expected
-    before you told it). Remembered per ratings, so a rerun or a replay does not recompute it."""
+    before you told it). Remembered per ratings and weights (``stamp``: their file time), so a rerun
+    or a replay does not recompute it and a run that is still training is not shown stale."""
     cache = st.session_state.setdefault("lab_loss_cache", {})
-    key = (rec.run.run_dir.as_posix(), tuple(ratings), tuple(sorted(features.items())))
+    key = (rec.run.run_dir.as_posix(), stamp, tuple(ratings), tuple(sorted(features.items())))
     if key in cache:
         return cache[key]
     steps = int(rec.run.config.inner_steps)
@@ -103,12 +104,6 @@ COMPARED_KIND = {"both": "transfer", "meta": "transfer", "transfer": "both"}
 PRESET_OF_KIND = {"transfer": "transfer only", "both": "new users (meta + transfer)"}
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def item_pca(run_id: str, _item_vectors: np.ndarray) -> projection.PCAProjection:
-    """The PCA the item map is drawn with (deterministic: the same axes as the cached coordinates)."""
-    return projection.fit_pca(_item_vectors)
-
-
 def comparison_run(run, kind: str) -> object | None:
     """The newest completed run of ``kind`` on the same dataset (not ``run`` itself), or None."""
     for other in common.runs_for(run.dataset_ref):
@@ -120,12 +115,15 @@ def comparison_run(run, kind: str) -> object | None:
     return None
 
 
-def user_trail(rec, ratings, features, pca: projection.PCAProjection, upto: int) -> pd.DataFrame:
-    """Your taste vector after 0, 1, ..., ``upto`` ratings, projected with the items' own PCA (exact: PCA is linear)."""
+def user_trail(rec, ratings, features, pca: projection.PCAProjection, upto: int, stamp: float) -> pd.DataFrame:
+    """Your taste vector after 0, 1, ..., ``upto`` ratings, projected with the items' own PCA (exact: PCA is linear).
+
+    Positions are remembered per ratings and weights (``stamp``: their file time).
+    """
     cache = st.session_state.setdefault("lab_trail_cache", {})
     rows = []
     for n in range(upto + 1):
-        key = (rec.run.run_dir.as_posix(), tuple(ratings[:n]), tuple(sorted(features.items())))
+        key = (rec.run.run_dir.as_posix(), stamp, tuple(ratings[:n]), tuple(sorted(features.items())))
         if key not in cache:
             state = rec.adapt_user(ratings[:n], user_features=features)
             cache[key] = tuple(float(v) for v in pca.transform(rec.user_vector(state))[0])
@@ -188,7 +186,6 @@ with common.guard():
 
     started = time.perf_counter()
     state = rec.adapt_user(shown, user_features=features)
-    exclude = rec.item_indices([i for i, _ in shown]).tolist() if shown else []
     top_meta = rec.recommend(state, k=TOP_K)
     elapsed_ms = 1000 * (time.perf_counter() - started)
 
@@ -213,7 +210,10 @@ with common.guard():
     with columns[1]:
         other_label = t(f"lab.kind.{other_kind}")
         st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
-        if other is None:
+        pending = [r for r in common.runs_for(run.dataset_ref) if r.is_active and run_kind(r.config) == other_kind]
+        if other is None and pending:
+            st.caption(t("lab.other_pending", kind=other_label, name=common.plain(pending[0].name)))
+        elif other is None:
             st.caption(t("lab.no_other", kind=other_label))
             if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
                 from metarec_core.training import preset_config
@@ -224,7 +224,7 @@ with common.guard():
                     st.session_state[common.RUN] = keep
                     st.toast(t("lab.other_started", kind=other_label))
         else:
-            other_rec = common.recommender(other.id, (common.store().run_dir(other.id) / common.WEIGHTS_FILE).stat().st_mtime)
+            other_rec = common.recommender(other.id, common.weights_stamp(other.id))
             other_state = other_rec.adapt_user(shown, user_features=features)
             top_other = other_rec.recommend(other_state, k=TOP_K)
             st.table(pd.DataFrame({t("common.title"): [titles.get(i, i) for i in top_other["item_id"]], t("common.score"): top_other["score"].map("{:.2f}".format)}), hide_index=True)
@@ -238,7 +238,7 @@ with common.guard():
     with loss_col:
         st.subheader(t("lab.losses"))
         if shown:
-            losses = per_step_losses(rec, shown, features, state)
+            losses = per_step_losses(rec, shown, features, state, common.weights_stamp(run.id))
             st.plotly_chart(
                 charts.inner_loss_figure(losses, labels={"support": t("lab.loss.support"), "query": t("lab.loss.query")},
                                          x_title=t("lab.inner_step"), y_title=t("common.loss")),
@@ -254,7 +254,8 @@ with common.guard():
         embeddings = common.current_embeddings()
         coords = projection.cached_projection(common.store().run_dir(run.id), "items", "pca", embeddings.item_vectors)
         points = pd.concat([coords[["x", "y"]], embeddings.items.reset_index(drop=True)], axis=1)
-        trail = user_trail(rec, ratings, features, item_pca(run.id, embeddings.item_vectors), upto)
+        # Fitted afresh (a few ms): the same deterministic axes as the item coordinates, for these weights.
+        trail = user_trail(rec, ratings, features, projection.fit_pca(embeddings.item_vectors), upto, common.weights_stamp(run.id))
         row_of = {item: n for n, item in enumerate(embeddings.items["id"])}
         top_rows = [row_of[i] for i in top_meta["item_id"] if i in row_of]  # your current top recommendations
         st.plotly_chart(
@@ -263,4 +264,4 @@ with common.guard():
                                     group_labels=common.cohort_labels(), focus=zoom and len(shown) > 0, height=420),
             config={"scrollZoom": True, "displaylogo": False}, key="lab_map",
         )
-        st.caption(t("lab.map.caption"))
+        st.caption(t("lab.map.caption") + (" " + t("lab.map.zoomed") if zoom and shown else ""))

@@ -45,7 +45,8 @@ def top_table(rec, top: pd.DataFrame, titles: dict[str, str], query: dict[str, f
         }
     )
     if query:
-        frame[t("recs.held_out")] = [f"{query[i]:g}★" if i in query else "" for i in top["item_id"]]
+        implicit = rec.run.loss == "bce"  # every held-out interaction is a 1: a tick, not "1★"
+        frame[t("recs.held_out")] = [("✓" if implicit else f"{query[i]:g}★") if i in query else "" for i in top["item_id"]]
     return frame
 
 

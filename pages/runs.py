@@ -104,7 +104,8 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
     final["status"] = [t(f"status.{v}") for v in final["status"]]
     final = final.rename(columns={"status": t("runs.col.status")})
     final.index.name = t("runs.col.run")
-    st.dataframe(final.round(4))
+    # A metric a run has none of (cancelled before testing; AUC beside MAE) is a dash, not "None".
+    st.dataframe(final.round(4).astype(object).where(final.notna(), "—"))
     if len(final) > 1:
         on_movielens = {common.store().get_run(r).dataset_ref for r in selected} == {common.DEFAULT_DATASET}
         st.caption(t("runs.final.noise") if on_movielens else t("runs.final.noise.other"))

@@ -432,6 +432,25 @@ def test_lab_labels_each_column_by_what_its_run_is(trained: dict) -> None:
         trained["at"].session_state["run_id"] = trained["run_id"]
 
 
+def test_lab_does_not_offer_a_second_comparison_run_while_one_is_queued(trained: dict) -> None:
+    from metarec_core import jobs
+    from metarec_core.store import RunStore
+
+    store = RunStore()
+    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5,
+            "device": "cpu", "lambda_meta": 0.0}
+    queued = jobs.submit(store, tiny, trained["dataset"], name="queued transfer")  # queued, not started
+    try:
+        at = open_page(trained["at"], "lab")
+        assert_clean(at)
+        assert any("is queued or training" in c.value for c in at.caption)
+        assert not [b for b in at.button if b.key == "lab_train_other"]
+    finally:
+        store.delete(queued)
+    at = open_page(trained["at"], "lab")
+    assert [b for b in at.button if b.key == "lab_train_other"]  # none queued, none finished: offered again
+
+
 def test_learn_page_shows_the_run(trained: dict) -> None:
     at = open_page(trained["at"], "learn")
     assert_clean(at)
