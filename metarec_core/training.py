@@ -380,6 +380,7 @@ def fit(
     )
     plan = _plan(config, n_meta_steps=_n_batches(len(meta_users), config.meta_batch_size), n_trans_steps=_n_batches(len(warm), config.batch_size))
     total_steps = sum(n for _, _, n in plan)
+    clock = _TimeLeft(plan)
     scheduler = (
         torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: config.final_lr_fraction + (1 - config.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * min(k, total_steps) / max(total_steps, 1))))
         if config.final_lr_fraction < 1.0 else None
@@ -456,8 +457,9 @@ def fit(
 
     def end_epoch_with_weights(epoch: int) -> None:
         metrics = _validated_prior(inner_lr, validate, kind) if validated_prior else validate()
+        clock.validated()
         elapsed = time.perf_counter() - started
-        emit(ProgressEvent("validate", epoch + 1, step, total_steps, {}, metrics, elapsed, elapsed / max(step, 1) * (total_steps - step)))
+        emit(ProgressEvent("validate", epoch + 1, step, total_steps, {}, metrics, elapsed, clock.seconds_left()))
         best.offer(epoch + 1, metrics, model, inner_lr)
         if out_dir is not None:
             save_run(Path(out_dir), model, inner_lr, artifacts, final_metrics=metrics, stopped=False)
@@ -505,11 +507,12 @@ def fit(
             if average is not None:
                 average.update()
             step += 1
+            clock.stepped(phase)
             elapsed = time.perf_counter() - started
             emit(ProgressEvent(
                 phase=phase, epoch=epoch + 1, step=step, total_steps=total_steps,
                 losses={k: float(v.detach()) for k, v in terms.items()} | {"total": float(total.detach())},
-                metrics={}, elapsed=elapsed, eta=elapsed / step * (total_steps - step),
+                metrics={}, elapsed=elapsed, eta=clock.seconds_left(),
             ))
         if stopped:
             break
@@ -533,6 +536,57 @@ def fit(
         save_run(Path(out_dir), model, inner_lr, artifacts, final_metrics=final, stopped=stopped)
     log.info("fit finished in %.1fs (%s), final metrics %s", elapsed, "stopped" if stopped else "completed", final)
     return TrainResult(Path(out_dir) if out_dir else None, stopped, epochs_completed, final, str(device), model, artifacts)
+
+
+class _TimeLeft:
+    """Seconds left in a training plan, from the measured cost of a step of each phase and of a validation.
+
+    A meta step (a batch of tasks, each adapted) costs several times a
+    transfer step, so ``elapsed / steps × steps left`` over-estimates early in
+    an alternating run; here each phase's remaining steps are priced at that
+    phase's own mean step time (a phase not yet seen at the overall mean), plus
+    one validation per epoch still to come.
+    """
+
+    def __init__(self, plan: list[tuple[int, str, int]], clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._last = clock()
+        self._left: dict[str, int] = {}
+        for _, phase, n in plan:
+            self._left[phase] = self._left.get(phase, 0) + n
+        self._seconds: dict[str, float] = {}
+        self._steps: dict[str, int] = {}
+        self._validations_left = len({epoch for epoch, _, _ in plan})
+        self._validation_seconds = 0.0
+        self._validations = 0
+
+    def _lap(self) -> float:
+        now = self._clock()
+        lap, self._last = now - self._last, now
+        return lap
+
+    def stepped(self, phase: str) -> None:
+        """One step of ``phase`` has finished."""
+        self._seconds[phase] = self._seconds.get(phase, 0.0) + self._lap()
+        self._steps[phase] = self._steps.get(phase, 0) + 1
+        self._left[phase] = max(0, self._left.get(phase, 0) - 1)
+
+    def validated(self) -> None:
+        """An end-of-epoch validation has finished."""
+        self._validation_seconds += self._lap()
+        self._validations += 1
+        self._validations_left = max(0, self._validations_left - 1)
+
+    def seconds_left(self) -> float:
+        """The estimate; 0 before anything was measured."""
+        n = sum(self._steps.values())
+        overall = sum(self._seconds.values()) / n if n else 0.0
+        steps = sum(
+            left * (self._seconds[phase] / self._steps[phase] if self._steps.get(phase) else overall)
+            for phase, left in self._left.items()
+        )
+        validation = self._validation_seconds / self._validations if self._validations else 0.0
+        return steps + self._validations_left * validation
 
 
 class _WeightAverage:

@@ -11,7 +11,7 @@ from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
 from metarec_core.presets import GRADIENT_STEPS
-from metarec_core.training import PRESETS, PRIOR_GRID, TrainConfig, _plan, _source_inner_rates, _validated_prior, _WeightAverage, fit, preset_config
+from metarec_core.training import PRESETS, PRIOR_GRID, TrainConfig, _plan, _source_inner_rates, _TimeLeft, _validated_prior, _WeightAverage, fit, preset_config
 
 FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "meta_batch_size": 32, "batch_size": 256, "inner_steps": 3}
 
@@ -299,3 +299,30 @@ def test_item_id_dropout_hides_ids_only_while_training(scenario):
     assert ModelConfig(item_id_dropout=0.5).item_id_dropout == 0.5
     with pytest.raises(ValueError):
         ModelConfig(item_id_dropout=1.0)
+
+
+def test_time_left_prices_each_phase_at_its_own_step_cost() -> None:
+    now = [0.0]
+    plan = [(0, "meta", 2), (0, "transfer", 4), (1, "meta", 2), (1, "transfer", 4)]
+    left = _TimeLeft(plan, clock=lambda: now[0])
+    assert left.seconds_left() == 0.0  # nothing measured yet
+    for phase, cost in [("meta", 10.0), ("meta", 10.0), ("transfer", 1.0)]:
+        now[0] += cost
+        left.stepped(phase)
+    # 2 meta steps at 10 s and 3 + 4 transfer steps at 1 s are left (the naive elapsed/steps × steps left says 49 s).
+    assert left.seconds_left() == pytest.approx(2 * 10.0 + 7 * 1.0)
+    for _ in range(3):
+        now[0] += 1.0
+        left.stepped("transfer")
+    now[0] += 5.0
+    left.validated()  # one validation took 5 s; one more epoch (and validation) to go
+    assert left.seconds_left() == pytest.approx(2 * 10.0 + 4 * 1.0 + 5.0)
+
+
+def test_progress_eta_reaches_zero_and_never_goes_negative(scenario) -> None:
+    events = []
+    fit(config(device="cpu"), scenario.dataset, on_progress=events.append)
+    etas = [e.eta for e in events if e.phase in ("meta", "transfer", "validate")]
+    assert etas and min(etas) >= 0.0
+    last_step = [e for e in events if e.phase in ("meta", "transfer")][-1]
+    assert last_step.eta == pytest.approx(0.0, abs=1.0)  # only the last validation is left, and it is short
