@@ -481,7 +481,9 @@ def embedding_figure(
         fig.add_trace(
             go.Scatter(
                 x=trail["x"], y=trail["y"], mode="lines+markers+text", name=esc(trail_label),
-                text=[esc(v) for v in trail["label"]], textposition="top center", hoverinfo="skip",
+                text=[esc(v) for v in trail["label"]], hoverinfo="skip",
+                # Above and below in turn: steps that land close together keep readable labels.
+                textposition=["top center" if k % 2 == 0 else "bottom center" for k in range(len(trail))],
                 textfont=dict(size=13, color=COHORT_COLOURS["you"]),
                 line=dict(color=COHORT_COLOURS["you"], width=2),
                 marker=dict(size=[9] * (len(trail) - 1) + [18], color=COHORT_COLOURS["you"], symbol="diamond",
