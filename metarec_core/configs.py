@@ -52,11 +52,40 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
             value = config_from_dict(hint, value)  # type: ignore[arg-type]
         elif isinstance(value, list):
             value = tuple(value)
-        kwargs[name] = value
+        kwargs[name] = _checked(cls.__name__, name, hint, value)
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+
+def _checked(owner: str, name: str, hint: Any, value: Any) -> Any:
+    """``value`` if it fits a plain ``bool``/``int``/``float``/``str`` or ``tuple[...]`` field (ints widen to float).
+
+    A string such as ``"no"`` for a ``bool`` (a non-empty string is true in
+    Python) or ``"abc"`` for an ``int`` is refused with the setting's name,
+    instead of being passed on or failing far from the cause.
+    """
+    def refuse(expected: str) -> ConfigError:
+        return ConfigError(f"{owner}: setting '{name}' must be {expected}, got {value!r}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise refuse("true or false")
+    elif hint is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise refuse("a whole number")
+        value = int(value)
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse("a number")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise refuse("text")
+    elif typing.get_origin(hint) is tuple and not isinstance(value, tuple):
+        raise refuse("a list, e.g. [64, 32]")
+    return value
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def test_recommend_json_excludes_support_items(files, tmp_path, capsys):
 @pytest.mark.parametrize(
     "support, message",
     [
-        ("user_id,item_id,rating\nnewbie,1,abc\n", "row 2"),
+        ("user_id,item_id,rating\nnewbie,1,abc\n", "row 1"),
         ("user_id,item,rating\nnewbie,1,4\n", "item_id"),
         ("user_id,item_id,rating\nnewbie,99999,4\n", "99999"),
     ],
@@ -84,3 +84,22 @@ def test_unknown_setting_is_rejected(files, capsys):
     root, _ = files
     code = main(["train", "--interactions", str(root / "ratings.csv"), "--set", "lamda=1", "--out", str(root / "x")])
     assert code == 1 and "unknown setting" in capsys.readouterr().err
+
+
+def test_train_reads_files_whose_columns_are_named_on_the_command_line(files, tmp_path):
+    from metarec_core.artifacts import load_run
+
+    root, _ = files
+    frame = pd.read_csv(root / "ratings.csv").rename(columns={"user_id": "u", "item_id": "i", "rating": "stars", "timestamp": "t"})
+    frame.to_csv(tmp_path / "odd.csv", index=False)
+    code = main(["train", "--interactions", str(tmp_path / "odd.csv"), "--user-col", "u", "--item-col", "i", "--rating-col", "stars",
+                 "--timestamp-col", "t", "--set", "num_epochs=1", "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 0
+    assert load_run(tmp_path / "run").loss == "mse"  # the ratings were used, not dropped as implicit data
+
+
+def test_a_setting_of_the_wrong_type_is_a_one_line_error(files, capsys):
+    root, _ = files
+    code = main(["train", "--interactions", str(root / "ratings.csv"), "--set", "use_text=no", "--out", str(root / "y")])
+    err = capsys.readouterr().err
+    assert code == 1 and "use_text" in err and "true or false" in err and len(err.strip().splitlines()) == 1

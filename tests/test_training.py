@@ -35,6 +35,24 @@ def test_unknown_setting_is_rejected():
         config_from_dict(TrainConfig, {"lambda_meta": 0.0, "lambda_trans": 0.0})
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    ("use_text", "no", "true or false"),  # a non-empty string would have counted as true
+    ("num_epochs", "abc", "whole number"),
+    ("num_epochs", 2.5, "whole number"),
+    ("lr", "fast", "a number"),
+    ("model", {"hidden": "64,32"}, "a list"),
+])
+def test_settings_of_the_wrong_type_are_rejected_by_name(key, value, expected):
+    with pytest.raises(ConfigError, match=expected) as info:
+        config_from_dict(TrainConfig, {key: value})
+    assert (key if key != "model" else "hidden") in str(info.value)
+
+
+def test_numbers_widen_and_lists_become_tuples():
+    c = config_from_dict(TrainConfig, {"lr": 1, "num_epochs": 3.0, "model": {"hidden": [64, 32]}})
+    assert c.lr == 1.0 and isinstance(c.lr, float) and c.num_epochs == 3 and c.model.hidden == (64, 32)
+
+
 def test_presets_build_and_ablate():
     assert set(PRESETS) >= {"new users (meta + transfer)", "transfer only", "meta only", "new items (text features)"}
     assert preset_config("transfer only").lambda_meta == 0

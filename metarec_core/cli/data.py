@@ -38,18 +38,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     describe.add_argument("--users", metavar="FILE", help="user table (ID column + features)")
     describe.add_argument("--items", metavar="FILE", help="item table (ID column + features)")
     describe.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_file_options(describe)
+    describe.add_argument("--support-size", type=int, default=10, metavar="K", help="support size K for the scenario counts")
+    describe.add_argument("--cold-fraction", type=float, default=0.2, metavar="F", help="share of users/items made cold")
+    describe.set_defaults(func=_describe)
+
+
+def add_file_options(parser: argparse.ArgumentParser) -> None:
+    """How data files are read: column choices, implicit data, mixed IDs, feature kinds, size limit.
+
+    Shared by every command that reads ``--interactions`` (``data describe``, ``train``, ``evaluate``).
+    """
+    group = parser.add_argument_group("reading data files (with --interactions)")
     for role in ("user", "item", "rating", "timestamp"):
-        describe.add_argument(f"--{role}-col", metavar="NAME", help=f"the {role} column (default: auto-detect)")
-    describe.add_argument("--implicit", action="store_true", help="ignore any rating column: every row is an interaction")
-    describe.add_argument("--allow-mixed-ids", action="store_true", help="accept ID columns mixing numbers and text")
-    describe.add_argument(
+        group.add_argument(f"--{role}-col", metavar="NAME", help=f"the {role} column (default: auto-detect)")
+    group.add_argument("--implicit", action="store_true", help="ignore any rating column: every row is an interaction")
+    group.add_argument("--allow-mixed-ids", action="store_true", help="accept ID columns mixing numbers and text")
+    group.add_argument(
         "--kind", action="append", default=[], metavar="COLUMN=KIND",
         help=f"override a feature's kind ({', '.join(FEATURE_KINDS)} or ignore); repeatable",
     )
-    describe.add_argument("--support-size", type=int, default=10, metavar="K", help="support size K for the scenario counts")
-    describe.add_argument("--cold-fraction", type=float, default=0.2, metavar="F", help="share of users/items made cold")
-    describe.add_argument("--max-mb", type=float, default=1024.0, metavar="MB", help="refuse files larger than this")
-    describe.set_defaults(func=_describe)
+    group.add_argument("--max-mb", type=float, default=1024.0, metavar="MB", help="refuse files larger than this")
+
+
+def load_files(args: argparse.Namespace):
+    """The dataset in ``--interactions`` (and ``--users``/``--items``) read with the options of :func:`add_file_options`."""
+    from metarec_core.loaders import ColumnMapping, load_dataset
+
+    if args.max_mb <= 0:
+        raise ConfigError("--max-mb must be positive")
+    columns = ColumnMapping(
+        user=args.user_col,
+        item=args.item_col,
+        rating=args.rating_col,
+        timestamp=args.timestamp_col,
+        implicit=args.implicit,
+        allow_mixed_ids=args.allow_mixed_ids,
+    )
+    try:
+        return load_dataset(
+            args.interactions,
+            args.users,
+            args.items,
+            columns=columns,
+            feature_kinds=_parse_kinds(args.kind) or None,
+            max_bytes=int(args.max_mb * 1024 * 1024),
+        )
+    except (OSError, ValueError, UnicodeError) as exc:
+        # Anything pandas, pyarrow or the OS raise that validation did not already turn into a DataError.
+        raise DataError(f"cannot read the data ({type(exc).__name__}: {exc})") from exc
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
@@ -82,34 +119,15 @@ def _parse_kinds(pairs: list[str]) -> dict[str, str]:
 
 
 def _describe(args: argparse.Namespace) -> int:
-    from metarec_core.loaders import ColumnMapping, load_dataset
     from metarec_core.summary import summarize
 
-    if args.max_mb <= 0:
-        raise ConfigError("--max-mb must be positive")
     if args.support_size < 0 or not 0 < args.cold_fraction < 1:
         raise ConfigError("--support-size must be >= 0 and --cold-fraction between 0 and 1")
-    columns = ColumnMapping(
-        user=args.user_col,
-        item=args.item_col,
-        rating=args.rating_col,
-        timestamp=args.timestamp_col,
-        implicit=args.implicit,
-        allow_mixed_ids=args.allow_mixed_ids,
-    )
+    data = load_files(args)
     try:
-        data = load_dataset(
-            args.interactions,
-            args.users,
-            args.items,
-            columns=columns,
-            feature_kinds=_parse_kinds(args.kind) or None,
-            max_bytes=int(args.max_mb * 1024 * 1024),
-        )
         summary = summarize(data, support_size=args.support_size, cold_fraction=args.cold_fraction)
     except (OSError, ValueError, UnicodeError) as exc:
-        # Anything pandas, pyarrow or the OS raise that validation did not already turn into a DataError.
-        raise DataError(f"cannot read the data ({type(exc).__name__}: {exc})") from exc
+        raise DataError(f"cannot summarise the data ({type(exc).__name__}: {exc})") from exc
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
+from metarec_core.cli.data import add_file_options, load_files
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.splits import SCENARIOS
@@ -29,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--interactions", type=Path, help="interactions file the run was trained on")
     p.add_argument("--users", type=Path, help="user table (with --interactions)")
     p.add_argument("--items", type=Path, help="item table (with --interactions)")
+    add_file_options(p)
     p.add_argument("--scenario", choices=SCENARIOS, help="cold-start scenario (default and only choice: the run's)")
     p.add_argument("--shots", default="1,3,5,10,20", help="comma-separated support sizes K (default 1,3,5,10,20)")
     p.add_argument("--baselines", default="all", help="all, none, or a comma list of global-mean,item-mean,bias,mf")
@@ -54,9 +56,7 @@ def dataset_for_run(args: argparse.Namespace, meta: dict) -> Dataset:
     if args.dataset:
         return load_builtin(args.dataset)
     if args.interactions:
-        from metarec_core.loaders import load_dataset
-
-        return load_dataset(args.interactions, users=args.users, items=args.items)
+        return load_files(args)
     name = str(meta.get("dataset_name", ""))
     if name in BUILTIN_DATASETS:
         return load_builtin(name)

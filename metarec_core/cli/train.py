@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
+from metarec_core.cli.data import add_file_options, load_files
 from metarec_core.configs import config_from_dict, config_to_dict, load_config, parse_set_arguments
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, help="run directory to write (with --background: the run's name)")
     train.add_argument("--background", action="store_true", help="queue the run in the run store and return at once")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_file_options(train)
     train.set_defaults(func=run_train)
 
     score = subparsers.add_parser("score", help="adapt to users from support ratings and score item pairs")
@@ -78,9 +80,7 @@ def load_cli_dataset(args: argparse.Namespace) -> Dataset:
     """The dataset named by ``--dataset`` or read from ``--interactions/--users/--items``."""
     if args.dataset:
         return load_builtin(args.dataset)
-    from metarec_core.loaders import load_dataset
-
-    return load_dataset(args.interactions, users=args.users, items=args.items)
+    return load_files(args)
 
 
 class ProgressBar:
@@ -140,7 +140,10 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     frame = read_table(path)
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataError(f"missing column(s) {', '.join(missing)}; expected columns {', '.join(required)}", source=path.name)
+        raise DataError(
+            f"missing column(s) {', '.join(missing)}; this file needs exactly the header {','.join(required)} "
+            f"(found: {', '.join(map(str, frame.columns)) or 'no columns'}); rename the columns", source=str(path),
+        )
     frame = frame.copy()
     for column in ("user_id", "item_id"):
         if column in frame:
@@ -149,7 +152,8 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         ratings = pd.to_numeric(frame["rating"], errors="coerce")
         bad = np.flatnonzero(ratings.isna().to_numpy())
         if len(bad):
-            raise DataError(f"rating '{frame['rating'].iloc[bad[0]]}' is not a number; fix or remove that row", source=path.name, column="rating", row=int(bad[0]) + 2)
+            # Data rows from 1 (the header is not counted), as every other data message numbers them.
+            raise DataError(f"rating '{frame['rating'].iloc[bad[0]]}' is not a number; fix or remove that row", source=str(path), column="rating", row=int(bad[0]) + 1)
         frame["rating"] = ratings.astype(np.float32)
     return frame
 
