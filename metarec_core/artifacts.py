@@ -198,6 +198,10 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     from metarec_core.training import TrainConfig
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise DataError(f"run directory '{run_dir}' does not exist; give the folder that train --out wrote (or a run's folder in the store)")
+    if not any((run_dir / name).exists() for name in (CONFIG_FILE, MODEL_FILE, WEIGHTS_FILE)):
+        raise DataError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}, {MODEL_FILE} or {WEIGHTS_FILE}); give the folder that train --out wrote")
     for name in (CONFIG_FILE, MODEL_FILE, WEIGHTS_FILE, CONTEXT_FILE):
         if not (run_dir / name).exists():
             raise DataError(f"run directory '{run_dir}' has no {name}; it was not written completely — train it again")

@@ -77,7 +77,29 @@ def test_bad_support_file_gives_one_line_error(files, tmp_path, capsys, support,
 def test_missing_run_directory_is_a_clear_error(tmp_path, capsys):
     code = main(["recommend", "--run", str(tmp_path / "nope"), "--user", "1"])
     err = capsys.readouterr().err
-    assert code == 1 and "config.json" in err and "Traceback" not in err
+    assert code == 1 and "does not exist" in err and "Traceback" not in err
+    code = main(["recommend", "--run", str(tmp_path), "--user", "1"])  # a folder, but not a run
+    err = capsys.readouterr().err
+    assert code == 1 and "is not a run directory" in err
+
+
+def test_recommend_says_when_the_user_is_unknown(files, tmp_path, capsys):
+    _, run = files
+    assert main(["recommend", "--run", str(run), "--user", "nobdoy", "--k", "3"]) == 0  # a typo is still a valid new user
+    captured = capsys.readouterr()
+    assert "not a user of this run" in captured.err and "new user nobdoy" in captured.out
+    assert main(["recommend", "--run", str(run), "--user", "7", "--k", "3"]) == 0  # a known user: no note
+    assert "note" not in capsys.readouterr().err
+
+
+def test_score_refuses_a_folder_as_output(files, tmp_path, capsys):
+    _, run = files
+    (tmp_path / "s.csv").write_text("user_id,item_id,rating\nnewbie,1,5\n")
+    (tmp_path / "p.csv").write_text("user_id,item_id\nnewbie,4\nghost,4\n")
+    code = main(["score", "--run", str(run), "--support", str(tmp_path / "s.csv"), "--pairs", str(tmp_path / "p.csv"), "--out", str(tmp_path)])
+    assert code == 1 and "is a folder" in capsys.readouterr().err
+    assert main(["score", "--run", str(run), "--support", str(tmp_path / "s.csv"), "--pairs", str(tmp_path / "p.csv"), "--out", str(tmp_path / "o.csv")]) == 0
+    assert "1 user(s)" in capsys.readouterr().err  # 'ghost' has no support rows and is not a user of the run
 
 
 def test_unknown_setting_is_rejected(files, capsys):

@@ -130,9 +130,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         fields += [("worker", f"pid {run.pid} on {run.host}"), ("heartbeat", f"{time.time() - (run.heartbeat or 0):.1f} s ago")]
     if run.cancel_requested and run.status == "running":
         fields.append(("cancel", "requested"))
-    if run.error:
-        fields.append(("error", run.error))
     print(format_table(["field", "value"], fields, header=False))
+    if run.error:
+        print(f"error message: {run.error}")  # whole (it says where the checkpoint and the log are), not cut to a column
     print("\nsettings")
     print(format_table(["setting", "value"], [(k, json.dumps(v)) for k, v in sorted(_flat(run.config).items())], header=False))
     if final:

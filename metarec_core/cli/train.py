@@ -20,7 +20,12 @@ from metarec_core.presets import PRESETS
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train``, ``score`` and ``recommend``."""
-    train = subparsers.add_parser("train", help="train a model (meta-learning + transfer learning) and evaluate it")
+    train = subparsers.add_parser(
+        "train", help="train a model (meta-learning + transfer learning) and evaluate it",
+        description="Train on a built-in dataset or on your files: L_total = λ1·L_meta + λ2·L_trans + L0 on the chosen schedule, "
+        "validated every epoch on held-out new users, then tested on the split's new users. Writes a run directory "
+        "(--out) or, with --background, queues the run in the run store.",
+    )
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=BUILTIN_DATASETS, help="a built-in dataset")
     source.add_argument("--interactions", type=Path, help="interactions file (CSV, TSV or Parquet)")
@@ -46,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--run", type=Path, required=True, help="run directory")
     rec.add_argument("--user", required=True, help="user ID (known or new)")
     rec.add_argument("--support", type=Path, help="CSV user_id,item_id,rating with this user's ratings")
-    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--k", type=int, default=10, help="how many items (default 10)")
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.set_defaults(func=run_recommend)
 
@@ -162,12 +167,22 @@ def run_score(args: argparse.Namespace) -> int:
     """``score``: per user, adapt on the support rows and score that user's pairs."""
     from metarec_core.recommender import Recommender
 
+    if args.out.is_dir():
+        raise DataError(f"--out '{args.out}' is a folder; give a file name for the scores, e.g. {args.out / 'scores.csv'}")
     rec = Recommender.from_run_dir(args.run)
     support = _read_csv(args.support, ("user_id", "item_id", "rating"))
     pairs = _read_csv(args.pairs, ("user_id", "item_id"))
     pair_items = rec.item_indices(pairs["item_id"].tolist(), source=args.pairs.name)
     scores = np.zeros(len(pairs), dtype=np.float64)
     groups = dict(tuple(support.groupby("user_id", sort=False)))
+    unsupported = [u for u in pairs["user_id"].unique() if u not in groups and u not in rec.users]
+    if unsupported:
+        # Not an error (a new user without ratings is scored from the meta-learned start), but a mistyped ID looks the same.
+        print(
+            f"note: {len(unsupported)} user(s) in {args.pairs} have no rows in {args.support} and are not users of the run "
+            f"(e.g. '{unsupported[0]}'); they were scored from the meta-learned start, as brand-new users",
+            file=sys.stderr,
+        )
     for user, rows in pairs.groupby("user_id", sort=False):
         sup = groups.get(user)
         pairs_of_user = rows.index.to_numpy()
@@ -188,10 +203,16 @@ def run_recommend(args: argparse.Namespace) -> int:
 
     rec = Recommender.from_run_dir(args.run)
     support: pd.DataFrame | list = []
+    user = str(args.user).strip()
     if args.support:
         frame = _read_csv(args.support, ("user_id", "item_id", "rating"))
-        support = frame[frame["user_id"] == str(args.user).strip()]
-    state = rec.adapt_user(support, user_id=args.user)
+        support = frame[frame["user_id"] == user]
+        if not len(support):
+            print(f"note: {args.support} has no rows for user '{user}' (it has {frame['user_id'].nunique()} other user(s))", file=sys.stderr)
+    if user not in rec.users and not len(support):
+        # Not an error (the meta-learned start is what a brand-new user gets), but a mistyped ID looks the same.
+        print(f"note: '{user}' is not a user of this run; recommending for a brand-new user with no ratings", file=sys.stderr)
+    state = rec.adapt_user(support, user_id=user)
     top = rec.recommend(state, k=args.k)
     titles = _titles(rec)
     top = top.assign(title=[titles.get(i, "") for i in top["item_id"]]) if titles else top
