@@ -439,6 +439,8 @@ def fit(
     def validate() -> dict[str, float]:
         if valid_tasks is None:
             return {}
+        if kind == "bce":  # every query row is a positive: rank it against the items the user never touched
+            return {"valid_auc": catalogue_auc(model, inner_lr, config, data.valid_support, data.valid_query, context, kind)}
         predictions = predict_tasks(model, inner_lr, config, valid_tasks.to(device), context, kind)
         flat = predictions.reshape(-1)[valid_positions]
         return {f"valid_{k}": v for k, v in query_metrics(data.valid_query, flat, kind, artifacts.rating_range).items()}
@@ -699,9 +701,51 @@ def evaluate_held_out(
     query = data.split.query
     if len(query) == 0:
         return {}
-    tasks, positions = tasks_from_frames(data.split.support, query, warm=config.scenario in ("warm", "item-cold"))
+    warm = config.scenario in ("warm", "item-cold")
+    if kind == "bce":
+        return {"test_auc": catalogue_auc(model, inner_lr, config, data.split.support, query, context, kind, warm=warm, seen=data.split.train)}
+    tasks, positions = tasks_from_frames(data.split.support, query, warm=warm)
     predictions = predict_tasks(model, inner_lr, config, tasks.to(context.items.categorical.device), context, kind).reshape(-1)[positions]
     return {f"test_{k}": v for k, v in query_metrics(query, predictions, kind, rating_range).items()}
+
+
+def catalogue_auc(
+    model: PreferenceModel, inner_lr, config: TrainConfig, support: pd.DataFrame, query: pd.DataFrame,
+    context: FeatureContext, kind: str, *, warm: bool = False, seen: pd.DataFrame | None = None, chunk: int = 64,
+) -> float:
+    """Mean per-user AUC of implicit feedback: each user's query items against every item they never interacted with.
+
+    On implicit data every query row is a positive, so an AUC within the query
+    is undefined; each user is adapted on their support rows and the whole
+    catalogue is scored. Support items, and the user's rows in ``seen`` (their
+    training interactions in the warm and item-cold scenarios), are left out
+    of the ranking. NaN when no user has both a positive and a negative.
+    """
+    from metarec_core import metrics
+
+    users = np.unique(query["user"].to_numpy(np.int64))
+    n_items = int(model.shape.n_items)
+    values: list[float] = []
+    device = context.items.categorical.device
+    for start in range(0, len(users), chunk):
+        part = users[start:start + chunk]
+        catalogue = pd.DataFrame({
+            "user": np.repeat(part, n_items), "item": np.tile(np.arange(n_items, dtype=np.int64), len(part)),
+            "rating": np.zeros(len(part) * n_items, dtype=np.float32),
+        })
+        tasks, _ = tasks_from_frames(support[support["user"].isin(part)], catalogue, users=part, warm=warm)
+        scores = predict_tasks(model, inner_lr, config, tasks.to(device), context, kind).reshape(len(part), n_items)
+        for t, user in enumerate(part):
+            labels = np.zeros(n_items)
+            labels[query.loc[query["user"] == user, "item"].to_numpy(np.int64)] = 1.0
+            keep = np.ones(n_items, dtype=bool)
+            keep[support.loc[support["user"] == user, "item"].to_numpy(np.int64)] = False
+            if seen is not None:
+                keep[seen.loc[seen["user"] == user, "item"].to_numpy(np.int64)] = False
+            value = metrics.auc(labels[keep], scores[t, keep])
+            if np.isfinite(value):
+                values.append(float(value))
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _inner_learning_rates(model: PreferenceModel, config: TrainConfig, device: torch.device) -> dict[str, torch.Tensor]:

@@ -339,6 +339,12 @@ def runs_for(dataset_ref: str | None = None) -> list[Any]:
     return [r for r in runs if dataset_ref is None or r.dataset_ref == dataset_ref]
 
 
+def validation_key(metrics: Any) -> str:
+    """The validation metric a run records: ``valid_mae`` on ratings, ``valid_auc`` on implicit data."""
+    keys = set(metrics.loc[metrics["phase"] == "validate", "key"]) if len(metrics) else set()
+    return "valid_auc" if "valid_auc" in keys and "valid_mae" not in keys else "valid_mae"
+
+
 def cohort_labels() -> dict[str, str]:
     """Display names of the cohorts users and items are coloured by (warm, new, validation)."""
     return {c: t(f"cohort.{c}") for c in ("warm", "new", "meta-test")}

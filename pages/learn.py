@@ -202,7 +202,7 @@ def live_miniature() -> None:
             st.caption(t("learn.live.shots"))
         elif (metrics["phase"] == "validate").any():
             st.plotly_chart(
-                charts.validation_figure(metrics, "valid_mae", x_title=t("common.epoch"), y_title=t("learn.live.valid_mae"), height=260),
+                charts.validation_figure(metrics, key := common.validation_key(metrics), x_title=t("common.epoch"), y_title=t(f"learn.live.{key}"), height=260),
                 config={"displayModeBar": False},
             )
         else:

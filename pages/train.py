@@ -245,7 +245,7 @@ def progress_view(run) -> None:
     with right:
         if (metrics["phase"] == "validate").any():
             st.plotly_chart(
-                charts.validation_figure(metrics, "valid_mae", x_title=t("common.epoch"), y_title=t("learn.live.valid_mae")),
+                charts.validation_figure(metrics, key := common.validation_key(metrics), x_title=t("common.epoch"), y_title=t(f"learn.live.{key}")),
                 config={"displayModeBar": False}, key=f"valid_{run.id}",
             )
     final = store.final_metrics(run.id) if run.status in ("completed", "cancelled") else {}
