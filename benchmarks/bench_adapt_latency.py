@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from metarec_core.recommender import Recommender  # noqa: E402
 from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.training import TrainConfig, fit  # noqa: E402
 
-from machine import code_version, machine  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import code_version, machine, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_P95_MS = 20.0
@@ -179,11 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         "k": args.k, "n_items": dataset.n_items, "n_supports": len(supports), "trials": args.trials, "warmup": args.warmup,
         "target_p95_ms": TARGET_P95_MS, "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    out.with_suffix(".md").write_text(render(report))
-    print(render(report))
+    write_report(args.out, report, render(report))
 
 
 if __name__ == "__main__":

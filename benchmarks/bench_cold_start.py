@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -54,7 +53,7 @@ from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start  #
 from metarec_core.presets import GRADIENT_STEPS  # noqa: E402
 from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
 
-from machine import code_version, machine  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import code_version, machine, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT = "meta + transfer (default)"
@@ -351,11 +350,7 @@ def main(argv: list[str] | None = None) -> None:
             "ratio": extra["wall_s"] / base["wall_s"],
             "max_metric_diff": max(abs(extra[k] - base[k]) for k in ("mae", "rmse", "ndcg@3")),
         }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    out.with_suffix(".md").write_text(render(report))
-    print(render(report))
+    write_report(args.out, report, render(report))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -43,7 +42,7 @@ from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.tasks import tasks_from_frames  # noqa: E402
 from metarec_core.training import TrainConfig, fit, predict_tasks  # noqa: E402
 
-from machine import code_version, machine_line  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import code_version, machine_line, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The cold-start issue's MAE bar (its reference figures came from one seed of another split).
@@ -152,11 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine_line(), "code": code_version(), "seeds": seeds, "per_seed": per_seed,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    out.with_suffix(".md").write_text(render(report))
-    print(render(report))
+    write_report(args.out, report, render(report))
 
 
 if __name__ == "__main__":

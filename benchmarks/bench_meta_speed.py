@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -55,7 +54,7 @@ from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks  # noqa: E402
 from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
 
-from machine import code_version, machine  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import code_version, machine, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGET = 10.0
@@ -389,11 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         "timings": timings, "deepcopy_ms": copy_ms, "profile": table, "newton": newton,
         "verdict": {"met": ok, "text": text, "loop_ms_second_1thread": main_row["loop_ms"]},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    out.with_suffix(".md").write_text(render(report))
-    print(render(report))
+    write_report(args.out, report, render(report))
 
 
 if __name__ == "__main__":

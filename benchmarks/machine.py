@@ -55,3 +55,14 @@ def code_version() -> dict[str, object]:
 
     dirty = [line[3:] for line in git("status", "--porcelain", "--", "metarec_core").splitlines() if line.strip()]
     return {"commit": git("rev-parse", "--short", "HEAD").strip(), "metarec_core_uncommitted": dirty}
+
+
+def write_report(out: str | Path, report: dict, markdown: str) -> None:
+    """Write a benchmark's report as ``OUT.json`` and ``OUT.md`` (``out`` without extension) and print the Markdown."""
+    import json
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    path.with_suffix(".md").write_text(markdown)
+    print(markdown)
