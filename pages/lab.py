@@ -244,7 +244,7 @@ with common.guard():
                                          x_title=t("lab.inner_step"), y_title=t("common.loss")),
                 config={"displayModeBar": False},
             )
-            st.caption(t("lab.losses.caption"))
+            st.caption(t("lab.losses.caption" if rec.run.loss != "bce" else "lab.losses.caption.implicit"))
         else:
             st.caption(t("lab.losses.empty"))
     with map_col:

@@ -187,8 +187,11 @@ def live_miniature() -> None:
         rf"\lambda_1={config.get('lambda_meta', 0):g},\;\lambda_2={config.get('lambda_trans', 0):g},\;"
         rf"\lambda_0={config.get('lambda_l0', 0):g}"
     )
-    st.caption(t("learn.live.caption", name=common.plain(run.name), schedule=config.get("schedule", ""),
-                 steps=config.get("inner_steps", ""), scope=config.get("adapt_scope", "")))
+    schedule, scope = config.get("schedule", ""), config.get("adapt_scope", "")
+    st.caption(t("learn.live.caption", name=common.plain(run.name),
+                 schedule=t(f"train.schedule.{schedule}") if schedule in ("alternating", "sequential", "joint") else schedule,
+                 steps=config.get("inner_steps", ""),
+                 scope=t(f"train.scope.{scope}") if scope in ("user", "head", "user+head", "dense") else scope))
     metrics = common.store().metrics_frame(run.id)
     evaluation = common.load_evaluation(run.id)
     left, right = st.columns([3, 2])
@@ -213,7 +216,7 @@ def live_miniature() -> None:
         if shown:
             st.dataframe(pd.DataFrame({t("learn.live.metric"): list(shown), t("learn.live.value"): [round(v, 4) for v in shown.values()]}), hide_index=True)
         else:
-            st.info(t("learn.live.no_final", status=t(f"status.{run.status}")))
+            st.info(t("learn.live.no_final" if run.is_active else "learn.live.no_final.ended", status=t(f"status.{run.status}")))
         if evaluation is None and run.status == "completed":
             st.caption(t("learn.live.evaluate"))
             common.page_link(st, "pages/runs.py", "learn.goto.runs", ":material/stacked_line_chart:")

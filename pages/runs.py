@@ -33,10 +33,14 @@ def runs_table(runs) -> pd.DataFrame:
                 t("runs.col.schedule"): schedule_label(run.config.get("schedule")),
                 "MAE": metric_text(final.get("test_mae")),
                 "nDCG@3": metric_text(final.get("test_ndcg@3")),
+                "AUC": metric_text(final.get("test_auc")),  # implicit data (dropped below when no run has one)
                 "ID": run.id,
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    # Only the metric columns some listed run has (MAE and nDCG@3 on ratings, AUC on implicit data).
+    empty = [c for c in ("MAE", "nDCG@3", "AUC") if c in frame and (frame[c] == "—").all()]
+    return frame.drop(columns=empty) if len(empty) < 3 else frame.drop(columns=["AUC"])
 
 
 def schedule_label(value: object) -> str:
@@ -77,9 +81,10 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
     st.caption(t("runs.curves.caption"))
     if (metrics["phase"] == "validate").any():
         keys = sorted(k for k in metrics.loc[metrics["phase"] == "validate", "key"].unique() if k.startswith("valid_"))
-        key = st.segmented_control(t("runs.valid_metric"), keys, default=keys[0], required=True, key="runs_valid_key")
+        names = {k: t(f"learn.live.{k}") if k in ("valid_mae", "valid_auc") else k for k in keys}
+        key = st.segmented_control(t("runs.valid_metric"), keys, default=keys[0], required=True, key="runs_valid_key", format_func=names.__getitem__)
         st.plotly_chart(
-            charts.validation_figure(metrics, key or keys[0], run_labels=labels, x_title=t("common.epoch"), y_title=key or keys[0]),
+            charts.validation_figure(metrics, key or keys[0], run_labels=labels, x_title=t("common.epoch"), y_title=names[key or keys[0]]),
             config={"displayModeBar": False},
         )
 
@@ -171,7 +176,7 @@ def shots_section(runs, selected: list[str], labels: dict[str, str]) -> None:
             k = st.select_slider(t("runs.shots.gain_k"), sorted(int(x) for x in curve["shots"].dropna().unique()), value=10 if 10 in set(curve["shots"]) else None, key="shots_gain_k")
             gains = result.per_user(result.methods[0], k)
             st.plotly_chart(
-                charts.gain_histogram(gains["gain"].to_numpy(), x_title=t("runs.shots.gain"), y_title=t("data.count")),
+                charts.gain_histogram(gains["gain"].to_numpy(), x_title=t("runs.shots.gain.auc" if "auc_after" in gains else "runs.shots.gain"), y_title=t("data.count")),
                 config={"displayModeBar": False},
             )
             st.caption(t("runs.shots.gain_caption", better=int((gains["gain"] > 0).sum()), n=len(gains)))

@@ -197,7 +197,8 @@ def start_section() -> None:
 
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     name = left.text_input(t("train.run_name"), key="train_run_name", placeholder=t("train.run_name.placeholder"), max_chars=120)
-    if right.button(t("train.start"), type="primary", icon=":material/play_arrow:", key="train_start", width="stretch"):
+    both_zero = st.session_state[PREFIX + "lambda_meta"] == 0 and st.session_state[PREFIX + "lambda_trans"] == 0  # warned above
+    if right.button(t("train.start"), type="primary", icon=":material/play_arrow:", key="train_start", width="stretch", disabled=both_zero):
         flat = {key: st.session_state[PREFIX + key] for key in FIELDS}
         with common.guard():
             if flat["device"] == "cuda" and not common.gpu_name():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,6 +225,31 @@ def test_uploaded_text_is_never_markup(home: Path) -> None:
     at.file_uploader(key="upload_interactions").upload("<script>x</script>.csv", evil, "text/csv").run()
     assert not at.exception
     assert not at.get("html")
+
+
+def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> None:
+    from metarec_core import jobs
+    from metarec_core.store import RunStore
+
+    implicit = pd.read_csv(io.BytesIO(tiny_csv())).drop(columns=["rating"]).to_csv(index=False).encode()
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("clicks.csv", implicit, "text/csv").run()
+    assert any("implicit" in s.value for s in at.success)
+    at.button(key="save_dataset").click().run()
+    store = RunStore()
+    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
+    run_id = jobs.submit(store, tiny, at.session_state["dataset_key"], name="clicks run")
+    assert jobs.run_worker(store, run_id) == "completed"
+    at.session_state["run_id"] = run_id
+    at = open_page(at, "runs")
+    assert_clean(at)
+    table = at.dataframe[0].value
+    assert "AUC" in table.columns and "MAE" not in table.columns and 0.0 < float(table["AUC"].iloc[0]) <= 1.0
+    at = open_page(at, "lab")
+    assert_clean(at)
+    at.button(key="lab_rate").click().run()
+    assert_clean(at)
+    assert any("items you liked" in c.value for c in at.caption)  # not the rating-query caption
 
 
 def test_failed_movielens_fetch_falls_back_to_synthetic_with_a_note(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
