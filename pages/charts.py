@@ -368,7 +368,9 @@ def cold_share_figure(
     fig = go.Figure()
     for key, total, colour in (("users", n_users, PHASE_COLOURS["joint"]), ("items", n_items, PHASE_COLOURS["meta"])):
         share = scenarios[f"cold_{key}"].to_numpy(dtype=float) / max(total, 1)
-        fig.add_trace(go.Bar(x=x, y=share, name=labels.get(key, key), marker_color=colour, text=[f"{v:.0%}" for v in share], textposition="outside"))
+        # Zero bars get no label (two "0%" side by side ran together); the rest in a small font.
+        text = [f"{v:.0%}" if v > 0 else "" for v in share]
+        fig.add_trace(go.Bar(x=x, y=share, name=labels.get(key, key), marker_color=colour, text=text, textposition="outside", textfont=dict(size=10)))
     fig.update_layout(
         barmode="group", height=300, margin=dict(l=10, r=10, t=30, b=40), yaxis_title=y_title, yaxis_tickformat=".0%",
         yaxis_range=[0, 1], legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),

@@ -250,6 +250,8 @@ def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> Non
     at.button(key="lab_rate").click().run()
     assert_clean(at)
     assert any("items you liked" in c.value for c in at.caption)  # not the rating-query caption
+    assert at.metric[0].label == "items you liked" and at.metric[0].value == "1"
+    assert list(at.dataframe[0].value.columns) == ["title"]  # no column of 1s
 
 
 def test_failed_movielens_fetch_falls_back_to_synthetic_with_a_note(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
