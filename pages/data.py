@@ -122,7 +122,7 @@ def summary_section(dataset) -> None:
     st.markdown(f"**{t('data.cold.header')}**")
     st.caption(t("data.cold.caption", k=summary.support_size, share=f"{summary.cold_fraction:.0%}"))
     scenarios = summary.scenarios_frame()
-    left, right = st.columns([1, 2])  # the table has seven columns: give it the room
+    left, right = st.columns([1, 3])  # the table has seven columns: give it the room
     with left:
         st.plotly_chart(
             charts.cold_share_figure(
