@@ -100,13 +100,15 @@ def summary_section(dataset) -> None:
     if summary.warnings:
         with st.expander(t("data.load_warnings", n=len(summary.warnings))):
             common.show_warnings(summary.warnings, limit=20)
-    left, right = st.columns(2)
-    with left:
-        st.markdown(f"**{t('data.histogram')}**")
-        st.plotly_chart(
-            charts.rating_histogram(summary.rating_histogram, x_title=t("common.rating"), y_title=t("data.count")),
-            config={"displayModeBar": False},
-        )
+    # Implicit data has no rating scale (every row is a 1): its histogram would be one bar, so the long tail gets the row.
+    left, right = st.columns(2) if not dataset.implicit else (None, st.container())
+    if left is not None:
+        with left:
+            st.markdown(f"**{t('data.histogram')}**")
+            st.plotly_chart(
+                charts.rating_histogram(summary.rating_histogram, x_title=t("common.rating"), y_title=t("data.count")),
+                config={"displayModeBar": False},
+            )
     with right:
         st.markdown(f"**{t('data.long_tail')}**")
         st.plotly_chart(

@@ -169,6 +169,7 @@ def test_upload_maps_columns_and_saves_a_dataset(home: Path) -> None:
     assert any("80 users" in s.value for s in at.success)
     at.button(key="save_dataset").click().run()
     assert at.session_state["dataset_key"].startswith("stored:")
+    assert any("Rating histogram" in m.value for m in at.markdown)
     assert at.sidebar.selectbox(key="sidebar_dataset").value == at.session_state["dataset_key"]
     assert_clean(at)
 
@@ -236,6 +237,8 @@ def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> Non
     at.file_uploader(key="upload_interactions").upload("clicks.csv", implicit, "text/csv").run()
     assert any("implicit" in s.value for s in at.success)
     at.button(key="save_dataset").click().run()
+    assert_clean(at)
+    assert not any("Rating histogram" in m.value for m in at.markdown)  # one bar at 1 says nothing
     store = RunStore()
     tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
     run_id = jobs.submit(store, tiny, at.session_state["dataset_key"], name="clicks run")
@@ -252,6 +255,9 @@ def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> Non
     assert any("items you liked" in c.value for c in at.caption)  # not the rating-query caption
     assert at.metric[0].label == "items you liked" and at.metric[0].value == "1"
     assert list(at.dataframe[0].value.columns) == ["title"]  # no column of 1s
+    at = open_page(at, "recommendations")
+    assert_clean(at)
+    assert "interactions" in at.subheader[-1].value and "rating" not in list(at.dataframe[-1].value.columns)
 
 
 def test_failed_movielens_fetch_falls_back_to_synthetic_with_a_note(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
