@@ -339,6 +339,11 @@ def runs_for(dataset_ref: str | None = None) -> list[Any]:
     return [r for r in runs if dataset_ref is None or r.dataset_ref == dataset_ref]
 
 
+def worded(key: str, implicit: bool) -> str:
+    """The UI-string key for implicit data (``KEY.implicit``: "interactions", "liked") or ``key`` itself."""
+    return f"{key}.implicit" if implicit else key
+
+
 def validation_key(metrics: Any) -> str:
     """The validation metric a run records: ``valid_mae`` on ratings, ``valid_auc`` on implicit data."""
     keys = set(metrics.loc[metrics["phase"] == "validate", "key"]) if len(metrics) else set()

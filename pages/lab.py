@@ -146,10 +146,6 @@ with common.guard():
     dataset = common.run_dataset(run)
     implicit = rec.run.loss == "bce"
 
-    def word(key: str) -> str:
-        """The key's implicit-data wording ("interactions", "liked") on implicit data."""
-        return f"{key}.implicit" if implicit else key
-
     titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
     counts = dataset.ratings.groupby("item").size()
     n_ratings = {dataset.items.external(int(i)): int(c) for i, c in counts.items()}
@@ -169,13 +165,13 @@ with common.guard():
         if not matches:
             left.warning(t("lab.search.none", query=common.plain(query)), icon=":material/search_off:")
         item_id = mid.selectbox(
-            t(word("lab.item")), matches, format_func=lambda i: f"{titles[i]} ({n_ratings.get(i, 0)})", key="lab_item",
+            t(common.worded("lab.item", implicit)), matches, format_func=lambda i: f"{titles[i]} ({n_ratings.get(i, 0)})", key="lab_item",
             placeholder=t("lab.item.placeholder"),
         )
         scale = rating_scale(rec)
         right, b1, b2, _ = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
         rating = right.segmented_control(
-            t(word("lab.rating")), scale, format_func=(lambda v: f"{v:g}★") if len(scale) > 1 else {scale[0]: t("lab.liked")}.__getitem__,
+            t(common.worded("lab.rating", implicit)), scale, format_func=(lambda v: f"{v:g}★") if len(scale) > 1 else {scale[0]: t("lab.liked")}.__getitem__,
             default=scale[-1], required=True, key="lab_rating",
         )
         if b1.button(t("lab.rate"), type="primary", icon=":material/star:", key="lab_rate", disabled=item_id is None):
@@ -196,7 +192,7 @@ with common.guard():
     elapsed_ms = 1000 * (time.perf_counter() - started)
 
     info = st.columns(3)
-    info[0].metric(t(word("lab.n_ratings")), len(shown))
+    info[0].metric(t(common.worded("lab.n_ratings", implicit)), len(shown))
     info[1].metric(t("lab.adapt_ms"), f"{elapsed_ms:.0f} ms", help=t("lab.adapt_ms.help"))
     info[2].metric(t("lab.support_loss"), f"{state.losses[-1]:.3f}" if shown and state.losses else "—")
     if shown:
@@ -240,7 +236,7 @@ with common.guard():
     with columns[2]:
         st.markdown(f"**{t('lab.col.popular')}**")
         popular = popularity(dataset, rec, {i for i, _ in shown}, TOP_K)
-        st.table(pd.DataFrame({t("common.title"): [titles[i] for i in popular], t(word("lab.col.count")): [n_ratings.get(i, 0) for i in popular]}), hide_index=True)
+        st.table(pd.DataFrame({t("common.title"): [titles[i] for i in popular], t(common.worded("lab.col.count", implicit)): [n_ratings.get(i, 0) for i in popular]}), hide_index=True)
 
     loss_col, map_col = st.columns([2, 3], gap="large")
     with loss_col:
@@ -252,7 +248,7 @@ with common.guard():
                                          x_title=t("lab.inner_step"), y_title=t("common.loss")),
                 config={"displayModeBar": False},
             )
-            st.caption(t("lab.losses.caption" if rec.run.loss != "bce" else "lab.losses.caption.implicit"))
+            st.caption(t(common.worded("lab.losses.caption", implicit)))
         else:
             st.caption(t("lab.losses.empty"))
     with map_col:

@@ -73,10 +73,6 @@ with common.guard():
     dataset = common.run_dataset(run)
     implicit = rec.run.loss == "bce"
 
-    def word(key: str) -> str:
-        """The key's implicit-data wording ("interactions") on implicit data."""
-        return f"{key}.implicit" if implicit else key
-
     users = user_cohorts(rec, dataset)
     titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
     cohort = st.segmented_control(
@@ -88,11 +84,11 @@ with common.guard():
         st.info(t("recs.no_users"))
         st.stop()
     cols = st.columns([4, 2, 2])
-    labels = {row.id: t(word("recs.user_label"), id=row.id, n=row.n_ratings) for row in pool.itertuples()}
+    labels = {row.id: t(common.worded("recs.user_label", implicit), id=row.id, n=row.n_ratings) for row in pool.itertuples()}
     user_id = cols[0].selectbox(t("recs.user"), list(labels), format_func=labels.__getitem__, key=f"recs_user_{cohort}")
     k_top = cols[1].slider(t("recs.k"), 3, 30, 10, key="recs_k")
     warm = cohort == "warm"
-    k_shot = cols[2].slider(t(word("recs.shots")), 1, 20, int(rec.run.config.eval_support_size), key="recs_shots", disabled=warm)
+    k_shot = cols[2].slider(t(common.worded("recs.shots", implicit)), 1, 20, int(rec.run.config.eval_support_size), key="recs_shots", disabled=warm)
 
     past = history(dataset, user_id, k_shot, warm=warm)
     support = past[past["role"] == "support"]
@@ -114,7 +110,7 @@ with common.guard():
             st.caption(t("recs.before.caption"))
             st.dataframe(top_table(rec, rec.recommend(before, k=k_top, exclude=exclude), titles, query_ratings), hide_index=True)
         with a_col:
-            st.subheader(t(word("recs.after"), k=len(pairs)))
+            st.subheader(t(common.worded("recs.after", implicit), k=len(pairs)))
             st.caption(t("recs.after.caption", steps=len(after.losses) - 1, ms=f"{1000 * after.seconds:.0f}"))
             st.dataframe(top_table(rec, rec.recommend(after, k=k_top), titles, query_ratings), hide_index=True)
         if len(query) and not rec.run.loss == "bce":
@@ -124,7 +120,7 @@ with common.guard():
             m[0].metric(t("recs.query_mae"), f"{mae_a:.3f}", delta=f"{mae_a - mae_b:+.3f}", delta_color="inverse")
             m[1].metric(t("recs.query_ndcg"), f"{ndcg_a:.3f}", delta=f"{ndcg_a - ndcg_b:+.3f}")
             st.caption(t("recs.query.caption", n=len(query)))
-    st.subheader(t(word("recs.history"), n=len(past)))
+    st.subheader(t(common.worded("recs.history", implicit), n=len(past)))
     shown = past.assign(role=[t(f"recs.role.{r}") for r in past["role"]])
     shown.columns = [t("common.item_id"), t("common.title"), t("common.rating"), t("recs.role")]
     if implicit:  # every value is 1: the column says nothing
