@@ -76,6 +76,7 @@ from metarec_core.metrics import (
     rmse,
 )
 from metarec_core.splits import SCENARIOS, ColdStartSplit, SplitConfig, split_cold_start, split_users
+from metarec_core.tasks import catalogue_query, tasks_from_frames
 
 log = logging.getLogger(__name__)
 
@@ -463,24 +464,14 @@ class _Scorer:
         self.adapts = adapts
 
 
-def _catalogue_query(users: np.ndarray, n_items: int) -> pd.DataFrame:
-    """Every (user, item) pair, users in the given (sorted) order, items ascending."""
-    return pd.DataFrame({
-        "user": np.repeat(users, n_items),
-        "item": np.tile(np.arange(n_items, dtype=np.int64), len(users)),
-        "rating": np.zeros(len(users) * n_items, dtype=np.float32),
-    })
-
-
 def _baseline_scorer(name: str, model: Baseline, n_items: int) -> _Scorer:
     def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
-        return model.predict_tasks(support, _catalogue_query(users, n_items)).reshape(len(users), n_items)
+        return model.predict_tasks(support, catalogue_query(users, n_items)).reshape(len(users), n_items)
 
     return _Scorer(name, scores, adapts=not isinstance(model, (GlobalMean, ItemMean)))
 
 
 def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, chunk: int = 64) -> _Scorer:
-    from metarec_core.tasks import tasks_from_frames
     from metarec_core.training import predict_tasks
 
     config = run.config if steps is None else dataclasses.replace(run.config, inner_steps=steps)
@@ -490,7 +481,7 @@ def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, 
     inner_lr = run.inner_lr or run.config.inner_lr
 
     def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
-        tasks, _ = tasks_from_frames(support, _catalogue_query(users, n_items), users=users, warm=warm)
+        tasks, _ = tasks_from_frames(support, catalogue_query(users, n_items), users=users, warm=warm)
         out = predict_tasks(run.model, inner_lr, config, tasks.to(device), run.context, run.loss, chunk=chunk)
         return np.asarray(out, dtype=np.float64).reshape(len(users), n_items)
 

@@ -156,6 +156,18 @@ def sample_tasks(
     return _pad(np.asarray(kept, dtype=np.int64), sup_i, sup_r, qry_i, qry_r, warm=False)
 
 
+def catalogue_query(users: np.ndarray, n_items: int) -> pd.DataFrame:
+    """Every (user, item) pair as query rows (rating 0): users in the given order, items ascending.
+
+    Scoring it ranks each user's whole catalogue (recommendation lists, catalogue metrics).
+    """
+    return pd.DataFrame({
+        "user": np.repeat(users, n_items),
+        "item": np.tile(np.arange(n_items, dtype=np.int64), len(users)),
+        "rating": np.zeros(len(users) * n_items, dtype=np.float32),
+    })
+
+
 def tasks_from_frames(
     support: pd.DataFrame,
     query: pd.DataFrame,

@@ -25,7 +25,7 @@ from metarec_core.meta import REDUCTIONS, SOLVERS, adapt, meta_loss, score
 from metarec_core.presets import PRESETS
 from metarec_core.models import ADAPT_SCOPES, EntityTensors, FeatureContext, ModelConfig, PreferenceModel, shape_for
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
-from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks, tasks_from_frames
+from metarec_core.tasks import TaskBatch, UserRatings, catalogue_query, sample_tasks, tasks_from_frames
 
 log = logging.getLogger(__name__)
 
@@ -729,11 +729,7 @@ def catalogue_auc(
     device = context.items.categorical.device
     for start in range(0, len(users), chunk):
         part = users[start:start + chunk]
-        catalogue = pd.DataFrame({
-            "user": np.repeat(part, n_items), "item": np.tile(np.arange(n_items, dtype=np.int64), len(part)),
-            "rating": np.zeros(len(part) * n_items, dtype=np.float32),
-        })
-        tasks, _ = tasks_from_frames(support[support["user"].isin(part)], catalogue, users=part, warm=warm)
+        tasks, _ = tasks_from_frames(support[support["user"].isin(part)], catalogue_query(part, n_items), users=part, warm=warm)
         scores = predict_tasks(model, inner_lr, config, tasks.to(device), context, kind).reshape(len(part), n_items)
         for t, user in enumerate(part):
             labels = np.zeros(n_items)
