@@ -159,6 +159,11 @@ class LoadedRun:
         return str(self.meta["loss"])
 
     @property
+    def implicit(self) -> bool:
+        """Whether the run learned from implicit feedback (interactions, BCE) rather than ratings."""
+        return self.loss == "bce"
+
+    @property
     def rating_range(self) -> tuple[float, float]:
         """Smallest and largest training rating."""
         lo, hi = self.meta["rating_range"]

@@ -57,7 +57,7 @@ def demographics(rec) -> dict[str, object]:
 
 def rating_scale(rec) -> list[float]:
     """The rating values a user can give (1..5 on ML-100K; just "liked" on implicit data)."""
-    if rec.run.loss == "bce":
+    if rec.run.implicit:
         return [1.0]
     lo, hi = rec.run.rating_range
     return [float(v) for v in np.arange(np.ceil(lo), np.floor(hi) + 1)] or [lo, hi]
@@ -74,7 +74,7 @@ def per_step_losses(rec, ratings: list[tuple[str, float]], features: dict, state
         return cache[key]
     steps = int(rec.run.config.inner_steps)
     rows = [("support", s, v) for s, v in enumerate(state.losses)]
-    if len(ratings) >= 2 and rec.run.loss != "bce":
+    if len(ratings) >= 2 and not rec.run.implicit:
         item_id, truth = ratings[-1]
         previous = rec.adapt_user(ratings[:-1], user_features=features, steps=steps)
         predicted = rec.step_scores(previous, rec.item_indices([item_id]))[:, 0]
@@ -104,9 +104,9 @@ COMPARED_KIND = {"both": "transfer", "meta": "transfer", "transfer": "both"}
 PRESET_OF_KIND = {"transfer": "transfer only", "both": "new users (meta + transfer)"}
 
 
-def comparison_run(run, kind: str) -> object | None:
-    """The newest completed run of ``kind`` on the same dataset (not ``run`` itself), or None."""
-    for other in common.runs_for(run.dataset_ref):
+def comparison_run(run, kind: str, runs: list) -> object | None:
+    """The newest completed run of ``kind`` among ``runs`` (the dataset's, newest first; not ``run`` itself), or None."""
+    for other in runs:
         if (
             other.id != run.id and other.status == "completed" and run_kind(other.config) == kind
             and common.has_weights(other.id)
@@ -144,7 +144,8 @@ with common.guard():
         common.offer_default_training()
         st.stop()
     dataset = common.run_dataset(run)
-    implicit = rec.run.loss == "bce"
+    implicit = rec.run.implicit
+    stamp = common.weights_stamp(run.id)  # new weights (a run still training) invalidate the lab's caches
 
     titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
     counts = dataset.ratings.groupby("item").size()
@@ -206,7 +207,8 @@ with common.guard():
     st.subheader(t("lab.compare"))
     this_kind = run_kind(run.config)
     other_kind = COMPARED_KIND[this_kind]
-    other = comparison_run(run, other_kind)
+    same_data = common.runs_for(run.dataset_ref)
+    other = comparison_run(run, other_kind, same_data)
     columns = st.columns(3)
     with columns[0]:
         st.markdown(f"**{t('lab.col.this', kind=t(f'lab.kind.{this_kind}'))}**")
@@ -214,7 +216,7 @@ with common.guard():
     with columns[1]:
         other_label = t(f"lab.kind.{other_kind}")
         st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
-        pending = [r for r in common.runs_for(run.dataset_ref) if r.is_active and run_kind(r.config) == other_kind]
+        pending = [r for r in same_data if r.is_active and run_kind(r.config) == other_kind]
         if other is None and pending:
             st.caption(t("lab.other_pending", kind=other_label, name=common.plain(pending[0].name)))
         elif other is None:
@@ -242,7 +244,7 @@ with common.guard():
     with loss_col:
         st.subheader(t("lab.losses"))
         if shown:
-            losses = per_step_losses(rec, shown, features, state, common.weights_stamp(run.id))
+            losses = per_step_losses(rec, shown, features, state, stamp)
             st.plotly_chart(
                 charts.inner_loss_figure(losses, labels={"support": t("lab.loss.support"), "query": t("lab.loss.query")},
                                          x_title=t("lab.inner_step"), y_title=t("common.loss")),
@@ -254,18 +256,18 @@ with common.guard():
     with map_col:
         head, zoom_col = st.columns([3, 2], vertical_alignment="bottom")
         head.subheader(t("lab.map"))
-        zoom = zoom_col.toggle(t("lab.zoom"), value=True, key="lab_zoom", help=t("lab.zoom.help"))
+        focus = zoom_col.toggle(t("lab.zoom"), value=True, key="lab_zoom", help=t("lab.zoom.help")) and bool(shown)
         embeddings = common.current_embeddings()
         coords = projection.cached_projection(common.store().run_dir(run.id), "items", "pca", embeddings.item_vectors)
         points = pd.concat([coords[["x", "y"]], embeddings.items.reset_index(drop=True)], axis=1)
         # Fitted afresh (a few ms): the same deterministic axes as the item coordinates, for these weights.
-        trail = user_trail(rec, ratings, features, projection.fit_pca(embeddings.item_vectors), upto, common.weights_stamp(run.id))
+        trail = user_trail(rec, ratings, features, projection.fit_pca(embeddings.item_vectors), upto, stamp)
         row_of = {item: n for n, item in enumerate(embeddings.items["id"])}
         top_rows = [row_of[i] for i in top_meta["item_id"] if i in row_of]  # your current top recommendations
         st.plotly_chart(
             charts.embedding_figure(points, color="cohort", hover=["id", "n_ratings"], title="label", highlight=top_rows,
                                     trail=trail, group_colours=charts.COHORT_COLOURS, trail_label=t("lab.you"),
-                                    group_labels=common.cohort_labels(), focus=zoom and len(shown) > 0, height=420),
+                                    group_labels=common.cohort_labels(), focus=focus, height=420),
             config={"scrollZoom": True, "displaylogo": False}, key="lab_map",
         )
-        st.caption(t("lab.map.caption") + (" " + t("lab.map.zoomed") if zoom and shown else ""))
+        st.caption(t("lab.map.caption") + (" " + t("lab.map.zoomed") if focus else ""))

@@ -187,11 +187,10 @@ def live_miniature() -> None:
         rf"\lambda_1={config.get('lambda_meta', 0):g},\;\lambda_2={config.get('lambda_trans', 0):g},\;"
         rf"\lambda_0={config.get('lambda_l0', 0):g}"
     )
-    schedule, scope = config.get("schedule", ""), config.get("adapt_scope", "")
     st.caption(t("learn.live.caption", name=common.plain(run.name),
-                 schedule=t(f"train.schedule.{schedule}") if schedule in ("alternating", "sequential", "joint") else schedule,
+                 schedule=common.labeller("train.schedule.")(config.get("schedule", "")),
                  steps=config.get("inner_steps", ""),
-                 scope=t(f"train.scope.{scope}") if scope in ("user", "head", "user+head", "dense") else scope))
+                 scope=common.labeller("train.scope.")(config.get("adapt_scope", ""))))
     metrics = common.store().metrics_frame(run.id)
     evaluation = common.load_evaluation(run.id)
     left, right = st.columns([3, 2])

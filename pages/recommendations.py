@@ -45,8 +45,8 @@ def top_table(rec, top: pd.DataFrame, titles: dict[str, str], query: dict[str, f
         }
     )
     if query:
-        implicit = rec.run.loss == "bce"  # every held-out interaction is a 1: a tick, not "1★"
-        frame[t("recs.held_out")] = [("✓" if implicit else f"{query[i]:g}★") if i in query else "" for i in top["item_id"]]
+        # On implicit data every held-out interaction is a 1: a tick, not "1★".
+        frame[t("recs.held_out")] = [("✓" if rec.run.implicit else f"{query[i]:g}★") if i in query else "" for i in top["item_id"]]
     return frame
 
 
@@ -71,7 +71,7 @@ with common.guard():
         common.offer_default_training()
         st.stop()
     dataset = common.run_dataset(run)
-    implicit = rec.run.loss == "bce"
+    implicit = rec.run.implicit
 
     users = user_cohorts(rec, dataset)
     titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
@@ -113,7 +113,7 @@ with common.guard():
             st.subheader(t(common.worded("recs.after", implicit), k=len(pairs)))
             st.caption(t("recs.after.caption", steps=len(after.losses) - 1, ms=f"{1000 * after.seconds:.0f}"))
             st.dataframe(top_table(rec, rec.recommend(after, k=k_top), titles, query_ratings), hide_index=True)
-        if len(query) and not rec.run.loss == "bce":
+        if len(query) and not implicit:
             mae_b, ndcg_b = query_quality(rec, before, query)
             mae_a, ndcg_a = query_quality(rec, after, query)
             m = st.columns(2, gap="large")

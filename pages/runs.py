@@ -11,7 +11,6 @@ from pages import charts, common
 from pages.common import t
 
 LOSS_TERMS = ("meta", "trans", "l0", "total")
-SCHEDULES = ("alternating", "sequential", "joint")
 
 
 def runs_table(runs) -> pd.DataFrame:
@@ -30,7 +29,7 @@ def runs_table(runs) -> pd.DataFrame:
                 t("runs.col.seconds"): None if duration is None else round(duration, 1),
                 "λ1": run.config.get("lambda_meta"),
                 "λ2": run.config.get("lambda_trans"),
-                t("runs.col.schedule"): schedule_label(run.config.get("schedule")),
+                t("runs.col.schedule"): common.labeller("train.schedule.")(run.config.get("schedule", "—")),
                 "MAE": metric_text(final.get("test_mae")),
                 "nDCG@3": metric_text(final.get("test_ndcg@3")),
                 "AUC": metric_text(final.get("test_auc")),  # implicit data (dropped below when no run has one)
@@ -41,11 +40,6 @@ def runs_table(runs) -> pd.DataFrame:
     # Only the metric columns some listed run has (MAE and nDCG@3 on ratings, AUC on implicit data).
     empty = [c for c in ("MAE", "nDCG@3", "AUC") if c in frame and (frame[c] == "—").all()]
     return frame.drop(columns=empty) if len(empty) < 3 else frame.drop(columns=["AUC"])
-
-
-def schedule_label(value: object) -> str:
-    """A schedule name in the current language (``—`` when a run has none)."""
-    return t(f"train.schedule.{value}") if value in SCHEDULES else ("—" if value is None else str(value))
 
 
 def metric_text(value: object) -> str:
@@ -81,10 +75,10 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
     st.caption(t("runs.curves.caption"))
     if (metrics["phase"] == "validate").any():
         keys = sorted(k for k in metrics.loc[metrics["phase"] == "validate", "key"].unique() if k.startswith("valid_"))
-        names = {k: t(f"learn.live.{k}") if k in ("valid_mae", "valid_auc") else k for k in keys}
-        key = st.segmented_control(t("runs.valid_metric"), keys, default=keys[0], required=True, key="runs_valid_key", format_func=names.__getitem__)
+        name = common.labeller("learn.live.")  # valid_mae / valid_auc have readable names; others stay as they are
+        key = st.segmented_control(t("runs.valid_metric"), keys, default=keys[0], required=True, key="runs_valid_key", format_func=name)
         st.plotly_chart(
-            charts.validation_figure(metrics, key or keys[0], run_labels=labels, x_title=t("common.epoch"), y_title=names[key or keys[0]]),
+            charts.validation_figure(metrics, key or keys[0], run_labels=labels, x_title=t("common.epoch"), y_title=name(key or keys[0])),
             config={"displayModeBar": False},
         )
 
@@ -100,7 +94,7 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
     else:
         params = comparison.params.copy()
         if "schedule" in params.index:
-            params.loc["schedule"] = [schedule_label(v) for v in params.loc["schedule"]]
+            params.loc["schedule"] = [common.labeller("train.schedule.")(v) for v in params.loc["schedule"]]
         params = params.rename(columns=labels).astype(str)
         params.index.name = t("runs.col.setting")
         st.dataframe(params)

@@ -117,7 +117,8 @@ def test_train_reads_files_whose_columns_are_named_on_the_command_line(files, tm
     code = main(["train", "--interactions", str(tmp_path / "odd.csv"), "--user-col", "u", "--item-col", "i", "--rating-col", "stars",
                  "--timestamp-col", "t", "--set", "num_epochs=1", "--quiet", "--out", str(tmp_path / "run")])
     assert code == 0
-    assert load_run(tmp_path / "run").loss == "mse"  # the ratings were used, not dropped as implicit data
+    run = load_run(tmp_path / "run")
+    assert run.loss == "mse" and not run.implicit  # the ratings were used, not dropped as implicit data
 
 
 def test_a_setting_of_the_wrong_type_is_a_one_line_error(files, capsys):

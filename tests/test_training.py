@@ -346,10 +346,11 @@ def test_progress_eta_reaches_zero_and_never_goes_negative(scenario) -> None:
     assert last_step.eta == pytest.approx(0.0, abs=1.0)  # only the last validation is left, and it is short
 
 
-def test_implicit_runs_validate_and_test_by_catalogue_auc():
+def test_implicit_runs_validate_and_test_by_catalogue_auc(tmp_path):
     implicit = make_synthetic(SyntheticConfig(n_users=160, n_items=80, implicit=True, feature_signal=0.0, seed=4)).dataset
     events = []
-    result = fit(config(num_epochs=2, device="cpu"), implicit, on_progress=events.append)
+    result = fit(config(num_epochs=2, device="cpu"), implicit, on_progress=events.append, out_dir=tmp_path / "run")
+    assert load_run(tmp_path / "run").implicit
     valid = [e.metrics["valid_auc"] for e in events if e.phase == "validate"]
     assert len(valid) == 2 and all(0.5 < v <= 1.0 for v in valid)  # better than chance at ranking a user's items
     assert 0.5 < result.final_metrics["test_auc"] <= 1.0
