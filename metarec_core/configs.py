@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,6 +108,49 @@ def with_overrides(config: C, overrides: dict[str, Any]) -> C:
     return config_from_dict(type(config), merged)
 
 
+def flatten_settings(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level of dotted keys: ``{"model": {"hidden": [64]}}`` -> ``{"model.hidden": [64]}``.
+
+    The inverse of :func:`unflatten_settings`; every place that shows, compares
+    or parses settings by dotted key (``--set model.hidden=[64]``, the Train
+    page, the run comparison) goes through this pair.
+    """
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = prefix + str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten_settings(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def unflatten_settings(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys back to nested dicts: ``{"model.hidden": [64]}`` -> ``{"model": {"hidden": [64]}}``.
+
+    Raises
+    ------
+    ConfigError
+        If a key is both a value and a group (``model=1`` beside ``model.hidden=...``).
+    """
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = str(key).split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"setting '{part}' is given both as a value and as a group ('{key}')")
+            node = child
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, Mapping):
+            raise ConfigError(f"setting '{key}' is given both as a value and as a group")
+        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
 def parse_set_arguments(pairs: list[str]) -> dict[str, Any]:
     """Parse CLI ``key=value`` pairs; values are read as JSON when they parse, else as strings.
 
@@ -125,11 +169,6 @@ def parse_set_arguments(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = raw
     return out
-
-
-def save_config(config: Any, path: str | Path) -> None:
-    """Write a config as pretty JSON."""
-    Path(path).write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
 
 
 def load_config(cls: type[C], path: str | Path) -> C:

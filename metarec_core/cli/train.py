@@ -12,7 +12,7 @@ import pandas as pd
 
 from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
 from metarec_core.cli.data import add_file_options, load_files
-from metarec_core.configs import config_from_dict, config_to_dict, load_config, parse_set_arguments
+from metarec_core.configs import config_from_dict, config_to_dict, flatten_settings, load_config, parse_set_arguments, unflatten_settings
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.presets import PRESETS
@@ -64,21 +64,10 @@ def build_config(args: argparse.Namespace):
     values: dict = dict(PRESETS[args.preset]) if args.preset else {}
     if args.config:
         values.update(config_to_dict(load_config(TrainConfig, args.config)))
-    values.update(_nested(parse_set_arguments(args.overrides)))
+    values = unflatten_settings({**flatten_settings(values), **parse_set_arguments(args.overrides)})
     if "model" in values and not isinstance(values["model"], dict):
         raise ConfigError("'model' must be a mapping of model settings")
     return config_from_dict(TrainConfig, values)
-
-
-def _nested(values: dict) -> dict:
-    """``model.hidden=[64]`` -> ``{"model": {"hidden": [64]}}``."""
-    out: dict = {}
-    for key, value in values.items():
-        if key.startswith("model."):
-            out.setdefault("model", {})[key.split(".", 1)[1]] = value
-        else:
-            out[key] = value
-    return out
 
 
 def load_cli_dataset(args: argparse.Namespace) -> Dataset:
