@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.recommender import Recommender  # noqa: E402
 from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
-from metarec_core.training import TrainConfig, fit  # noqa: E402
+from metarec_core.train_config import TrainConfig  # noqa: E402
+from metarec_core.training import fit  # noqa: E402
 
 from machine import code_version, machine, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 

@@ -51,7 +51,9 @@ from metarec_core.metrics import mae, mean_ndcg_at_k, rmse  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.presets import GRADIENT_STEPS  # noqa: E402
-from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
+from metarec_core.train_config import TrainConfig  # noqa: E402
+from metarec_core.training import fit  # noqa: E402
+from metarec_core.training_data import prepare_data  # noqa: E402
 
 from machine import code_version, machine, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 

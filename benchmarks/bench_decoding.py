@@ -40,7 +40,9 @@ from metarec_core.metrics import mae, mean_ndcg_at_k  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.tasks import tasks_from_frames  # noqa: E402
-from metarec_core.training import TrainConfig, fit, predict_tasks  # noqa: E402
+from metarec_core.train_config import TrainConfig  # noqa: E402
+from metarec_core.training import fit  # noqa: E402
+from metarec_core.scoring import predict_tasks  # noqa: E402
 
 from machine import code_version, machine_line, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 

@@ -52,7 +52,9 @@ from metarec_core.models import FeatureContext, PreferenceModel  # noqa: E402
 from metarec_core.presets import GRADIENT_STEPS  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks  # noqa: E402
-from metarec_core.training import TrainConfig, fit, prepare_data  # noqa: E402
+from metarec_core.train_config import TrainConfig  # noqa: E402
+from metarec_core.training import fit  # noqa: E402
+from metarec_core.training_data import prepare_data  # noqa: E402
 
 from machine import code_version, machine, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
 

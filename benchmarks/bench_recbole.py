@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from metarec_core.artifacts import load_run
 from metarec_core.evaluation import EvaluationConfig, evaluate_split, recbole_protocol_split
 from metarec_core.movielens import load_movielens_100k
-from metarec_core.training import TrainConfig, fit
+from metarec_core.train_config import TrainConfig
+from metarec_core.training import fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("mae", "ndcg@3", "ndcg@5")

@@ -32,7 +32,8 @@ from machine import machine_line  # noqa: E402  (benchmarks/machine.py, beside t
 from metarec_core.configs import parse_set_arguments, with_overrides  # noqa: E402
 from metarec_core.evaluation import EvaluationConfig, EvaluationResult, evaluate_run  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
-from metarec_core.training import TrainConfig, fit  # noqa: E402
+from metarec_core.train_config import TrainConfig  # noqa: E402
+from metarec_core.training import fit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TABLE_METRICS = ("mae", "rmse", "ndcg@3", "ndcg@10", "catalogue_ndcg@10", "recall@10", "hit_rate@10")

@@ -66,7 +66,8 @@ from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.splits import SplitConfig, split_cold_start  # noqa: E402
 from metarec_core.text import default_text_columns, encode_items, item_texts, make_text_encoder  # noqa: E402
 from metarec_core.presets import PRESETS  # noqa: E402
-from metarec_core.training import TrainConfig, fit  # noqa: E402
+from metarec_core.train_config import TrainConfig  # noqa: E402
+from metarec_core.training import fit  # noqa: E402
 
 SOURCE_GENRES = ("Comedy", "Drama", "Romance")
 SPARSE_KEEP = 0.2

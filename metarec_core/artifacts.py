@@ -19,9 +19,10 @@ from metarec_core.errors import DataError
 from metarec_core.features import FeatureEncoder
 from metarec_core.idmap import IdMap
 from metarec_core.models import EntityTensors, FeatureContext, ModelConfig, ModelShape, PreferenceModel
+from metarec_core.train_config import TrainConfig
 
 if TYPE_CHECKING:
-    from metarec_core.training import ProgressEvent, TrainConfig
+    from metarec_core.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ INNER_LR_PREFIX = "inner_lr."
 class RunArtifacts:
     """What a run directory holds besides the weights: config, sizes, ID maps, vocabularies, provenance."""
 
-    config: "TrainConfig"
+    config: TrainConfig
     shape: ModelShape
     users: IdMap
     items: IdMap
@@ -137,7 +138,7 @@ class LoadedRun:
     """A trained run read back from disk: model, learned inner rates, features and metadata."""
 
     run_dir: Path
-    config: "TrainConfig"
+    config: TrainConfig
     model: PreferenceModel
     inner_lr: dict[str, torch.Tensor]
     context: FeatureContext
@@ -200,8 +201,6 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     DataError
         If a file is missing or unreadable; the message names it.
     """
-    from metarec_core.training import TrainConfig
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"run directory '{run_dir}' does not exist; give the folder that train --out wrote (or a run's folder in the store)")

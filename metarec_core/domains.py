@@ -39,7 +39,11 @@ from metarec_core.features import FeatureSpec
 from metarec_core.idmap import IdMap, normalise_id
 from metarec_core.splits import SplitConfig, split_cold_start
 from metarec_core.tasks import tasks_from_frames
-from metarec_core.training import ProgressEvent, TrainConfig, TrainResult, fit, item_text_vectors, predict_tasks, query_metrics
+from metarec_core.progress import ProgressEvent
+from metarec_core.train_config import TrainConfig
+from metarec_core.training import fit, TrainResult
+from metarec_core.training_data import item_text_vectors
+from metarec_core.scoring import predict_tasks, query_metrics
 
 log = logging.getLogger(__name__)
 

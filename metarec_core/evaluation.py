@@ -472,7 +472,7 @@ def _baseline_scorer(name: str, model: Baseline, n_items: int) -> _Scorer:
 
 
 def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, chunk: int = 64) -> _Scorer:
-    from metarec_core.training import predict_tasks
+    from metarec_core.scoring import predict_tasks
 
     config = run.config if steps is None else dataclasses.replace(run.config, inner_steps=steps)
     device = run.context.items.categorical.device

@@ -86,7 +86,7 @@ def submit(store: RunStore, config: Any, dataset_ref: str, *, name: str | None =
     str
         The new run's ID (status ``queued``); call :func:`dispatch` to start it.
     """
-    from metarec_core.training import TrainConfig
+    from metarec_core.train_config import TrainConfig
 
     if isinstance(config, Mapping):
         config = config_from_dict(TrainConfig, dict(config))
@@ -369,7 +369,9 @@ def run_worker(store: RunStore, run_id: str) -> str:
     restore_signals = _install_stop_handlers(stop, signals)
     status, error, device = "failed", None, None
     try:
-        from metarec_core.training import TrainConfig, fit, resolve_device
+        from metarec_core.train_config import TrainConfig
+        from metarec_core.training import fit
+        from metarec_core.device import resolve_device
 
         config = config_from_dict(TrainConfig, run.config)
         dataset = store.resolve_dataset(run.dataset_ref)

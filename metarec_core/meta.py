@@ -24,15 +24,15 @@ def adapt(
     support: Episode,
     context: FeatureContext,
     *,
-    steps: int,
+    steps: int = 1,
     lr: float | Mapping[str, torch.Tensor],
     first_order: bool = False,
     scope: str = "user",
     loss: str = "mse",
     trace: list[float] | None = None,
     path: list[Params] | None = None,
-    reduction: str = "mean",
-    solver: str = "gradient",
+    reduction: str = "sum",
+    solver: str = "newton",
 ) -> Params:
     """Adapt parameters to each task of a batch by gradient or Newton steps on its support set.
 
@@ -218,14 +218,14 @@ def meta_loss(
     tasks: TaskBatch,
     context: FeatureContext,
     *,
-    steps: int,
+    steps: int = 1,
     lr: float | Mapping[str, torch.Tensor],
     first_order: bool = False,
     scope: str = "user",
     loss: str = "mse",
-    reduction: str = "mean",
+    reduction: str = "sum",
     query_pooling: str = "task",
-    solver: str = "gradient",
+    solver: str = "newton",
 ) -> torch.Tensor:
     """``L_meta``: the mean over tasks of each task's query loss after adapting on its support set.
 

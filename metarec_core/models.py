@@ -1,6 +1,7 @@
 """The preference estimator: item IDs and features, user features and an adaptable user state, an MLP head."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -241,27 +242,8 @@ class PreferenceModel(nn.Module):
         """
         x_item = self.item_features(context.items, items)  # (T, N, Fi)
         x_user = self.user_features(context.users, users)  # (T, Fu)
-        known_item = self.item_known[items].unsqueeze(-1).to(x_item.dtype) if self.config.use_item_ids else None
-        if known_item is not None and self.training and self.config.item_id_dropout > 0:
-            known_item = known_item * (torch.rand(known_item.shape, device=known_item.device) >= self.config.item_id_dropout).to(known_item.dtype)
-        q = x_item.new_zeros(items.shape + (self.config.factor_dim,))
-        b_item = x_item.new_zeros(items.shape)
-        if known_item is not None:
-            q = q + self.item_factor(items) * known_item
-            b_item = b_item + self.item_bias(items).squeeze(-1) * known_item.squeeze(-1)
-        if self.item_feature_factor is not None:
-            q = q + batched_linear(x_item, self.item_feature_factor.weight, None)
-            b_item = b_item + batched_linear(x_item, self.item_feature_bias.weight, None).squeeze(-1)
-        taste = self.user_taste
-        taste = taste.expand(users.shape[0], -1) if taste.dim() == 1 else taste  # (T, d)
-        offset = self.user_offset
-        offset = offset.expand(users.shape[0]) if offset.dim() == 0 else offset  # (T,)
-        if self.user_feature_taste is not None:
-            taste = taste + batched_linear(x_user.unsqueeze(1), self.user_feature_taste.weight, None).squeeze(1)
-        if warm and self.config.use_user_ids:
-            known_user = self.user_known[users].to(x_item.dtype)
-            taste = taste + self.user_factor(users) * known_user.unsqueeze(-1)
-            offset = offset + self.user_bias(users).squeeze(-1) * known_user
+        q, b_item = self.item_vectors(items, x_item)
+        taste, offset = self.user_vectors(users, x_user, warm=warm)
         interaction = taste.unsqueeze(1) * q  # (T, N, d)
         hidden = torch.cat([x_user.unsqueeze(1).expand(-1, items.shape[1], -1), x_item, interaction], dim=-1)
         for k, layer in enumerate(self.head):
@@ -269,6 +251,46 @@ class PreferenceModel(nn.Module):
             if k < len(self.head) - 1:
                 hidden = torch.relu(hidden)
         return self.global_bias + b_item + offset.unsqueeze(1) + interaction.sum(-1) + hidden.squeeze(-1)
+
+    def user_vectors(
+        self, users: torch.Tensor, x_user: torch.Tensor, *, warm: bool = False, params: Mapping[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each user's taste vector ``t_u`` ``(T, d)`` and offset ``o_u`` ``(T,)``: the user's point in the item-factor space.
+
+        ``t_u = user_taste + W·x_u (+ user_factor_u for a known user when warm)``,
+        ``o_u = user_offset (+ user_bias_u likewise)``. ``params`` overrides the
+        module's own tensors by name (adapted parameters, possibly with a
+        leading task dimension); ``forward`` uses this with none, so scoring and
+        the recommender's embedding plots cannot drift apart.
+        """
+        params = params or {}
+        taste = params.get("user_taste", self.user_taste)
+        taste = taste.expand(users.shape[0], -1) if taste.dim() == 1 else taste  # (T, d)
+        offset = params.get("user_offset", self.user_offset)
+        offset = offset.expand(users.shape[0]) if offset.dim() == 0 else offset  # (T,)
+        if self.user_feature_taste is not None:
+            weight = params.get("user_feature_taste.weight", self.user_feature_taste.weight)
+            taste = taste + batched_linear(x_user.unsqueeze(1), weight, None).squeeze(1)
+        if warm and self.config.use_user_ids:
+            known_user = self.user_known[users].to(x_user.dtype)
+            taste = taste + self.user_factor(users) * known_user.unsqueeze(-1)
+            offset = offset + self.user_bias(users).squeeze(-1) * known_user
+        return taste, offset
+
+    def item_vectors(self, items: torch.Tensor, x_item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each item's factor ``q_i`` ``(..., d)`` and bias ``b_i``: ID parameters of known items plus the feature projections."""
+        q = x_item.new_zeros(items.shape + (self.config.factor_dim,))
+        b_item = x_item.new_zeros(items.shape)
+        if self.config.use_item_ids:
+            known_item = self.item_known[items].unsqueeze(-1).to(x_item.dtype)
+            if self.training and self.config.item_id_dropout > 0:
+                known_item = known_item * (torch.rand(known_item.shape, device=known_item.device) >= self.config.item_id_dropout).to(known_item.dtype)
+            q = q + self.item_factor(items) * known_item
+            b_item = b_item + self.item_bias(items).squeeze(-1) * known_item.squeeze(-1)
+        if self.item_feature_factor is not None:
+            q = q + batched_linear(x_item, self.item_feature_factor.weight, None)
+            b_item = b_item + batched_linear(x_item, self.item_feature_bias.weight, None).squeeze(-1)
+        return q, b_item
 
     def scope_names(self, scope: str) -> tuple[str, ...]:
         """Names of the parameters that ``scope`` adapts (see :data:`ADAPT_SCOPES`)."""

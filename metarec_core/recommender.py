@@ -211,18 +211,11 @@ class Recommender:
     def user_vector(self, state: UserState) -> np.ndarray:
         """The user's taste vector (in the item-factor space), for embedding plots."""
         device = self.run.context.items.categorical.device
-        taste = state.params["user_taste"]
-        taste = taste[0] if taste.dim() == 2 else taste
-        model = self.model
+        users = torch.tensor([state.user_index], device=device)
         with torch.no_grad():
-            x_user = model.user_features(state.context.users, torch.tensor([state.user_index], device=device))
-            if model.user_feature_taste is not None:
-                weight = state.params.get("user_feature_taste.weight", model.user_feature_taste.weight)
-                weight = weight[0] if weight.dim() == 3 else weight
-                taste = taste + x_user[0] @ weight.T
-            if state.known:
-                taste = taste + model.user_factor.weight[state.user_index]
-        return taste.cpu().numpy()
+            x_user = self.model.user_features(state.context.users, users)
+            taste, _ = self.model.user_vectors(users, x_user, warm=state.known, params=state.params)
+        return taste[0].cpu().numpy()
 
     def user_vectors(self, support: pd.DataFrame) -> np.ndarray:
         """Every user's taste vector, new users adapted on their support rows, all in one batch.
@@ -251,15 +244,11 @@ class Recommender:
                 model, self._start, cold, self.run.context, lr=self.run.inner_lr or config.inner_lr, loss=self.run.loss,
                 **config.inner_loop(),
             )
-            taste = adapted["user_taste"]
-            taste = taste if taste.dim() == 2 else taste.expand(n_users, -1)
             index = torch.arange(n_users, device=device)
-            if model.user_feature_taste is not None:
-                weight = adapted.get("user_feature_taste.weight", model.user_feature_taste.weight)
-                x_user = model.user_features(self.run.context.users, index)
-                taste = taste + (torch.einsum("uf,udf->ud", x_user, weight) if weight.dim() == 3 else x_user @ weight.T)
-            known_t = torch.as_tensor(known, device=device)
-            taste = torch.where(known_t.unsqueeze(-1), self.model.user_taste + (x_user @ model.user_feature_taste.weight.T if model.user_feature_taste is not None else 0.0) + model.user_factor.weight, taste)
+            x_user = model.user_features(self.run.context.users, index)
+            taste, _ = model.user_vectors(index, x_user, params=adapted)
+            warm_taste, _ = model.user_vectors(index, x_user, warm=True)
+            taste = torch.where(torch.as_tensor(known, device=device).unsqueeze(-1), warm_taste, taste)
         return taste.cpu().numpy()
 
     def user_cohorts(self, n_ratings: np.ndarray) -> np.ndarray:
@@ -279,13 +268,9 @@ class Recommender:
     def item_vectors(self) -> np.ndarray:
         """Every item's factor vector ``q_i`` (ID factor of known items plus the feature projection)."""
         model = self.model
-        device = self.run.context.items.categorical.device
-        idx = torch.arange(len(self.run.items), device=device)
+        idx = torch.arange(len(self.run.items), device=self.run.context.items.categorical.device)
         with torch.no_grad():
-            x_item = model.item_features(self.run.context.items, idx)
-            q = model.item_factor.weight * model.item_known.unsqueeze(-1).to(x_item.dtype) if model.config.use_item_ids else torch.zeros(len(idx), model.config.factor_dim, device=device)
-            if model.item_feature_factor is not None:
-                q = q + x_item @ model.item_feature_factor.weight.T
+            q, _ = model.item_vectors(idx, model.item_features(self.run.context.items, idx))
         return q.cpu().numpy()
 
     def _new_user_features(self, values: Mapping[str, object]) -> EntityTensors:

@@ -1226,7 +1226,7 @@ def _read_metrics_csv(text: str) -> tuple[list[MetricPoint], list[str]]:
 def _check_imported_config(config: dict[str, Any]) -> list[str]:
     try:
         from metarec_core.configs import config_from_dict
-        from metarec_core.training import TrainConfig
+        from metarec_core.train_config import TrainConfig
     except ImportError:
         return []
     try:

@@ -219,7 +219,7 @@ def phase_labels() -> dict[str, str]:
 def train_defaults() -> dict[str, Any]:
     """The default training settings, read from ``metarec_core.training.TrainConfig``."""
     from metarec_core.configs import config_to_dict
-    from metarec_core.training import TrainConfig
+    from metarec_core.train_config import TrainConfig
 
     return config_to_dict(TrainConfig())
 

@@ -222,7 +222,7 @@ with common.guard():
         elif other is None:
             st.caption(t("lab.no_other", kind=other_label))
             if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
-                from metarec_core.training import preset_config
+                from metarec_core.train_config import preset_config
 
                 with common.guard():
                     keep = st.session_state.get(common.RUN)

@@ -57,7 +57,7 @@ def config_values(flat: dict, base: dict | None = None) -> dict:
 
 def apply_preset() -> None:
     """Callback of the preset pills: load the preset's settings into the widgets."""
-    from metarec_core.training import preset_config
+    from metarec_core.train_config import preset_config
 
     from metarec_core.configs import config_to_dict
 
@@ -72,7 +72,7 @@ def apply_preset() -> None:
 def init_widgets() -> None:
     """First visit: every widget starts at the core's default."""
     from metarec_core.configs import config_to_dict
-    from metarec_core.training import TrainConfig
+    from metarec_core.train_config import TrainConfig
 
     st.session_state.setdefault(BASE, config_to_dict(TrainConfig()))
     for key, value in flat_config(TrainConfig()).items():
@@ -193,7 +193,7 @@ def settings_form(dataset) -> None:
 def start_section() -> None:
     """Run name and the start button: widgets -> TrainConfig -> a queued background run."""
     from metarec_core.configs import config_from_dict
-    from metarec_core.training import TrainConfig
+    from metarec_core.train_config import TrainConfig
 
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     name = left.text_input(t("train.run_name"), key="train_run_name", placeholder=t("train.run_name.placeholder"), max_chars=120)

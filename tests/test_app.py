@@ -126,7 +126,7 @@ def test_key_widgets_exist(home: Path) -> None:
     assert len(at.file_uploader) == 3  # interactions, users, items (Data page is the default)
     open_page(at, "train")
     assert {s.key for s in at.slider} >= {"cfg_lambda_meta", "cfg_lambda_trans", "cfg_inner_steps"}
-    from metarec_core.training import TrainConfig
+    from metarec_core.train_config import TrainConfig
 
     assert at.select_slider(key="cfg_lambda_l0").value == pytest.approx(TrainConfig().lambda_l0)
     assert at.segmented_control(key="cfg_schedule").value == "alternating"
@@ -407,7 +407,7 @@ def test_recommendations_before_and_after_adaptation(trained: dict) -> None:
 
 
 def test_lab_adapts_on_every_rating(trained: dict) -> None:
-    from metarec_core.training import TrainConfig
+    from metarec_core.train_config import TrainConfig
 
     at = open_page(trained["at"], "lab")
     assert_clean(at)

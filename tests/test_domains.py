@@ -14,7 +14,8 @@ from metarec_core.domains import DomainSplit, align_domains, evaluate_returning_
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.loaders import build_dataset
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
-from metarec_core.training import TrainConfig, fit
+from metarec_core.train_config import TrainConfig
+from metarec_core.training import fit
 
 FAST = {
     "num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "inner_steps": 2, "support_size": 5,

@@ -26,7 +26,8 @@ from metarec_core.loaders import load_dataset
 from metarec_core.metrics import mae, mean_ndcg_at_k, rmse
 from metarec_core.splits import SplitConfig, split_cold_start
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
-from metarec_core.training import TrainConfig, fit
+from metarec_core.train_config import TrainConfig
+from metarec_core.training import fit
 
 FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "batch_size": 256, "inner_steps": 3}
 SHOTS = (1, 3, 5, 10, 20)

@@ -40,7 +40,7 @@ def test_adapt_leaves_module_untouched(setup, scope):
     model, context, tasks = setup
     before = copy.deepcopy(model.state_dict())
     params = dict(model.named_parameters())
-    adapted = adapt(model, params, tasks.support(), context, steps=3, lr=0.1, scope=scope)
+    adapted = adapt(model, params, tasks.support(), context, steps=3, lr=0.1, scope=scope, reduction="mean", solver="gradient")
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name
     changed = [n for n in model.scope_names(scope) if not torch.allclose(adapted[n], params[n].expand_as(adapted[n]))]
@@ -50,7 +50,7 @@ def test_adapt_leaves_module_untouched(setup, scope):
 def test_zero_steps_is_identity(setup):
     model, context, tasks = setup
     params = dict(model.named_parameters())
-    adapted = adapt(model, params, tasks.support(), context, steps=0, lr=0.1, scope="user+head")
+    adapted = adapt(model, params, tasks.support(), context, steps=0, lr=0.1, scope="user+head", reduction="mean", solver="gradient")
     q = tasks.query()
     assert torch.allclose(score(model, adapted, q, context), score(model, params, q, context))
 
@@ -58,7 +58,7 @@ def test_zero_steps_is_identity(setup):
 def test_adaptation_lowers_support_loss(setup):
     model, context, tasks = setup
     trace: list[float] = []
-    adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=5, lr=0.05, scope="user", trace=trace)
+    adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=5, lr=0.05, scope="user", trace=trace, reduction="mean", solver="gradient")
     assert len(trace) == 6
     assert trace[-1] < trace[0]
 
@@ -67,9 +67,9 @@ def test_tasks_adapt_independently(setup):
     """Task t's adapted parameters depend only on task t's support set."""
     model, context, tasks = setup
     params = dict(model.named_parameters())
-    together = adapt(model, params, tasks.support(), context, steps=3, lr=0.1, scope="user+head")
+    together = adapt(model, params, tasks.support(), context, steps=3, lr=0.1, scope="user+head", reduction="mean", solver="gradient")
     for t in (0, 3):
-        alone = adapt(model, params, tasks.select([t]).support(), context, steps=3, lr=0.1, scope="user+head")
+        alone = adapt(model, params, tasks.select([t]).support(), context, steps=3, lr=0.1, scope="user+head", reduction="mean", solver="gradient")
         for name in model.scope_names("user+head"):
             assert torch.allclose(together[name][t], alone[name][0], atol=1e-6), name
 
@@ -79,7 +79,7 @@ def test_vectorised_meta_gradient_equals_task_loop(setup, first_order):
     model, context, tasks = setup
     params = dict(model.named_parameters())
     names = list(params)
-    kwargs = dict(steps=3, lr=0.1, scope="user+head", first_order=first_order)
+    kwargs = dict(steps=3, lr=0.1, scope="user+head", first_order=first_order, reduction="mean", solver="gradient")
     batched = torch.autograd.grad(meta_loss(model, params, tasks, context, **kwargs), [params[n] for n in names], allow_unused=True)
     loop_total = sum(meta_loss(model, params, tasks.select([t]), context, **kwargs) for t in range(len(tasks))) / len(tasks)
     looped = torch.autograd.grad(loop_total, [params[n] for n in names], allow_unused=True)
@@ -93,7 +93,7 @@ def test_vectorised_meta_gradient_equals_task_loop(setup, first_order):
 def test_second_order_differs_from_first_order(setup):
     model, context, tasks = setup
     params = dict(model.named_parameters())
-    kwargs = dict(steps=3, lr=0.1, scope="user+head")
+    kwargs = dict(steps=3, lr=0.1, scope="user+head", reduction="mean", solver="gradient")
     second = torch.autograd.grad(meta_loss(model, params, tasks, context, **kwargs), [params["item_factor.weight"], params["user_taste"]])
     first = torch.autograd.grad(meta_loss(model, params, tasks, context, first_order=True, **kwargs), [params["item_factor.weight"], params["user_taste"]])
     assert not torch.allclose(second[0], first[0], atol=1e-6)
@@ -104,7 +104,7 @@ def test_learned_per_parameter_rates_are_differentiable(setup):
     model, context, tasks = setup
     params = dict(model.named_parameters())
     rates = {n: torch.full_like(params[n], 0.1, requires_grad=True) for n in model.scope_names("user")}
-    loss = meta_loss(model, params, tasks, context, steps=2, lr=rates, scope="user")
+    loss = meta_loss(model, params, tasks, context, steps=2, lr=rates, scope="user", reduction="mean", solver="gradient")
     grads = torch.autograd.grad(loss, list(rates.values()))
     assert all(g.abs().sum() > 0 for g in grads)
 
@@ -113,7 +113,7 @@ def test_adapt_under_no_grad_still_adapts(setup):
     model, context, tasks = setup
     params = {k: v.detach() for k, v in model.named_parameters()}
     with torch.no_grad():
-        adapted = adapt(model, params, tasks.support(), context, steps=2, lr=0.1, scope="user")
+        adapted = adapt(model, params, tasks.support(), context, steps=2, lr=0.1, scope="user", reduction="mean", solver="gradient")
     assert not adapted["user_taste"].requires_grad
     assert not torch.allclose(adapted["user_taste"][0], params["user_taste"])
 
@@ -124,8 +124,8 @@ def test_sum_reduction_scales_each_step_by_the_support_size(setup):
     params = dict(model.named_parameters())
     one = tasks.select([0])
     n = int(one.support_mask.sum())
-    summed = adapt(model, params, one.support(), context, steps=1, lr=0.01, scope="user", reduction="sum")
-    meaned = adapt(model, params, one.support(), context, steps=1, lr=0.01 * n, scope="user")
+    summed = adapt(model, params, one.support(), context, steps=1, lr=0.01, scope="user", reduction="sum", solver="gradient")
+    meaned = adapt(model, params, one.support(), context, steps=1, lr=0.01 * n, scope="user", reduction="mean", solver="gradient")
     for name in ("user_offset", "user_taste"):
         assert torch.allclose(summed[name], meaned[name], atol=1e-6)
 
@@ -138,12 +138,12 @@ def test_rating_pooled_meta_loss_is_the_mean_over_all_query_ratings(setup):
     mask[0, 2:] = False  # task 0 keeps only two query ratings: the poolings now differ
     tasks = dataclasses.replace(tasks, query_mask=mask)
     params = dict(model.named_parameters())
-    pooled = meta_loss(model, params, tasks, context, steps=2, lr=0.1, query_pooling="rating")
-    adapted = adapt(model, params, tasks.support(), context, steps=2, lr=0.1)
+    pooled = meta_loss(model, params, tasks, context, steps=2, lr=0.1, query_pooling="rating", reduction="mean", solver="gradient")
+    adapted = adapt(model, params, tasks.support(), context, steps=2, lr=0.1, reduction="mean", solver="gradient")
     query = tasks.query()
     errors = (score(model, adapted, query, context) - query.ratings) ** 2
     assert torch.allclose(pooled, errors[query.mask].mean(), atol=1e-6)
-    per_task = meta_loss(model, params, tasks, context, steps=2, lr=0.1)
+    per_task = meta_loss(model, params, tasks, context, steps=2, lr=0.1, reduction="mean", solver="gradient")
     assert not torch.allclose(pooled, per_task)
 
 
@@ -229,7 +229,7 @@ def test_unknown_solver_or_reduction_is_rejected(setup):
     with pytest.raises(ValueError, match="solver"):
         adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=1, lr=0.1, solver="adam")
     with pytest.raises(ValueError, match="reduction"):
-        adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=1, lr=0.1, reduction="median")
+        adapt(model, dict(model.named_parameters()), tasks.support(), context, steps=1, lr=0.1, reduction="median", solver="gradient")
 
 
 def test_newton_with_no_support_ratings_keeps_the_start(setup):
@@ -264,3 +264,16 @@ def test_first_order_newton_treats_the_step_as_constant_but_still_learns_the_pri
     per_task = task_losses(score(model, {**adapted, "user_taste": at}, query, context), query.ratings, query.mask)
     (expected,) = torch.autograd.grad(per_task[query.mask.any(dim=1)].mean(), [at])
     assert torch.allclose(first[0], expected.sum(dim=0), atol=1e-6)
+
+
+def test_adapt_defaults_are_the_default_runs_inner_loop():
+    """A direct caller of adapt or meta_loss gets the algorithm a default run uses (Newton fold-in, summed support loss)."""
+    import inspect
+
+    from metarec_core.meta import meta_loss
+    from metarec_core.train_config import TrainConfig
+
+    expected = TrainConfig().inner_loop()
+    for function in (adapt, meta_loss):
+        defaults = {n: p.default for n, p in inspect.signature(function).parameters.items() if n in expected}
+        assert defaults == expected, function.__name__

@@ -7,7 +7,8 @@ from metarec_core.configs import config_from_dict
 from metarec_core.errors import DataError
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
-from metarec_core.training import TrainConfig, fit
+from metarec_core.train_config import TrainConfig
+from metarec_core.training import fit
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ from metarec_core.features import FeatureSpec
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
 from metarec_core.text import HashingTextEncoder, encode_items
-from metarec_core.training import TrainConfig, fit
+from metarec_core.train_config import TrainConfig
+from metarec_core.training import fit
 
 FAST = {
     "scenario": "item-cold", "num_epochs": 3, "meta_epochs": 1, "trans_epochs": 1, "inner_steps": 2,

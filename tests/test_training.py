@@ -11,7 +11,14 @@ from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
 from metarec_core.presets import GRADIENT_STEPS
-from metarec_core.training import PRESETS, PRIOR_GRID, TrainConfig, _plan, _source_inner_rates, _TimeLeft, _validated_prior, _WeightAverage, fit, preset_config
+from metarec_core.presets import PRESETS
+from metarec_core.inner_rates import PRIOR_GRID, validated_prior
+from metarec_core.train_config import preset_config, TrainConfig
+from metarec_core.schedule import plan
+from metarec_core.transfer import source_inner_rates
+from metarec_core.progress import TimeLeft
+from metarec_core.averaging import WeightAverage
+from metarec_core.training import fit
 
 FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "meta_batch_size": 32, "batch_size": 256, "inner_steps": 3}
 
@@ -70,7 +77,7 @@ def test_presets_build_and_ablate():
 )
 def test_schedules_run_expected_phases(schedule, expected):
     cfg = config_from_dict(TrainConfig, {"schedule": schedule, "num_epochs": 2, "meta_epochs": 1, "trans_epochs": 2})
-    assert [phase for _, phase, _ in _plan(cfg, n_meta_steps=3, n_trans_steps=5)] == expected
+    assert [phase for _, phase, _ in plan(cfg, n_meta_steps=3, n_trans_steps=5)] == expected
 
 
 def test_zero_lambda_turns_a_phase_off(scenario):
@@ -93,38 +100,38 @@ def test_validated_prior_keeps_the_grid_value_with_the_best_validation_score():
         tried.append(value)
         return {"valid_mae": abs(value - 0.1) + 0.7, "valid_auc": 1.0 - abs(value - 0.3)}
 
-    metrics = _validated_prior(rates, validate, "mse")
+    metrics = validated_prior(rates, validate, "mse")
     assert tried == pytest.approx(list(PRIOR_GRID))
     assert float(rates["user_offset"]) == pytest.approx(0.1) and torch.allclose(rates["user_taste"], torch.full((4,), 0.1))
     assert metrics["valid_mae"] == pytest.approx(0.7)
-    _validated_prior(rates, validate, "bce")  # implicit data: the highest AUC wins
+    validated_prior(rates, validate, "bce")  # implicit data: the highest AUC wins
     assert float(rates["user_offset"]) == pytest.approx(0.3)
 
 
 def test_validated_prior_skips_non_finite_scores_and_keeps_the_rates_without_a_score():
     rates = {"user_offset": torch.tensor(0.5)}
     scores = {0.01: float("nan"), 0.03: 0.9, 0.1: 0.8, 0.3: float("inf"), 1.0: 0.85}
-    _validated_prior(rates, lambda: {"valid_mae": scores[round(float(rates["user_offset"]), 2)]}, "mse")
+    validated_prior(rates, lambda: {"valid_mae": scores[round(float(rates["user_offset"]), 2)]}, "mse")
     assert float(rates["user_offset"]) == pytest.approx(0.1)
     rates["user_offset"].fill_(0.5)
-    assert _validated_prior(rates, lambda: {}, "bce") == {}  # one-class validation: no AUC to choose by
+    assert validated_prior(rates, lambda: {}, "bce") == {}  # one-class validation: no AUC to choose by
     assert float(rates["user_offset"]) == pytest.approx(0.5)
-    _validated_prior(rates, lambda: {"valid_mae": float("nan")}, "mse")
+    validated_prior(rates, lambda: {"valid_mae": float("nan")}, "mse")
     assert float(rates["user_offset"]) == pytest.approx(0.5)
 
 
 def test_fit_saves_the_weight_average_not_the_last_step(scenario, tmp_path, monkeypatch):
-    import metarec_core.training as training
+    import metarec_core.averaging as averaging
 
     seen = {}
-    original = training._WeightAverage.apply
+    original = averaging.WeightAverage.apply
 
     def apply(self):
         seen["last"] = {n: v.detach().clone() for n, v in self.live.items()}
         seen["mean"] = {n: v.detach().clone() for n, v in self.mean.items()}
         original(self)
 
-    monkeypatch.setattr(training._WeightAverage, "apply", apply)
+    monkeypatch.setattr(averaging.WeightAverage, "apply", apply)
     fit(config(ema_decay=0.9, keep_best=False), scenario.dataset, out_dir=tmp_path / "run")
     run = load_run(tmp_path / "run")
     saved = dict(run.model.named_parameters())
@@ -148,7 +155,7 @@ def test_source_inner_rates_are_reused_only_under_the_same_solver(scenario, tmp_
     for solver_values, reused in ((GRADIENT_STEPS, True), ({}, False)):
         target = config(**solver_values, source_run=str(tmp_path / "source"))
         rates = {name: torch.full_like(value, 0.123) for name, value in source.items()}
-        _source_inner_rates(target, rates)
+        source_inner_rates(target, rates)
         for name, value in rates.items():
             assert torch.allclose(value, source[name]) if reused else torch.all(value == 0.123), (solver_values, name)
 
@@ -156,7 +163,7 @@ def test_source_inner_rates_are_reused_only_under_the_same_solver(scenario, tmp_
 def test_weight_average_follows_the_weights_and_swaps_back():
     model = torch.nn.Linear(2, 1)
     rates = {"w": torch.tensor([0.5])}
-    average = _WeightAverage(model, rates, decay=0.9)
+    average = WeightAverage(model, rates, decay=0.9)
     start = model.weight.detach().clone()
     for _ in range(200):  # far past the warm-up ramp: the decay is 0.9
         with torch.no_grad():
@@ -177,7 +184,7 @@ def test_weight_average_early_steps_are_not_held_back_by_the_initial_weights():
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(0.0)
-    average = _WeightAverage(model, {}, decay=0.999)
+    average = WeightAverage(model, {}, decay=0.999)
     with torch.no_grad():
         model.weight.fill_(1.0)
     for _ in range(5):
@@ -288,7 +295,7 @@ def test_adaptation_recovers_a_new_users_group(scenario, tmp_path):
 
 
 def test_whiten_gives_decorrelated_unit_variance_components():
-    from metarec_core.training import whiten
+    from metarec_core.training_data import whiten
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(200, 12)) @ rng.normal(size=(12, 40))  # rank 12, correlated columns
@@ -322,7 +329,7 @@ def test_item_id_dropout_hides_ids_only_while_training(scenario):
 def test_time_left_prices_each_phase_at_its_own_step_cost() -> None:
     now = [0.0]
     plan = [(0, "meta", 2), (0, "transfer", 4), (1, "meta", 2), (1, "transfer", 4)]
-    left = _TimeLeft(plan, clock=lambda: now[0])
+    left = TimeLeft(plan, clock=lambda: now[0])
     assert left.seconds_left() == 0.0  # nothing measured yet
     for phase, cost in [("meta", 10.0), ("meta", 10.0), ("transfer", 1.0)]:
         now[0] += cost

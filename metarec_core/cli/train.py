@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_config(args: argparse.Namespace):
     """The TrainConfig from ``--preset``, ``--config`` and ``--set`` (applied in that order)."""
     from metarec_core.configs import ConfigError
-    from metarec_core.training import TrainConfig
+    from metarec_core.train_config import TrainConfig
 
     values: dict = dict(PRESETS[args.preset]) if args.preset else {}
     if args.config:

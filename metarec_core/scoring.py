@@ -1,0 +1,94 @@
+"""Held-out scoring shared by ``fit`` and evaluation: adapt on each task's support, score its query, compute metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec_core import metrics
+from metarec_core.meta import adapt, score
+from metarec_core.models import FeatureContext, PreferenceModel
+from metarec_core.tasks import TaskBatch, catalogue_query, tasks_from_frames
+from metarec_core.train_config import TrainConfig
+from metarec_core.training_data import TrainingData
+
+
+def predict_tasks(model: PreferenceModel, inner_lr, config: TrainConfig, tasks: TaskBatch, context: FeatureContext, kind: str, *, chunk: int = 256) -> np.ndarray:
+    """Adapt to each task's support set and score its query items -> ``(T, Q)`` numpy array."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(tasks), chunk):
+            part = tasks.select(slice(start, start + chunk))
+            adapted = adapt(
+                model, dict(model.named_parameters()), part.support(), context, lr=inner_lr, loss=kind, **config.inner_loop(),
+            )
+            out.append(score(model, adapted, part.query(), context).cpu().numpy())
+    return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
+
+
+def query_metrics(query: pd.DataFrame, predictions: np.ndarray, kind: str, rating_range: tuple[float, float]) -> dict[str, float]:
+    """MAE, RMSE and nDCG@3 (explicit) or AUC (implicit) of predictions aligned with ``query`` rows."""
+    users = query["user"].to_numpy()
+    truth = query["rating"].to_numpy(np.float64)
+    if kind == "bce":
+        return {"auc": metrics.mean_auc(users, truth, predictions)} if len(np.unique(truth)) > 1 else {}
+    clipped = np.clip(predictions, *rating_range)
+    return {
+        "mae": metrics.mae(truth, clipped),
+        "rmse": metrics.rmse(truth, clipped),
+        "ndcg@3": metrics.mean_ndcg_at_k(users, truth, clipped, 3),
+    }
+
+
+def evaluate_held_out(
+    model: PreferenceModel, inner_lr, config: TrainConfig, data: TrainingData, context: FeatureContext, kind: str,
+    rating_range: tuple[float, float],
+) -> dict[str, float]:
+    """Test metrics on the split's held-out tasks (adapt on support, score query).
+
+    Users are warm (their ID parameters used) in the warm and item-cold
+    scenarios; predictions are clipped to the training ``rating_range``.
+    """
+    query = data.split.query
+    if len(query) == 0:
+        return {}
+    warm = config.scenario in ("warm", "item-cold")
+    if kind == "bce":
+        return {"test_auc": catalogue_auc(model, inner_lr, config, data.split.support, query, context, kind, warm=warm, seen=data.split.train)}
+    tasks, positions = tasks_from_frames(data.split.support, query, warm=warm)
+    predictions = predict_tasks(model, inner_lr, config, tasks.to(context.items.categorical.device), context, kind).reshape(-1)[positions]
+    return {f"test_{k}": v for k, v in query_metrics(query, predictions, kind, rating_range).items()}
+
+
+def catalogue_auc(
+    model: PreferenceModel, inner_lr, config: TrainConfig, support: pd.DataFrame, query: pd.DataFrame,
+    context: FeatureContext, kind: str, *, warm: bool = False, seen: pd.DataFrame | None = None, chunk: int = 64,
+) -> float:
+    """Mean per-user AUC of implicit feedback: each user's query items against every item they never interacted with.
+
+    On implicit data every query row is a positive, so an AUC within the query
+    is undefined; each user is adapted on their support rows and the whole
+    catalogue is scored. Support items, and the user's rows in ``seen`` (their
+    training interactions in the warm and item-cold scenarios), are left out
+    of the ranking. NaN when no user has both a positive and a negative.
+    """
+    users = np.unique(query["user"].to_numpy(np.int64))
+    n_items = int(model.shape.n_items)
+    values: list[float] = []
+    device = context.items.categorical.device
+    for start in range(0, len(users), chunk):
+        part = users[start:start + chunk]
+        tasks, _ = tasks_from_frames(support[support["user"].isin(part)], catalogue_query(part, n_items), users=part, warm=warm)
+        scores = predict_tasks(model, inner_lr, config, tasks.to(device), context, kind).reshape(len(part), n_items)
+        for t, user in enumerate(part):
+            labels = np.zeros(n_items)
+            labels[query.loc[query["user"] == user, "item"].to_numpy(np.int64)] = 1.0
+            keep = np.ones(n_items, dtype=bool)
+            keep[support.loc[support["user"] == user, "item"].to_numpy(np.int64)] = False
+            if seen is not None:
+                keep[seen.loc[seen["user"] == user, "item"].to_numpy(np.int64)] = False
+            value = metrics.auc(labels[keep], scores[t, keep])
+            if np.isfinite(value):
+                values.append(float(value))
+    return float(np.mean(values)) if values else float("nan")
