@@ -180,7 +180,7 @@ def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 #: Settings added after runs were first saved, with the value that reproduces how those older runs adapt.
-_LEGACY_SETTINGS = {"inner_solver": "gradient"}
+_LEGACY_SETTINGS = {"inner_solver": "gradient", "patience": 0}
 
 
 def saved_config_values(values: dict) -> dict:
@@ -188,7 +188,7 @@ def saved_config_values(values: dict) -> dict:
 
     Runs saved before the Newton inner solver existed adapted by gradient steps;
     loading them with today's default would reinterpret their learned step
-    sizes as prior variances.
+    sizes as prior variances; runs saved before early stopping trained every epoch.
     """
     return {**_LEGACY_SETTINGS, **values} if isinstance(values, dict) else values
 

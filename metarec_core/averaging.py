@@ -18,6 +18,8 @@ class WeightAverage:
         self.mean = {n: v.detach().clone() for n, v in self.live.items()}
         self.decay = decay
         self.steps = 0
+        self._lives = [v.detach() for v in self.live.values()]
+        self._means = [self.mean[n] for n in self.live]
 
     def update(self) -> None:
         """Move the average towards the current weights (call after each optimiser step).
@@ -28,8 +30,7 @@ class WeightAverage:
         self.steps += 1
         decay = min(self.decay, (1.0 + self.steps) / (10.0 + self.steps))
         with torch.no_grad():
-            for name, value in self.live.items():
-                self.mean[name].lerp_(value.detach(), 1.0 - decay)
+            torch._foreach_lerp_(self._means, self._lives, 1.0 - decay)  # one fused update over every tensor
 
     def apply(self) -> None:
         """Overwrite the live weights with the average (training is over)."""

@@ -66,6 +66,12 @@ class TimeLeft:
         self._validations += 1
         self._validations_left = max(0, self._validations_left - 1)
 
+    def skipped(self, blocks: list[tuple[int, str, int]]) -> None:
+        """Blocks of the plan that will not run (early stopping): their steps and validations leave the estimate."""
+        for _, phase, n in blocks:
+            self._left[phase] = max(0, self._left.get(phase, 0) - n)
+        self._validations_left = max(0, self._validations_left - len({epoch for epoch, _, _ in blocks}))
+
     def seconds_left(self) -> float:
         """The estimate; 0 before anything was measured."""
         n = sum(self._steps.values())

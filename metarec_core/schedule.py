@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from metarec_core.train_config import TrainConfig
 
@@ -39,13 +40,14 @@ def n_batches(n: int, size: int) -> int:
     return (n + size - 1) // size if n else 0
 
 
-def batch(order: np.ndarray, b: int, size: int) -> np.ndarray:
-    """The ``b``-th batch of ``size`` from ``order``, wrapping around so every batch is full."""
+def batch(order: np.ndarray | torch.Tensor, b: int, size: int) -> np.ndarray | torch.Tensor:
+    """The ``b``-th batch of ``size`` from ``order`` (an array or a tensor), wrapping around so every batch is full."""
     n = len(order)
     if n == 0:
         return order
     start = (b * size) % n
     idx = order[start : start + size]
     if len(idx) < min(size, n):
-        idx = np.concatenate([idx, order[: min(size, n) - len(idx)]])
+        rest = order[: min(size, n) - len(idx)]
+        idx = torch.cat([idx, rest]) if isinstance(idx, torch.Tensor) else np.concatenate([idx, rest])
     return idx

@@ -37,7 +37,10 @@ class TrainConfig:
     in every step, one meta-batch and one warm batch and optimises the whole
     sum (``num_epochs × max(meta_epochs, trans_epochs)`` passes).
 
-    With ``keep_best`` the weights of the epoch with the best validation
+    ``patience > 0`` stops a stage of the schedule (the whole run when it
+    alternates) after that many epochs in a row without a better validation
+    score (0 trains every epoch); a sequential run then goes on to its meta
+    stage. With ``keep_best`` the weights of the epoch with the best validation
     score (K-shot MAE of held-out training-time new users; AUC on implicit
     data) are kept at the end.
 
@@ -102,6 +105,7 @@ class TrainConfig:
     negatives: int = 4
     source_run: str = ""
     keep_best: bool = True
+    patience: int = 2
     seed: int = 0
     device: str = "auto"
     cpu_threads: int = 1
@@ -130,7 +134,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-        for name in ("num_epochs", "meta_epochs", "trans_epochs", "inner_steps", "cpu_threads"):
+        for name in ("num_epochs", "meta_epochs", "trans_epochs", "inner_steps", "cpu_threads", "patience"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
         for name in ("meta_batch_size", "support_size", "query_size", "batch_size", "eval_support_size"):

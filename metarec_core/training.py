@@ -150,24 +150,31 @@ class Trainer:
         self.inner_lr = initial_inner_rates(self.model, config, self.device)
         source_inner_rates(config, self.inner_lr)
         trainable = list(self.model.parameters()) + (list(self.inner_lr.values()) if config.learn_inner_lr else [])
-        self.optimizer = torch.optim.Adam(trainable, lr=config.lr)
+        self.optimizer = _adam(trainable, config.lr, self.device)
 
         self.user_ratings = UserRatings(self.data.train, dataset.n_users)
         self.meta_users = np.flatnonzero(self.user_ratings.count() > config.support_size)
-        self.warm = self.data.train[["user", "item", "rating"]].to_numpy()
+        # Warm rows live on the device once; each step indexes them there (no per-step host copies).
+        train = self.data.train
+        self.warm_users = torch.tensor(train["user"].to_numpy(np.int64), device=self.device)
+        self.warm_items = torch.tensor(train["item"].to_numpy(np.int64), device=self.device)
+        self.warm_ratings = torch.tensor(train["rating"].to_numpy(np.float32), device=self.device)
         self.valid_tasks, self.valid_positions = (
             tasks_from_frames(self.data.valid_support, self.data.valid_query) if len(self.data.valid_query) else (None, None)
         )
         self.plan = plan(
             config,
             n_meta_steps=n_batches(len(self.meta_users), config.meta_batch_size),
-            n_trans_steps=n_batches(len(self.warm), config.batch_size),
+            n_trans_steps=n_batches(len(self.warm_users), config.batch_size),
         )
         self.total_steps = sum(n for _, _, n in self.plan)
         self.clock = TimeLeft(self.plan)
         self.scheduler = self._lr_schedule()
         self.artifacts = self._artifacts(shape)
         self.best = BestEpoch()
+        self.stages = _stages(self.plan)
+        self.skipped: set[int] = set()  # epochs left out by early stopping
+        self.stage_start = 1  # first epoch (1-based) of the current stage
         # Without a meta phase nothing learns the prior variances (inner rates): pick them on the validation users.
         self.validated_prior = config.lambda_meta == 0 and self.valid_tasks is not None
         # Inner rates that no gradient trains (fixed, or chosen on validation) are not averaged.
@@ -222,12 +229,10 @@ class Trainer:
             **config.inner_loop(),
         )
 
-    def transfer_term(self, rows: np.ndarray) -> torch.Tensor:
-        """``L_trans`` on a batch of warm ``(user, item, rating)`` rows (BCE with sampled negatives on implicit data)."""
+    def transfer_term(self, rows: torch.Tensor) -> torch.Tensor:
+        """``L_trans`` on a batch of warm rows (indices into the training rows; BCE with sampled negatives on implicit data)."""
         device, negatives = self.device, self.config.negatives
-        users = torch.as_tensor(rows[:, 0], dtype=torch.long, device=device)
-        items = torch.as_tensor(rows[:, 1], dtype=torch.long, device=device)
-        targets = torch.as_tensor(rows[:, 2], dtype=torch.float32, device=device)
+        users, items, targets = self.warm_users[rows], self.warm_items[rows], self.warm_ratings[rows]
         if self.kind == "bce":
             sampled = torch.as_tensor(self.rng.integers(0, self.dataset.n_items, size=len(rows) * negatives), device=device)
             users = torch.cat([users, users.repeat(negatives)])
@@ -253,13 +258,14 @@ class Trainer:
         with self.average.applied() if self.average is not None else contextlib.nullcontext():
             metrics = validated_prior(self.inner_lr, self.validate, self.kind) if self.validated_prior else self.validate()
             self.clock.validated()
-            self.emit(ProgressEvent("validate", epoch + 1, self.step, self.total_steps, {}, metrics, self.elapsed(), self.clock.seconds_left()))
             self.best.offer(epoch + 1, metrics, self.model, self.inner_lr)
+            self._stop_stage_early(epoch)
+            self.emit(ProgressEvent("validate", epoch + 1, self.step, self.total_steps, {}, metrics, self.elapsed(), self.clock.seconds_left()))
             if self.out_dir is not None:
                 save_run(self.out_dir, self.model, self.inner_lr, self.artifacts, final_metrics=metrics, stopped=False)
 
     # ------------------------------------------------------------------ the loop
-    def train_step(self, phase: str, epoch: int, b: int, meta_order: np.ndarray, warm_order: np.ndarray) -> None:
+    def train_step(self, phase: str, epoch: int, b: int, meta_order: np.ndarray, warm_order: torch.Tensor) -> None:
         """One optimiser step of ``phase`` on batch ``b``; raises :class:`TrainingError` on a non-finite loss."""
         config = self.config
         self.model.train()
@@ -267,13 +273,16 @@ class Trainer:
         if phase in ("meta", "joint"):
             terms["meta"] = self.meta_term(batch(meta_order, b, config.meta_batch_size))
         if phase in ("transfer", "joint"):
-            terms["trans"] = self.transfer_term(self.warm[batch(warm_order, b, config.batch_size)])
+            terms["trans"] = self.transfer_term(batch(warm_order, b, config.batch_size))
         terms["l0"] = self.l0_term()
         total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"]
-        for name, value in list(terms.items()) + [("total", total)]:
-            if not torch.isfinite(value).all():
+        terms["total"] = total
+        # One device-to-host copy per step carries every term (the finiteness check and the progress event).
+        losses = dict(zip(terms, torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()))
+        for name, value in losses.items():
+            if not math.isfinite(value):
                 raise TrainingError(
-                    f"the {name} loss became {float(value.detach())} in the {phase} phase, epoch {epoch + 1}, step {self.step + 1}; "
+                    f"the {name} loss became {value} in the {phase} phase, epoch {epoch + 1}, step {self.step + 1}; "
                     f"lower the learning rate (lr={config.lr}, inner_lr={config.inner_lr}) and train again"
                 )
         self.optimizer.zero_grad(set_to_none=True)
@@ -291,7 +300,7 @@ class Trainer:
         self.clock.stepped(phase)
         self.emit(ProgressEvent(
             phase=phase, epoch=epoch + 1, step=self.step, total_steps=self.total_steps,
-            losses={k: float(v.detach()) for k, v in terms.items()} | {"total": float(total.detach())},
+            losses=losses,
             metrics={}, elapsed=self.elapsed(), eta=self.clock.seconds_left(),
         ))
 
@@ -306,24 +315,25 @@ class Trainer:
         config = self.config
         stopped = False
         epochs_completed = 0
-        last_epoch = -1
-        for epoch, phase, n_steps in self.plan:
-            if epoch != last_epoch and last_epoch >= 0:
-                self.end_epoch(last_epoch)
-                epochs_completed = last_epoch + 1
-            last_epoch = epoch
-            meta_order = self.rng.permutation(self.meta_users)
-            warm_order = self.rng.permutation(len(self.warm))
-            for b in range(n_steps):
-                if should_stop is not None and should_stop():
-                    stopped = True
+        for epoch, blocks in _by_epoch(self.plan):
+            if epoch in self.skipped:
+                continue
+            if epochs_completed and self.stages[epoch] != self.stages[epochs_completed - 1]:
+                self.stage_start = epoch + 1
+            for phase, n_steps in blocks:
+                meta_order = self.rng.permutation(self.meta_users)
+                warm_order = torch.as_tensor(self.rng.permutation(len(self.warm_users)), device=self.device)
+                for b in range(n_steps):
+                    if should_stop is not None and should_stop():
+                        stopped = True
+                        break
+                    self.train_step(phase, epoch, b, meta_order, warm_order)
+                if stopped:
                     break
-                self.train_step(phase, epoch, b, meta_order, warm_order)
             if stopped:
                 break
-        if not stopped and last_epoch >= 0:
-            self.end_epoch(last_epoch)
-            epochs_completed = last_epoch + 1
+            self.end_epoch(epoch)
+            epochs_completed = epoch + 1
         if self.average is not None:
             self.average.apply()
         # A stopped run's last steps were never validated: it keeps its best validated epoch.
@@ -344,6 +354,19 @@ class Trainer:
         log.info("fit finished in %.1fs (%s), final metrics %s", elapsed, "stopped" if stopped else "completed", final)
         return TrainResult(self.out_dir, stopped, epochs_completed, final, str(self.device), self.model, self.artifacts)
 
+    def _stop_stage_early(self, epoch: int) -> None:
+        """Early stopping: after ``patience`` epochs of this stage in a row with no better validation, skip the rest of the stage."""
+        patience = self.config.patience
+        if patience <= 0 or self.valid_tasks is None or not self.best.epoch:
+            return
+        if epoch + 1 - max(self.best.epoch, self.stage_start - 1) < patience:
+            return
+        dropped = {e for e, stage in self.stages.items() if e > epoch and stage == self.stages[epoch] and e not in self.skipped}
+        if dropped:
+            self.skipped |= dropped
+            self.clock.skipped([block for block in self.plan if block[0] in dropped])
+            log.info("validation has not improved for %d epochs: %d epoch(s) of this stage are skipped", patience, len(dropped))
+
     # ------------------------------------------------------------------ reporting
     def elapsed(self) -> float:
         """Seconds since the run was set up."""
@@ -360,3 +383,28 @@ class Trainer:
                 self._flushed = now
         if self._on_progress is not None:
             self._on_progress(event)
+
+
+def _adam(parameters: list[torch.Tensor], lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam with its fused kernel (one pass over all tensors per step) where this torch build has one for the device."""
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        log.info("fused Adam is not available on %s: using the per-tensor implementation", device)
+        return torch.optim.Adam(parameters, lr=lr)
+
+
+def _by_epoch(blocks: list[tuple[int, str, int]]) -> list[tuple[int, list[tuple[str, int]]]]:
+    """A plan's blocks grouped by epoch, in order: ``[(epoch, [(phase, steps), ...]), ...]``."""
+    grouped: dict[int, list[tuple[str, int]]] = {}
+    for epoch, phase, n in blocks:
+        grouped.setdefault(epoch, []).append((phase, n))
+    return list(grouped.items())
+
+
+def _stages(blocks: list[tuple[int, str, int]]) -> dict[int, frozenset[str]]:
+    """Each epoch of a plan with the set of phases it runs: epochs with the same set form a stage for early stopping."""
+    stages: dict[int, set[str]] = {}
+    for epoch, phase, _ in blocks:
+        stages.setdefault(epoch, set()).add(phase)
+    return {epoch: frozenset(phases) for epoch, phases in stages.items()}

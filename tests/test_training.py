@@ -361,3 +361,40 @@ def test_implicit_runs_validate_and_test_by_catalogue_auc(tmp_path):
     valid = [e.metrics["valid_auc"] for e in events if e.phase == "validate"]
     assert len(valid) == 2 and all(0.5 < v <= 1.0 for v in valid)  # better than chance at ranking a user's items
     assert 0.5 < result.final_metrics["test_auc"] <= 1.0
+
+
+def test_early_stopping_skips_the_epochs_after_validation_stops_improving(scenario, monkeypatch):
+    """With patience 2, a run whose validation never improves after epoch 1 trains 3 epochs, not 8."""
+    import metarec_core.training as training
+
+    scores = iter([0.9, 0.95, 0.97, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0])
+    monkeypatch.setattr(training.Trainer, "validate", lambda self: {"valid_mae": next(scores)})
+    events = []
+    result = fit(TrainConfig(**{**FAST, "num_epochs": 8, "patience": 2}), scenario.dataset, on_progress=events.append)
+    assert result.epochs_completed == 3
+    assert [e.epoch for e in events if e.phase == "validate"] == [1, 2, 3]
+    assert result.final_metrics["best_epoch"] == 1.0
+    assert events[-1].phase == "done" and events[-2].eta == pytest.approx(0.0, abs=1e-9)
+    no_patience = fit(TrainConfig(**{**FAST, "num_epochs": 4, "patience": 0}), scenario.dataset)
+    assert no_patience.epochs_completed == 4
+
+
+def test_early_stopping_in_a_sequential_run_moves_on_to_the_meta_stage(scenario, monkeypatch):
+    """A stalled transfer stage is cut short, but the meta stage still runs."""
+    import metarec_core.training as training
+
+    monkeypatch.setattr(training.Trainer, "validate", lambda self: {"valid_mae": 1.0})
+    phases = []
+    fit(TrainConfig(**{**FAST, "schedule": "sequential", "num_epochs": 5, "patience": 1}), scenario.dataset,
+        on_progress=lambda e: phases.append((e.phase, e.epoch)))
+    trained = [p for p in phases if p[0] in ("meta", "transfer")]
+    assert {e for p, e in trained if p == "transfer"} == {1, 2}
+    assert {p for p, _ in trained} == {"transfer", "meta"}
+
+
+def test_fit_leaves_the_callers_torch_random_state_alone(scenario):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    fit(TrainConfig(**{**FAST, "num_epochs": 1}), scenario.dataset)
+    assert torch.equal(torch.rand(3), expected)
