@@ -158,6 +158,60 @@ class Recommender:
             path=tuple(path),
         )
 
+    def score_pairs(self, support: pd.DataFrame, pairs: pd.DataFrame, *, chunk: int = 256) -> np.ndarray:
+        """Scores of ``(user_id, item_id)`` pairs, each user adapted on their own support rows, users batched.
+
+        The same numbers as :meth:`adapt_user` followed by :meth:`score_items`
+        for each user (known training users keep their learned ID parameters;
+        users unknown to the run start from the meta-learned start with
+        unknown features), computed ``chunk`` users at a time.
+
+        Parameters
+        ----------
+        support
+            ``user_id``, ``item_id``, ``rating``: what each user adapts on (may be empty).
+        pairs
+            ``user_id``, ``item_id``: what to score.
+
+        Returns
+        -------
+        numpy.ndarray
+            One score per row of ``pairs``, in its order (clipped ratings; probabilities on implicit data).
+        """
+        from metarec_core.scoring import predict_tasks
+
+        run, model = self.run, self.model
+        device = run.context.items.categorical.device
+        pair_items = self.item_indices(pairs["item_id"].tolist(), source="pairs")
+        sup_items = self.item_indices(support["item_id"].tolist()) if len(support) else np.zeros(0, np.int64)
+        ids = pd.Index(pd.unique(pd.concat([pairs["user_id"], support["user_id"]]).astype(str)))
+        index = run.users.lookup(ids.tolist())
+        n_users = len(run.users)
+        unknown = np.flatnonzero(index < 0)
+        index[unknown] = n_users + np.arange(len(unknown))  # each unknown user gets its own row of missing features
+        trained = model.user_known.cpu().numpy()
+        warm_user = (index < n_users) & trained[np.minimum(index, n_users - 1)]
+        user_of = dict(zip(ids, index))
+        frame = lambda rows, items, ratings: pd.DataFrame({"user": rows["user_id"].astype(str).map(user_of).to_numpy(np.int64), "item": items, "rating": ratings})
+        sup = frame(support, sup_items, np.asarray(support["rating"], dtype=np.float32) if len(support) else np.zeros(0, np.float32))
+        qry = frame(pairs, pair_items, np.zeros(len(pairs), np.float32))
+        context = FeatureContext(run.context.users.extended(len(unknown)), run.context.items)
+        inner_lr = run.inner_lr or run.config.inner_lr
+        out = np.zeros(len(pairs), dtype=np.float64)
+        for warm in (True, False):
+            users = np.sort(index[warm_user == warm])
+            for start in range(0, len(users), chunk):
+                part = users[start:start + chunk]
+                rows = np.flatnonzero(qry["user"].isin(part).to_numpy())
+                if not len(rows):
+                    continue
+                tasks, positions = tasks_from_frames(sup[sup["user"].isin(part)], qry.iloc[rows], users=part, warm=warm)
+                predictions = predict_tasks(model, inner_lr, run.config, tasks.to(device), context, run.loss, chunk=chunk)
+                out[rows] = predictions.reshape(-1)[positions]
+        if run.loss == "bce":
+            return 1.0 / (1.0 + np.exp(-out))
+        return np.clip(out, *run.rating_range)
+
     def step_scores(self, state: UserState, items: np.ndarray) -> np.ndarray:
         """Scores of ``items`` under the parameters before each inner step and after the last -> ``(steps + 1, n)``."""
         return np.stack([self.score_items(dataclasses.replace(state, params=params), items) for params in state.path])

@@ -153,7 +153,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    """``score``: per user, adapt on the support rows and score that user's pairs."""
+    """``score``: adapt each user on their support rows and score their pairs (users batched)."""
     from metarec_core.recommender import Recommender
 
     if args.out.is_dir():
@@ -161,10 +161,9 @@ def run_score(args: argparse.Namespace) -> int:
     rec = Recommender.from_run_dir(args.run)
     support = _read_csv(args.support, ("user_id", "item_id", "rating"))
     pairs = _read_csv(args.pairs, ("user_id", "item_id"))
-    pair_items = rec.item_indices(pairs["item_id"].tolist(), source=args.pairs.name)
-    scores = np.zeros(len(pairs), dtype=np.float64)
-    groups = dict(tuple(support.groupby("user_id", sort=False)))
-    unsupported = [u for u in pairs["user_id"].unique() if u not in groups and u not in rec.users]
+    rec.item_indices(pairs["item_id"].tolist(), source=args.pairs.name)
+    supported = set(support["user_id"])
+    unsupported = [u for u in pairs["user_id"].unique() if u not in supported and u not in rec.users]
     if unsupported:
         # Not an error (a new user without ratings is scored from the meta-learned start), but a mistyped ID looks the same.
         print(
@@ -172,13 +171,8 @@ def run_score(args: argparse.Namespace) -> int:
             f"(e.g. '{unsupported[0]}'); they were scored from the meta-learned start, as brand-new users",
             file=sys.stderr,
         )
-    for user, rows in pairs.groupby("user_id", sort=False):
-        sup = groups.get(user)
-        pairs_of_user = rows.index.to_numpy()
-        if sup is not None:
-            rec.item_indices(sup["item_id"].tolist(), source=args.support.name)
-        state = rec.adapt_user(sup if sup is not None else [], user_id=user)
-        scores[pairs_of_user] = rec.score_items(state, pair_items[pairs_of_user])
+    rec.item_indices(support["item_id"].tolist(), source=args.support.name)
+    scores = rec.score_pairs(support, pairs)
     out = pd.DataFrame({"user_id": pairs["user_id"], "item_id": pairs["item_id"], "score": scores})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)
