@@ -88,7 +88,7 @@ class TrainConfig:
     support_size: int = 10
     min_support_size: int = 0
     query_size: int = 25
-    batch_size: int = 512
+    batch_size: int = 2048
     lr: float = 0.005
     final_lr_fraction: float = 1.0
     ema_decay: float = 0.998
