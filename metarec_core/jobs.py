@@ -421,6 +421,8 @@ def run_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVA
     try:
         config = EvaluationConfig(shots=tuple(shots))
         result = evaluate_run(run_dir, resolve_dataset(store, run.dataset_ref), config, on_progress=lambda d, t: progress.update(done=d, total=t))
+        if not run_dir.is_dir():
+            raise StoreError(f"run '{run_id}' was deleted while it was evaluated; its result is not kept")
         result.save(evaluation_dir(store, run_id))
         status = "completed"
         return result
