@@ -1,23 +1,28 @@
-"""Background work on runs: the training queue, the dispatcher that starts worker processes, the worker body, and background evaluations.
+"""Background work on runs: training and evaluation jobs, the processes that do them, and the dispatcher of the training queue.
 
-A run is trained in its own process, ``python -m metarec_core worker RUN_ID``,
-started with :class:`subprocess.Popen` in a new session (never a thread of the
-caller, never :mod:`multiprocessing`), so a Streamlit rerun, a closed tab or an
-app restart does not stop it. Workers report through the run store only:
-progress rows, a heartbeat every second, and the final status.
+A run is trained in its own process, ``python -m metarec_core worker RUN_ID``;
+a completed run is evaluated in its own process, ``python -m metarec_core
+runs evaluate RUN_ID``. Both are started with :class:`subprocess.Popen` in a
+new session (never a thread of the caller, never :mod:`multiprocessing`), so
+a Streamlit rerun, a closed tab or an app restart does not stop them. Both
+are jobs of the run store (:mod:`metarec_core.store.runs`) with one life
+cycle: claimed with the worker's PID, a heartbeat with progress every second,
+a cancel flag polled twice a second, a final status with a one-line error,
+and the same detection of a dead worker. Metrics are not a job's business:
+``fit`` writes them to the run directory's ``metrics.jsonl``.
 
 Typical use (what ``train --background`` and the app do)::
 
     store = RunStore()
     run_id = submit(store, config, "builtin:movielens-100k", name="my run")
     dispatch(store)            # starts queued runs while slots are free
-
-A finished run's shots-curve evaluation runs the same way, in its own process
-(``python -m metarec_core runs evaluate RUN_ID``), writing into the run's
-``evaluation/`` folder: :func:`start_evaluation`, :func:`evaluation_state`.
+    ...
+    start_evaluation(store, run_id)
+    evaluation_state(store, run_id).status   # "running", then "done"
 """
 from __future__ import annotations
 
+import _thread
 import logging
 import os
 import signal
@@ -28,31 +33,37 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metarec_core.catalogue import dataset_fingerprint, resolve_dataset
 from metarec_core.configs import config_from_dict
 from metarec_core.errors import ConfigError, DataError, MetarecError
-from metarec_core.store import MetricPoint, RunRecord, RunStore, StoreError
+from metarec_core.store import JobRecord, RunRecord, RunStore, StoreError
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two heartbeats (and metric flushes) of a worker.
+#: Seconds between two heartbeats of a worker.
 HEARTBEAT_INTERVAL = 1.0
 #: Seconds between two reads of the cancel flag by a worker.
 CANCEL_POLL_INTERVAL = 0.5
-#: A running run whose heartbeat is older than this (seconds) is considered dead.
+#: A running job whose heartbeat is older than this (seconds) is considered dead.
 STALE_AFTER = 30.0
-#: Name of the worker's log file in its run directory (stdout, stderr and tracebacks).
+#: Name of the training worker's log file in its run directory (stdout, stderr and tracebacks).
 WORKER_LOG = "worker.log"
+#: Folder of a run's evaluation (shots curves, per-user gains) inside its run directory.
+EVALUATION_DIR = "evaluation"
+#: Log file of a run's background evaluation, in its run directory.
+EVALUATION_LOG = "evaluation.log"
+#: The K values (support sizes) of a background evaluation.
+EVALUATION_SHOTS = (1, 3, 5, 10, 20)
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-_children: dict[str, subprocess.Popen] = {}
-_children_lock = threading.Lock()
 
 
 def default_max_concurrent() -> int:
-    """Concurrent workers allowed: ``METAREC_MAX_WORKERS`` if set, else 1."""
+    """Concurrent training workers allowed: ``METAREC_MAX_WORKERS`` if set, else 1."""
     raw = os.environ.get("METAREC_MAX_WORKERS", "").strip()
     if not raw:
         return 1
@@ -73,7 +84,7 @@ def submit(store: RunStore, config: Any, dataset_ref: str, *, name: str | None =
     store
         The run store.
     config
-        A :class:`~metarec_core.training.TrainConfig` or a dict of its settings
+        A :class:`~metarec_core.train_config.TrainConfig` or a dict of its settings
         (validated; unknown keys rejected).
     dataset_ref
         ``builtin:<name>`` or ``stored:<dataset_id>`` (see
@@ -92,40 +103,25 @@ def submit(store: RunStore, config: Any, dataset_ref: str, *, name: str | None =
         config = config_from_dict(TrainConfig, dict(config))
     elif not isinstance(config, TrainConfig):
         raise ConfigError(f"submit expects a TrainConfig or a dict of its settings, got {type(config).__name__}")
-    fingerprint = store.dataset_fingerprint(dataset_ref)  # also checks that a saved dataset exists
+    fingerprint = dataset_fingerprint(store, dataset_ref)  # also checks the reference and that a saved dataset exists
     return store.create_run(config, dataset_ref, name=name, dataset_fingerprint=fingerprint)
 
 
-def start_worker(store: RunStore, run_id: str, *, max_concurrent: int | None = None) -> subprocess.Popen:
-    """Start the worker process of one queued run now (whatever the number of running runs).
-
-    Raises
-    ------
-    StoreError
-        If the run is not queued, or the process cannot be started (the run is then marked failed).
-    """
-    if not store.claim_run(run_id):
-        run = store.get_run(run_id)
-        raise StoreError(f"run '{run_id}' is {run.status}; only a queued run can be started")
-    return _spawn(store, store.get_run(run_id), max_concurrent or default_max_concurrent())
-
-
 def dispatch(store: RunStore, max_concurrent: int | None = None, *, stale_after: float = STALE_AFTER) -> list[str]:
-    """Start queued runs, oldest first, while fewer than ``max_concurrent`` runs are running.
+    """Start queued runs, oldest first, while fewer than ``max_concurrent`` runs are training.
 
-    Also marks dead workers' runs failed (see :func:`mark_stale_runs`) and reaps
-    finished worker processes this process started. Cheap enough to call on
-    every poll of the app.
+    Also marks dead workers' jobs failed (see :func:`mark_stale_jobs`). Cheap
+    enough to call on every poll of the app.
 
     Parameters
     ----------
     store
         The run store.
     max_concurrent
-        Runs allowed at once (over every process using this store); default
-        :func:`default_max_concurrent`.
+        Runs allowed to train at once (over every process using this store);
+        default :func:`default_max_concurrent`.
     stale_after
-        Heartbeat age (seconds) after which a running run counts as dead.
+        Heartbeat age (seconds) after which a running job counts as dead.
 
     Returns
     -------
@@ -135,12 +131,11 @@ def dispatch(store: RunStore, max_concurrent: int | None = None, *, stale_after:
     limit = default_max_concurrent() if max_concurrent is None else int(max_concurrent)
     if limit < 1:
         raise ConfigError(f"max_concurrent must be >= 1, got {max_concurrent}")
-    _reap_children()
-    mark_stale_runs(store, stale_after=stale_after)
+    mark_stale_jobs(store, stale_after=stale_after)
     started: list[str] = []
     while (run := store.claim_next(limit)) is not None:
         try:
-            _spawn(store, run, limit)
+            _start_process(store, run.id, "train", ["worker", run.id], WORKER_LOG, extra_env={"METAREC_MAX_WORKERS": str(limit)})
         except StoreError as exc:
             logger.error("%s", exc)
             continue
@@ -148,38 +143,15 @@ def dispatch(store: RunStore, max_concurrent: int | None = None, *, stale_after:
     return started
 
 
-def mark_stale_runs(store: RunStore, *, stale_after: float = STALE_AFTER) -> list[str]:
-    """Mark running runs whose worker is gone as failed; returns their IDs.
+def mark_stale_jobs(store: RunStore, *, stale_after: float = STALE_AFTER) -> list[JobRecord]:
+    """Mark running jobs (training or evaluation) whose worker is gone as failed; returns them as they were.
 
-    A run is stale when its worker ran on this host and its process no longer
+    A job is stale when its worker ran on this host and its process no longer
     exists (or is a zombie, or the PID now belongs to another program), or when
     its heartbeat is older than ``stale_after`` seconds (any host, e.g. after a
-    machine restart). Its last checkpoint stays in the run directory.
+    machine restart). A training run's last checkpoint stays in its run directory.
     """
-    host = socket.gethostname()
-    now = time.time()
-    failed: list[str] = []
-    for run in store.list_runs("running"):
-        reason = None
-        if run.host == host and run.pid is not None and not pid_alive(run.pid, run.id):
-            reason = f"process {run.pid} is gone"
-        elif run.heartbeat is None or now - run.heartbeat > stale_after:
-            age = "never" if run.heartbeat is None else f"{now - run.heartbeat:.0f} s ago"
-            reason = f"last heartbeat {age}"
-        if reason and store.fail_if_stale(run.id, run.heartbeat, stale_message(store, run, reason)):
-            logger.warning("run %s: worker stopped unexpectedly (%s)", run.id, reason)
-            failed.append(run.id)
-    return failed
-
-
-def stale_message(store: RunStore, run: RunRecord, reason: str) -> str:
-    """The one-line error stored for a run whose worker died."""
-    run_dir = store.run_dir(run.id)
-    if (run_dir / "weights.safetensors").is_file():
-        checkpoint = f"last checkpoint kept at {run_dir}"
-    else:
-        checkpoint = "no checkpoint had been written yet"
-    return f"worker stopped unexpectedly (killed or machine restarted; {reason}); {checkpoint}; worker log: {run_dir / WORKER_LOG}"
+    return [job for job in store.list_jobs("running") if _fail_if_dead(store, job, stale_after)]
 
 
 def pid_alive(pid: int, run_id: str | None = None) -> bool:
@@ -217,41 +189,37 @@ def pid_alive(pid: int, run_id: str | None = None) -> bool:
     return True
 
 
-def wait(store: RunStore, run_id: str, *, timeout: float | None = None, poll: float = 0.25) -> RunRecord:
-    """Block until a run has finished (completed, failed or cancelled); returns its record.
+def wait(
+    store: RunStore, run_id: str, *, timeout: float | None = None, poll: float = 0.25, stale_after: float = STALE_AFTER
+) -> RunRecord:
+    """Block until a run has finished training (completed, failed or cancelled); returns its record.
 
     Dead workers are detected while waiting. Raises :class:`StoreError` on timeout.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        _reap_children()
         run = store.get_run(run_id)
         if not run.is_active:
             return run
         if run.status == "running":
-            mark_stale_runs(store)
+            mark_stale_jobs(store, stale_after=stale_after)
         if deadline is not None and time.monotonic() > deadline:
             raise StoreError(f"run '{run_id}' is still {run.status} after {timeout:.0f} s")
         time.sleep(poll)
 
 
-# ---------------------------------------------------------------------- the worker
+# ---------------------------------------------------------------------- the training worker
 class ProgressRecorder:
-    """``on_progress`` callback of a worker: buffers events as metric points for batched writes.
+    """``on_progress`` callback of a training worker: keeps the latest progress for the next heartbeat.
 
-    Called from the training thread; never touches the store itself. The
-    worker's pulse thread drains it about once a second.
+    Called from the training thread; never touches the store itself.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._points: list[MetricPoint] = []
         self._progress: dict[str, Any] | None = None
 
     def __call__(self, event: Any) -> None:
-        now = time.time()
-        points = [MetricPoint(event.phase, int(event.epoch), int(event.step), str(k), float(v), now) for k, v in event.losses.items()]
-        points += [MetricPoint(event.phase, int(event.epoch), int(event.step), str(k), float(v), now) for k, v in event.metrics.items()]
         progress = {
             "phase": event.phase,
             "epoch": int(event.epoch),
@@ -262,119 +230,57 @@ class ProgressRecorder:
             "losses": {str(k): float(v) for k, v in event.losses.items()},
         }
         with self._lock:
-            self._points.extend(points)
-            if self._progress is not None and not event.losses:
-                progress["losses"] = self._progress.get("losses", {})
+            previous = self._progress or {}
+            if not event.losses:
+                progress["losses"] = previous.get("losses", {})
             if event.metrics:
                 progress["metrics"] = {str(k): float(v) for k, v in event.metrics.items()}
-            elif self._progress is not None and "metrics" in self._progress:
-                progress["metrics"] = self._progress["metrics"]
+            elif "metrics" in previous:
+                progress["metrics"] = previous["metrics"]
             self._progress = progress
 
-    def drain(self) -> tuple[list[MetricPoint], dict[str, Any] | None]:
-        """Take the buffered points (and the latest progress) out of the buffer."""
+    def latest(self) -> dict[str, Any] | None:
+        """The latest progress (None before the first event)."""
         with self._lock:
-            points, self._points = self._points, []
-            return points, self._progress
-
-    def put_back(self, points: list[MetricPoint]) -> None:
-        """Return points whose write failed to the front of the buffer."""
-        with self._lock:
-            self._points[:0] = points
-
-
-class _Pulse(threading.Thread):
-    """The worker's background thread: cancel flag, heartbeat and metric flushes."""
-
-    def __init__(self, store: RunStore, run_id: str, recorder: ProgressRecorder, stop: threading.Event) -> None:
-        super().__init__(name=f"metarec-pulse-{run_id}", daemon=True)
-        self.store = store
-        self.run_id = run_id
-        self.recorder = recorder
-        self.stop = stop
-        self.lost = threading.Event()
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        last_beat = 0.0
-        try:
-            while not self._done.wait(CANCEL_POLL_INTERVAL):
-                try:
-                    if self.store.is_cancel_requested(self.run_id):
-                        if not self.stop.is_set():
-                            logger.info("run %s: cancel requested", self.run_id)
-                        self.stop.set()
-                    if time.monotonic() - last_beat >= HEARTBEAT_INTERVAL - 1e-3:
-                        last_beat = time.monotonic()
-                        self.flush()
-                except (sqlite3.Error, StoreError) as exc:
-                    logger.warning("run %s: cannot reach the run store (%s); retrying", self.run_id, exc)
-        finally:
-            self.store.close()
-
-    def flush(self) -> None:
-        """Write buffered metric points and a heartbeat with the latest progress."""
-        points, progress = self.recorder.drain()
-        try:
-            self.store.append_metrics(self.run_id, points)
-        except BaseException:
-            self.recorder.put_back(points)
-            raise
-        if not self.store.heartbeat(self.run_id, progress=progress):
-            if not self.lost.is_set():
-                logger.error("run %s is no longer marked running in the store; stopping", self.run_id)
-            self.lost.set()
-            self.stop.set()
-
-    def finish(self) -> None:
-        """Stop the thread and wait for it."""
-        self._done.set()
-        self.join()
+            return None if self._progress is None else dict(self._progress)
 
 
 def run_worker(store: RunStore, run_id: str) -> str:
     """Train one run in this process: the body of ``python -m metarec_core worker RUN_ID``.
 
-    Marks the run running with this PID (claiming it if still queued), beats a
-    heartbeat every second, writes progress as metric rows, stops when the
-    run's cancel flag is set (or on SIGTERM / SIGINT), and ends the run
-    ``completed``, ``cancelled`` or ``failed`` with a one-line error (the full
-    traceback goes to the log). Then starts the next queued run if a slot is free.
+    Claims the run's training job with this PID (if still queued; or takes it
+    over from the dispatcher that started this process), beats a heartbeat
+    every second, stops when the job's cancel flag is set (or on SIGTERM /
+    SIGINT), and ends the job ``completed``, ``cancelled`` or ``failed`` with a
+    one-line error (the full traceback goes to the log). Then starts the next
+    queued run if a slot is free.
 
     Returns
     -------
     str
         The run's final status.
     """
+    from metarec_core.train_config import TrainConfig
+    from metarec_core.training import fit
+    from metarec_core.device import resolve_device
+
     pid = os.getpid()
-    run = store.get_run(run_id)
-    if run.status == "queued":
-        if not store.claim_run(run_id, pid=pid):
-            raise StoreError(f"run '{run_id}' was started by another worker")
-    elif run.status != "running" or run.pid not in (None, pid):
-        owner = f" by process {run.pid}" if run.status == "running" else ""
-        raise StoreError(f"run '{run_id}' is {run.status}{owner}; a worker trains only a queued run")
-    store.set_worker(run_id, pid=pid)
+    _take_job(store, run_id, "train", pid)
     run = store.get_run(run_id)
     run_dir = store.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / WORKER_LOG
     logger.info("worker %d for run %s (%s) started at %s", pid, run_id, run.name, time.strftime("%Y-%m-%d %H:%M:%S"))
 
     stop = threading.Event()
     signals: list[str] = []
     recorder = ProgressRecorder()
-    pulse = _Pulse(store, run_id, recorder, stop)
+    pulse = _Pulse(store, run_id, "train", recorder.latest, on_stop=stop.set)
     pulse.start()
-    restore_signals = _install_stop_handlers(stop, signals)
+    restore_signals = _install_stop_handlers(signals, on_signal=stop.set)
     status, error, device = "failed", None, None
     try:
-        from metarec_core.train_config import TrainConfig
-        from metarec_core.training import fit
-        from metarec_core.device import resolve_device
-
         config = config_from_dict(TrainConfig, run.config)
-        dataset = store.resolve_dataset(run.dataset_ref)
+        dataset = resolve_dataset(store, run.dataset_ref)
         fingerprint = dataset.fingerprint
         if run.dataset_fingerprint and fingerprint != run.dataset_fingerprint:
             raise DataError(
@@ -383,7 +289,6 @@ def run_worker(store: RunStore, run_id: str) -> str:
             )
         device = str(resolve_device(config.device))
         store.set_worker(run_id, pid=pid, device=device, dataset_fingerprint=fingerprint)
-        _limit_torch_threads()
         result = fit(config, dataset, out_dir=run_dir, on_progress=recorder, should_stop=stop.is_set)
         device = result.device
         status = "cancelled" if result.stopped else "completed"
@@ -396,20 +301,15 @@ def run_worker(store: RunStore, run_id: str) -> str:
         error = str(exc)
     except Exception as exc:
         logger.exception("run %s failed", run_id)
-        error = f"{type(exc).__name__}: {exc} (full traceback in {log_path})"
+        error = f"{type(exc).__name__}: {exc} (full traceback in {run_dir / WORKER_LOG})"
     finally:
         pulse.finish()
         restore_signals()
-        points, progress = recorder.drain()
-        try:
-            store.append_metrics(run_id, points)
-            store.heartbeat(run_id, progress=progress)
-        except (sqlite3.Error, StoreError) as exc:
-            logger.error("run %s: %d metric points could not be written: %s", run_id, len(points), exc)
     if pulse.lost.is_set():
-        logger.error("run %s was marked %s by someone else; leaving it", run_id, store.get_run(run_id).status)
-        return store.get_run(run_id).status
-    store.finish(run_id, status, error=error, device=device)
+        status = store.get_run(run_id).status
+        logger.error("run %s was marked %s by someone else; leaving it", run_id, status)
+        return status
+    store.finish(run_id, status, error=error, device=device, progress=recorder.latest())
     logger.info("run %s %s%s", run_id, status, f": {error}" if error else "")
     try:
         dispatch(store)
@@ -419,13 +319,24 @@ def run_worker(store: RunStore, run_id: str) -> str:
 
 
 # ---------------------------------------------------------------------- evaluations
-#: Folder of a run's evaluation (shots curves, per-user gains) inside its run directory.
-EVALUATION_DIR = "evaluation"
-#: The K values (support sizes) of a background evaluation.
-EVALUATION_SHOTS = (1, 3, 5, 10, 20)
-_EVALUATION_PID = "evaluation.pid"
-_EVALUATION_ERROR = "evaluation.error"
-_EVALUATION_LOG = "evaluation.log"
+@dataclass(frozen=True)
+class EvaluationState:
+    """Where a run's evaluation stands, from the store's ``evaluate`` job and the saved result.
+
+    Attributes
+    ----------
+    status
+        ``none`` (never evaluated, or stopped before a result), ``running``,
+        ``done`` (a result is saved) or ``failed``.
+    error
+        One-line reason of a failure (None otherwise).
+    job
+        The evaluation job behind it, if there is one.
+    """
+
+    status: str
+    error: str | None = None
+    job: JobRecord | None = None
 
 
 def evaluation_dir(store: RunStore, run_id: str) -> Path:
@@ -433,20 +344,20 @@ def evaluation_dir(store: RunStore, run_id: str) -> Path:
     return store.run_dir(run_id) / EVALUATION_DIR
 
 
-def evaluation_state(store: RunStore, run_id: str) -> str:
-    """``running``, ``done``, ``failed: <reason>`` or ``none`` — from files, so it survives an app restart."""
-    _reap_children()
-    run_dir = store.run_dir(run_id)
-    pid = _read_pid(run_dir / _EVALUATION_PID)
-    if pid is not None and pid_alive(pid, run_id):
-        return "running"
-    if (run_dir / _EVALUATION_ERROR).is_file():
-        return "failed: " + (run_dir / _EVALUATION_ERROR).read_text().strip()
-    if (evaluation_dir(store, run_id) / "results.parquet").is_file():
-        return "done"
-    if pid is not None:
-        return f"failed: the evaluation process stopped without a result (see {run_dir / _EVALUATION_LOG})"
-    return "none"
+def evaluation_state(store: RunStore, run_id: str, *, stale_after: float = STALE_AFTER) -> EvaluationState:
+    """The state of a run's evaluation (it survives an app restart: it is kept in the store)."""
+    job = store.get_job(run_id, kind="evaluate")
+    if job is not None and job.status == "running" and _fail_if_dead(store, job, stale_after):
+        job = store.get_job(run_id, kind="evaluate")
+    saved = (evaluation_dir(store, run_id) / "results.parquet").is_file()
+    if job is not None and job.is_active:
+        return EvaluationState("running", job=job)
+    if job is not None and job.status == "failed":
+        return EvaluationState("failed", error=job.error or "the evaluation failed", job=job)
+    if job is not None and job.status == "completed" and not saved:
+        missing = f"the evaluation finished but its result is missing from {evaluation_dir(store, run_id)}; evaluate the run again"
+        return EvaluationState("failed", error=missing, job=job)
+    return EvaluationState("done" if saved else "none", job=job)
 
 
 def start_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVALUATION_SHOTS) -> bool:
@@ -465,22 +376,14 @@ def start_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = E
     run = store.get_run(run_id)
     if run.status != "completed":
         raise StoreError(f"run '{run_id}' is {run.status}; only a completed run can be evaluated")
-    if evaluation_state(store, run_id) == "running":
+    if evaluation_state(store, run_id).status == "running":
         return False
-    run_dir = store.run_dir(run_id)
-    (run_dir / _EVALUATION_ERROR).unlink(missing_ok=True)
-    command = [sys.executable, "-m", "metarec_core", "-v", "runs", "evaluate", run_id, "--shots", ",".join(map(str, shots))]
-    try:
-        with open(run_dir / _EVALUATION_LOG, "ab") as log:
-            process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=_PACKAGE_ROOT,
-                env=_child_env(store), start_new_session=True, close_fds=True,
-            )
-    except OSError as exc:
-        raise StoreError(f"run '{run_id}': could not start the evaluation process: {exc}") from exc
-    _write_line(run_dir / _EVALUATION_PID, str(process.pid))
-    with _children_lock:
-        _children[f"evaluate-{run_id}"] = process
+    if not store.queue_job(run_id, kind="evaluate", params={"shots": list(shots)}):
+        return False
+    if not store.claim_job(run_id, kind="evaluate"):
+        return False
+    arguments = ["runs", "evaluate", run_id, "--shots", ",".join(map(str, shots))]
+    process = _start_process(store, run_id, "evaluate", arguments, EVALUATION_LOG)
     logger.info("started evaluation %d for run %s", process.pid, run_id)
     return True
 
@@ -488,9 +391,11 @@ def start_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = E
 def run_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVALUATION_SHOTS) -> Any:
     """Evaluate a completed run in this process and save the result into its ``evaluation/`` folder.
 
-    The body of ``python -m metarec_core runs evaluate RUN_ID``. A failure is
-    also written as one line beside the run, where :func:`evaluation_state`
-    reports it, and raised.
+    The body of ``python -m metarec_core runs evaluate RUN_ID``: takes over the
+    run's evaluation job started by :func:`start_evaluation`, or starts one
+    with this PID; beats its heartbeat; stops on its cancel flag (or SIGTERM);
+    ends it ``completed``, ``cancelled`` or ``failed`` with a one-line error
+    (what :func:`evaluation_state` reports), and raises the failure.
 
     Returns
     -------
@@ -501,31 +406,50 @@ def run_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVA
     run_dir = store.run_dir(run_id)
     if not run_dir.is_dir():  # deleted meanwhile: do not bring its folder back
         raise StoreError(f"run '{run_id}' has no folder {run_dir} (deleted?); nothing to evaluate")
-    pid_file = run_dir / _EVALUATION_PID
-    _write_line(pid_file, str(os.getpid()))
-    (run_dir / _EVALUATION_ERROR).unlink(missing_ok=True)
+    run = store.get_run(run_id)
+    if run.status != "completed":
+        raise StoreError(f"run '{run_id}' is {run.status}; only a completed run can be evaluated")
+    evaluation_state(store, run_id)  # a job left by a dead process is failed first, so a new one can start
+    store.queue_job(run_id, kind="evaluate", params={"shots": list(shots)})  # no-op while one is active
+    _take_job(store, run_id, "evaluate", os.getpid())
+
+    progress: dict[str, int] = {}
+    in_main = threading.current_thread() is threading.main_thread()
+    interrupt = _thread.interrupt_main if in_main else (lambda: None)
+    pulse = _Pulse(store, run_id, "evaluate", lambda: dict(progress) or None, on_stop=interrupt)
+    pulse.start()
+    restore_signals = _install_stop_handlers([], on_signal=None)
+    status, error = "failed", None
     try:
-        run = store.get_run(run_id)
-        if run.status != "completed":
-            raise StoreError(f"run '{run_id}' is {run.status}; only a completed run can be evaluated")
-        _limit_torch_threads()
-        result = evaluate_run(run_dir, store.resolve_dataset(run.dataset_ref), EvaluationConfig(shots=tuple(shots)))
+        config = EvaluationConfig(shots=tuple(shots))
+        result = evaluate_run(run_dir, resolve_dataset(store, run.dataset_ref), config, on_progress=lambda d, t: progress.update(done=d, total=t))
+        if not run_dir.is_dir():
+            raise StoreError(f"run '{run_id}' was deleted while it was evaluated; its result is not kept")
         result.save(evaluation_dir(store, run_id))
+        status = "completed"
         return result
+    except KeyboardInterrupt:
+        status, error = "cancelled", "stopped"
+        raise
     except MetarecError as exc:
-        _write_line(run_dir / _EVALUATION_ERROR, str(exc))
+        error = str(exc)
         raise
     except Exception as exc:
         logger.exception("evaluation of run %s failed", run_id)
-        _write_line(run_dir / _EVALUATION_ERROR, f"{type(exc).__name__}: {exc} (full traceback in {run_dir / _EVALUATION_LOG})")
+        error = f"{type(exc).__name__}: {exc} (full traceback in {run_dir / EVALUATION_LOG})"
         raise
     finally:
-        if _read_pid(pid_file) == os.getpid():
-            pid_file.unlink(missing_ok=True)
+        pulse.finish()
+        restore_signals()
+        if not pulse.lost.is_set():
+            store.finish(run_id, status, kind="evaluate", error=error, progress=dict(progress) or None)
 
 
 def stop_evaluation(store: RunStore, run_id: str, *, timeout: float = 10.0) -> bool:
-    """Stop a run's background evaluation, if one is running; wait until its process is gone.
+    """Stop a run's evaluation, if one is running; wait until its process is gone.
+
+    Sets the job's cancel flag and, for a process on this host, sends it
+    SIGTERM; the job ends ``cancelled``.
 
     Returns
     -------
@@ -537,33 +461,30 @@ def stop_evaluation(store: RunStore, run_id: str, *, timeout: float = 10.0) -> b
     StoreError
         If the process is still alive after ``timeout`` seconds.
     """
-    pid_file = store.run_dir(run_id) / _EVALUATION_PID
-    pid = _read_pid(pid_file)
-    if pid is None or not pid_alive(pid, run_id):
-        pid_file.unlink(missing_ok=True)
+    job = store.get_job(run_id, kind="evaluate")
+    if job is None or not job.is_active or (job.status == "running" and _fail_if_dead(store, job, STALE_AFTER)):
         return False
-    too_slow = StoreError(f"the evaluation of run '{run_id}' (process {pid}) did not stop within {timeout:g} s; try again")
-    with _children_lock:
-        child = _children.get(f"evaluate-{run_id}")
-    try:
-        if child is not None and child.pid == pid:  # started here: its handle works on every platform
-            child.terminate()
-            child.wait(timeout=timeout)
-        else:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while pid_alive(pid, run_id):
-                _reap_children()
-                if time.monotonic() > deadline:
-                    raise too_slow
-                time.sleep(0.05)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired as exc:
-        raise too_slow from exc
-    except OSError as exc:
-        raise StoreError(f"could not stop the evaluation of run '{run_id}' (process {pid}): {exc}") from exc
-    pid_file.unlink(missing_ok=True)
+    if store.request_cancel(run_id, kind="evaluate") != "running":
+        return True  # it was queued (now cancelled), or it has just finished
+    deadline = time.monotonic() + timeout
+    too_slow = StoreError(f"the evaluation of run '{run_id}' (process {job.pid}) did not stop within {timeout:g} s; try again")
+    if job.pid is not None and job.host == socket.gethostname():
+        try:
+            os.kill(job.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"could not stop the evaluation of run '{run_id}' (process {job.pid}): {exc}") from exc
+        while pid_alive(job.pid, run_id):
+            if time.monotonic() > deadline:
+                raise too_slow
+            time.sleep(0.05)
+    else:  # another host (or no PID yet): its worker sees the flag
+        while (current := store.get_job(run_id, kind="evaluate")) is not None and current.status == "running":
+            if time.monotonic() > deadline:
+                raise too_slow
+            time.sleep(0.1)
+    store.finish(run_id, "cancelled", kind="evaluate", error="stopped")  # if the process could not record it
     logger.info("stopped the evaluation of run %s", run_id)
     return True
 
@@ -578,47 +499,122 @@ def delete_run(store: RunStore, run_id: str) -> None:
     store.delete(run_id)
 
 
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
+# ---------------------------------------------------------------------- one life cycle for every job
+class _Pulse(threading.Thread):
+    """A worker's background thread: polls the job's cancel flag and beats its heartbeat with the latest progress.
+
+    Calls ``on_stop`` once, when a cancel is requested or the job is no longer
+    running in the store (``lost`` is set then).
+    """
+
+    def __init__(
+        self, store: RunStore, run_id: str, kind: str, progress: Callable[[], dict[str, Any] | None], *, on_stop: Callable[[], None]
+    ) -> None:
+        super().__init__(name=f"metarec-pulse-{kind}-{run_id}", daemon=True)
+        self.store, self.run_id, self.kind = store, run_id, kind
+        self.progress = progress
+        self.on_stop = on_stop
+        self.lost = threading.Event()
+        self._stopping = False
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        last_beat = 0.0
+        try:
+            while not self._done.wait(CANCEL_POLL_INTERVAL):
+                try:
+                    if self.store.is_cancel_requested(self.run_id, kind=self.kind):
+                        self._request_stop(f"{self.kind} job of run {self.run_id}: cancel requested")
+                    if time.monotonic() - last_beat >= HEARTBEAT_INTERVAL - 1e-3:
+                        last_beat = time.monotonic()
+                        if not self.store.heartbeat(self.run_id, kind=self.kind, progress=self.progress()):
+                            self.lost.set()
+                            self._request_stop(f"{self.kind} job of run {self.run_id} is no longer marked running in the store; stopping")
+                except (sqlite3.Error, StoreError) as exc:
+                    logger.warning("%s job of run %s: cannot reach the run store (%s); retrying", self.kind, self.run_id, exc)
+        finally:
+            self.store.close()
+
+    def _request_stop(self, message: str) -> None:
+        if not self._stopping and not self._done.is_set():
+            self._stopping = True
+            logger.info("%s", message)
+            self.on_stop()
+
+    def finish(self) -> None:
+        """Stop the thread and wait for it."""
+        self._done.set()
+        self.join()
 
 
-def _write_line(path: Path, text: str) -> None:
-    """Write ``text`` as one line (newlines folded), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(" ".join(text.split("\n")) + "\n")
-    tmp.replace(path)
+def _take_job(store: RunStore, run_id: str, kind: str, pid: int) -> None:
+    """Make this process the worker of a run's job: claim it if queued, or take it over from the process that started it."""
+    job = store.get_job(run_id, kind=kind)
+    if job is None:
+        store.get_run(run_id)  # says "no run ..." for an unknown ID
+        raise StoreError(f"run '{run_id}' has no {kind} job; start one first")
+    if job.status == "queued":
+        if not store.claim_job(run_id, kind=kind, pid=pid):
+            raise StoreError(f"run '{run_id}' was started by another worker")
+    elif job.status != "running" or job.pid not in (None, pid):
+        owner = f" by process {job.pid}" if job.status == "running" else ""
+        if kind == "train":
+            raise StoreError(f"run '{run_id}' is {job.status}{owner}; a worker trains only a queued run")
+        raise StoreError(f"run '{run_id}' is already being evaluated{owner}; wait for it or stop it first")
+    store.set_worker(run_id, kind=kind, pid=pid)
 
 
-# ---------------------------------------------------------------------- helpers
-def _spawn(store: RunStore, run: RunRecord, max_concurrent: int) -> subprocess.Popen:
-    run_dir = store.run_dir(run.id)
+def _fail_if_dead(store: RunStore, job: JobRecord, stale_after: float) -> bool:
+    """Mark a running job failed if its process is gone or its heartbeat is too old; True if it was."""
+    now = time.time()
+    reason = None
+    if job.host == socket.gethostname() and job.pid is not None and not pid_alive(job.pid, job.run_id):
+        reason = f"process {job.pid} is gone"
+    elif job.heartbeat is None or now - job.heartbeat > stale_after:
+        reason = "last heartbeat " + ("never" if job.heartbeat is None else f"{now - job.heartbeat:.0f} s ago")
+    if reason and store.fail_if_stale(job.run_id, job.heartbeat, _stale_message(store, job, reason), kind=job.kind):
+        logger.warning("%s job of run %s: worker stopped unexpectedly (%s)", job.kind, job.run_id, reason)
+        return True
+    return False
+
+
+def _stale_message(store: RunStore, job: JobRecord, reason: str) -> str:
+    """The one-line error stored for a job whose worker died."""
+    run_dir = store.run_dir(job.run_id)
+    if job.kind == "evaluate":
+        return f"the evaluation process stopped without a result (killed or machine restarted; {reason}); its log: {run_dir / EVALUATION_LOG}"
+    if (run_dir / "weights.safetensors").is_file():
+        checkpoint = f"last checkpoint kept at {run_dir}"
+    else:
+        checkpoint = "no checkpoint had been written yet"
+    return f"worker stopped unexpectedly (killed or machine restarted; {reason}); {checkpoint}; worker log: {run_dir / WORKER_LOG}"
+
+
+def _start_process(
+    store: RunStore, run_id: str, kind: str, arguments: list[str], log_name: str, *, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen:
+    """Start ``python -m metarec_core ARGUMENTS`` for a claimed job, in a new session, logging to the run directory.
+
+    The process is recorded as the job's worker; a daemon thread waits for it,
+    so it never lingers as a zombie. If it cannot start, the job is marked failed.
+    """
+    run_dir = store.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = _child_env(store)
-    env["METAREC_MAX_WORKERS"] = str(max_concurrent)
-    command = [sys.executable, "-m", "metarec_core", "-v", "worker", run.id]
+    env = {**_child_env(store), **(extra_env or {})}
+    command = [sys.executable, "-m", "metarec_core", "-v", *arguments]
+    what = "worker" if kind == "train" else "evaluation"
     try:
-        with open(run_dir / WORKER_LOG, "ab") as log:
+        with open(run_dir / log_name, "ab") as log:
             process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=_PACKAGE_ROOT,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=_PACKAGE_ROOT,
+                env=env, start_new_session=True, close_fds=True,
             )
     except OSError as exc:
-        store.finish(run.id, "failed", error=f"could not start the worker process: {exc}")
-        raise StoreError(f"run '{run.id}': could not start the worker process: {exc}") from exc
-    store.set_worker(run.id, pid=process.pid)
-    with _children_lock:
-        _children[run.id] = process
-    logger.info("started worker %d for run %s", process.pid, run.id)
+        store.finish(run_id, "failed", kind=kind, error=f"could not start the {what} process: {exc}")
+        raise StoreError(f"run '{run_id}': could not start the {what} process: {exc}") from exc
+    store.set_worker(run_id, kind=kind, pid=process.pid)
+    threading.Thread(target=process.wait, name=f"metarec-reap-{process.pid}", daemon=True).start()
+    logger.info("started %s %d for run %s", what, process.pid, run_id)
     return process
 
 
@@ -630,35 +626,23 @@ def _child_env(store: RunStore) -> dict[str, str]:
     return env
 
 
-def _reap_children() -> None:
-    """Collect exit codes of finished workers this process started (no zombies left behind)."""
-    with _children_lock:
-        for run_id, process in list(_children.items()):
-            if process.poll() is not None:
-                del _children[run_id]
-
-
-def _limit_torch_threads() -> None:
-    """Share the CPU cores between concurrent workers unless the user set thread counts."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    import torch
-
-    workers = default_max_concurrent()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-
-
-def _install_stop_handlers(stop: threading.Event, signals: list[str]) -> Callable[[], None]:
-    """SIGTERM / SIGINT ask the run to stop (a second SIGINT interrupts at once)."""
+def _install_stop_handlers(signals: list[str], *, on_signal: Callable[[], None] | None) -> Callable[[], None]:
+    """SIGTERM / SIGINT stop the job: call ``on_signal`` (a second SIGINT interrupts at once), or, without one, interrupt at once."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
-        if stop.is_set() and signum == signal.SIGINT and signals:
+        if on_signal is None:
+            if not signals:
+                signals.append(name)
+                logger.warning("received %s; stopping", name)
+                raise KeyboardInterrupt
+            return
+        if signals and signum == signal.SIGINT:
             raise KeyboardInterrupt
         signals.append(name)
-        stop.set()
+        on_signal()
         logger.warning("received %s; stopping after the current step", name)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -668,4 +652,3 @@ def _install_stop_handlers(stop: threading.Event, signals: list[str]) -> Callabl
             signal.signal(s, h)
 
     return restore
-

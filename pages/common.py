@@ -258,7 +258,9 @@ def load_dataset_ref(ref: str) -> Any:
     ref
         ``builtin:<name>`` or ``stored:<dataset id>``.
     """
-    return store().resolve_dataset(ref)
+    from metarec_core.catalogue import resolve_dataset
+
+    return resolve_dataset(store(), ref)
 
 
 def movielens_cached() -> bool:
@@ -647,8 +649,8 @@ def delete_run(run_id: str) -> None:
     delete(store(), run_id)
 
 
-def evaluation_state(run_id: str) -> str:
-    """``done``, ``running``, ``failed: <reason>`` or ``none``."""
+def evaluation_state(run_id: str) -> Any:
+    """The run's :class:`~metarec_core.jobs.EvaluationState`: ``status`` ``done``, ``running``, ``failed`` (with ``error``) or ``none``."""
     from metarec_core.jobs import evaluation_state as state
 
     return state(store(), run_id)

@@ -135,21 +135,21 @@ def shots_section(runs, selected: list[str], labels: dict[str, str]) -> None:
     )
     state = common.evaluation_state(run_id)
 
-    @st.fragment(run_every=1.0 if state == "running" else None)
+    @st.fragment(run_every=1.0 if state.status == "running" else None)
     def view() -> None:
         with common.guard():
             body()
 
     def body() -> None:
         current = common.evaluation_state(run_id)
-        if current == "running":
+        if current.status == "running":
             st.info(t("runs.shots.running"), icon=":material/hourglass_top:")
             return
-        if state == "running":  # it just finished: redraw the page once
+        if state.status == "running":  # it just finished: redraw the page once
             st.rerun()
-        if current.startswith("failed"):
-            st.error(t("runs.shots.failed", error=common.plain(current.split(": ", 1)[-1])), icon=":material/error:")
-        result = common.load_evaluation(run_id) if current == "done" else None
+        if current.status == "failed":
+            st.error(t("runs.shots.failed", error=common.plain(current.error)), icon=":material/error:")
+        result = common.load_evaluation(run_id) if current.status == "done" else None
         if result is None:
             st.caption(t("runs.shots.explain"))
             if st.button(t("runs.shots.start"), icon=":material/query_stats:", key=f"shots_start_{run_id}"):

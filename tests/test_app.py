@@ -352,7 +352,7 @@ def test_runs_page_deletes_a_run_and_keeps_the_others(trained: dict) -> None:
     doomed = jobs.submit(store, tiny, trained["dataset"], name="to delete")
     assert jobs.run_worker(store, doomed) == "completed"
     assert jobs.start_evaluation(store, doomed, shots=(1, 3, 5, 10))  # still running when the button is pressed
-    pid = int((store.run_dir(doomed) / "evaluation.pid").read_text())
+    pid = store.get_job(doomed, kind="evaluate").pid
     at = open_page(trained["at"], "runs")
     at.selectbox(key="manage_pick").set_value(doomed).run()
     at.checkbox(key=f"delete_confirm_{doomed}").check().run()

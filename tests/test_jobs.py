@@ -1,12 +1,14 @@
-"""Tests of background training: queue, worker processes, cancel, dead workers, and the ``runs`` CLI."""
+"""Tests of background jobs: the training queue, worker processes, evaluations, cancel, dead workers, and the ``runs`` CLI."""
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,8 +16,9 @@ import pytest
 
 from metarec_core import jobs
 from metarec_core.cli import main
-from metarec_core.store import MetricPoint, RunStore, StoreError
+from metarec_core.store import RunStore, StoreError
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
+from tests.store_fakes import append_events, event
 
 #: A run of a few seconds: one epoch, first order, one inner step.
 TINY = {"num_epochs": 1, "trans_epochs": 1, "inner_steps": 1, "first_order": True, "meta_batch_size": 8, "batch_size": 256, "device": "cpu"}
@@ -32,9 +35,9 @@ def tiny_dataset():
 def store(tmp_path: Path):
     store = RunStore(tmp_path / "home")
     yield store
-    for run in store.list_runs("running"):  # never leave a worker behind when a test fails
-        if run.pid and jobs.pid_alive(run.pid, run.id):
-            os.kill(run.pid, signal.SIGKILL)
+    for job in store.list_jobs("running"):  # never leave a worker behind when a test fails
+        if job.pid and job.pid != os.getpid() and job.host == socket.gethostname() and jobs.pid_alive(job.pid, job.run_id):
+            os.kill(job.pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def dataset_ref(store: RunStore, tiny_dataset) -> str:
     return "stored:" + store.save_dataset(tiny_dataset, name="tiny")
 
 
-def wait_for(condition, timeout: float, what: str, poll: float = 0.1):
+def wait_for(condition, timeout: float, what: str, poll: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -52,35 +55,42 @@ def wait_for(condition, timeout: float, what: str, poll: float = 0.1):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def worker_log(store: RunStore, run_id: str) -> str:
-    path = store.run_dir(run_id) / jobs.WORKER_LOG
-    return path.read_text() if path.exists() else "(no worker log)"
+def worker_log(store: RunStore, run_id: str, name: str = jobs.WORKER_LOG) -> str:
+    path = store.run_dir(run_id) / name
+    return path.read_text() if path.exists() else f"(no {name})"
 
 
-def test_cancel_stops_a_running_run_within_seconds(store: RunStore, dataset_ref: str) -> None:
-    run_id = jobs.submit(store, LONG, dataset_ref)
-    jobs.dispatch(store)
-    wait_for(lambda: len(store.metrics_frame(run_id)) > 0, 90, "the first metrics")
-    asked = time.monotonic()
-    assert store.request_cancel(run_id) == "running"
-    run = jobs.wait(store, run_id, timeout=30, poll=0.05)
-    latency = time.monotonic() - asked
-    assert run.status == "cancelled", worker_log(store, run_id)
-    assert latency < 5.0, f"cancel took {latency:.1f} s"
-    assert (store.run_dir(run_id) / "weights.safetensors").is_file()  # the checkpoint stays usable
-    assert store.check_run(run_id) == ()
+def trained_run(store: RunStore, dataset_ref: str, name: str = "trained") -> str:
+    """A completed TINY run, trained in this process (no worker to start)."""
+    run_id = jobs.submit(store, TINY, dataset_ref, name=name)
+    assert jobs.run_worker(store, run_id) == "completed", worker_log(store, run_id)
+    return run_id
 
 
-def test_killed_worker_is_marked_failed_and_the_next_run_completes_with_metrics(
-    store: RunStore, dataset_ref: str, tmp_path: Path
-) -> None:
+# ---------------------------------------------------------------------- training workers (real processes)
+@pytest.mark.slow
+def test_cancel_a_killed_worker_and_the_next_run(store: RunStore, dataset_ref: str, tmp_path: Path) -> None:
+    """Two workers side by side: one is cancelled, one is killed; the queued run behind them then completes."""
+    cancelled = jobs.submit(store, LONG, dataset_ref, name="to cancel")
     doomed = jobs.submit(store, LONG, dataset_ref, name="doomed")
-    assert jobs.dispatch(store, max_concurrent=1) == [doomed]
-    wait_for(lambda: len(store.metrics_frame(doomed)) > 0, 90, "the first metrics")
+    run_id = jobs.submit(store, TINY, dataset_ref, name="tiny run")
+    assert jobs.dispatch(store, max_concurrent=2) == [cancelled, doomed]
+    assert store.get_run(run_id).status == "queued"
+    wait_for(lambda: len(store.metrics_frame(cancelled)) > 0 and len(store.metrics_frame(doomed)) > 0, 90, "the first metrics")
+
+    asked = time.monotonic()
+    assert store.request_cancel(cancelled) == "running"
     pid = store.get_run(doomed).pid
     assert pid and jobs.pid_alive(pid, doomed)
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: jobs.dispatch(store) is not None and store.get_run(doomed).status == "failed", 10, "the dead worker to be noticed")
+    run = jobs.wait(store, cancelled, timeout=30, poll=0.05)
+    latency = time.monotonic() - asked
+    assert run.status == "cancelled", worker_log(store, cancelled)
+    assert latency < 5.0, f"cancel took {latency:.1f} s"
+    assert (store.run_dir(cancelled) / "weights.safetensors").is_file()  # the checkpoint stays usable
+    assert store.check_run(cancelled) == ()
+
+    wait_for(lambda: jobs.mark_stale_jobs(store) is not None and store.get_run(doomed).status == "failed", 10, "the dead worker to be noticed")
     run = store.get_run(doomed)
     assert run.error.startswith("worker stopped unexpectedly (killed or machine restarted")
     assert "\n" not in run.error
@@ -88,10 +98,8 @@ def test_killed_worker_is_marked_failed_and_the_next_run_completes_with_metrics(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert len(store.metrics_frame(doomed)) > 0  # what it wrote before dying is kept
 
-    # The next run is unaffected: submit -> completed, with its metrics in the store.
-    run_id = jobs.submit(store, TINY, dataset_ref, name="tiny run")
-    assert store.get_run(run_id).status == "queued"
-    assert jobs.dispatch(store, max_concurrent=1) == [run_id]
+    # The queued run is unaffected: dispatched once a slot is free -> completed, with its metrics.
+    jobs.dispatch(store, max_concurrent=2)
     run = jobs.wait(store, run_id, timeout=120)
     assert run.status == "completed", worker_log(store, run_id)
     assert run.error is None and run.device == "cpu" and run.pid and run.started <= run.finished
@@ -118,6 +126,7 @@ def test_killed_worker_is_marked_failed_and_the_next_run_completes_with_metrics(
     assert loaded.users == store.load_dataset(dataset_ref.split(":")[1]).users
 
 
+@pytest.mark.slow
 def test_two_sessions_queue_runs_that_never_mix(store: RunStore, tiny_dataset) -> None:
     session_a, session_b = store, RunStore(store.home)
     ref = "stored:" + session_a.save_dataset(tiny_dataset)
@@ -140,6 +149,7 @@ def test_two_sessions_queue_runs_that_never_mix(store: RunStore, tiny_dataset) -
         assert steps == sorted(steps) and len(steps) == len(set(steps))  # one series per run, in order
 
 
+# ---------------------------------------------------------------------- the worker body (in this process)
 def test_worker_failure_is_stored_as_one_line(store: RunStore, dataset_ref: str, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
     import metarec_core.training as training
 
@@ -165,6 +175,8 @@ def test_worker_failure_is_stored_as_one_line(store: RunStore, dataset_ref: str,
     assert store.get_run(second).error == "the meta loss became nan in the meta phase, epoch 1, step 3; lower the learning rate"
     with pytest.raises(StoreError, match="failed"):
         jobs.run_worker(store, second)  # a finished run is not trained again
+    with pytest.raises(StoreError, match="no run"):
+        jobs.run_worker(store, "0123456789")
 
 
 def test_changed_dataset_fails_the_run_clearly(store: RunStore, tiny_dataset) -> None:
@@ -184,27 +196,34 @@ def test_cuda_without_a_gpu_fails_with_a_clear_message(store: RunStore, dataset_
     assert "no CUDA GPU" in store.get_run(run_id).error
 
 
-def test_stale_runs_are_detected_without_training(store: RunStore) -> None:
+def test_stale_jobs_are_detected_without_training(store: RunStore) -> None:
     config = {"num_epochs": 1}
     silent = store.create_run(config, "builtin:synthetic")
-    store.claim_run(silent)
+    store.claim_job(silent)
     with sqlite3.connect(store.db_path) as conn:
-        conn.execute("UPDATE runs SET heartbeat = ? WHERE id = ?", (time.time() - 100, silent))
+        conn.execute("UPDATE jobs SET heartbeat = ? WHERE run_id = ?", (time.time() - 100, silent))
     reused = store.create_run(config, "builtin:synthetic")
-    store.claim_run(reused, pid=os.getpid())  # a live PID that is not this run's worker (PID reuse after a restart)
+    store.claim_job(reused, pid=os.getpid())  # a live PID that is not this run's worker (PID reuse after a restart)
     alive = store.create_run(config, "builtin:synthetic")
-    store.claim_run(alive)
+    store.claim_job(alive)
+    elsewhere = store.create_run(config, "builtin:synthetic")
+    store.claim_job(elsewhere, pid=999_999_998)
+    with sqlite3.connect(store.db_path) as conn:  # a worker on another machine, beating 20 s ago
+        conn.execute("UPDATE jobs SET host = 'other-host', heartbeat = ? WHERE run_id = ?", (time.time() - 20, elsewhere))
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", alive])
     try:
         store.set_worker(alive, pid=sleeper.pid)
-        assert sorted(jobs.mark_stale_runs(store)) == sorted([silent, reused])
+        stale = jobs.mark_stale_jobs(store)
+        assert sorted(j.run_id for j in stale) == sorted([silent, reused]) and {j.kind for j in stale} == {"train"}
         assert "last heartbeat 100 s ago" in store.get_run(silent).error
         assert "no checkpoint had been written yet" in store.get_run(silent).error
         assert f"process {os.getpid()} is gone" in store.get_run(reused).error
-        assert store.get_run(alive).status == "running"
+        assert store.get_run(alive).status == "running" and store.get_run(elsewhere).status == "running"
+        assert [j.run_id for j in jobs.mark_stale_jobs(store, stale_after=10.0)] == [elsewhere]  # the age limit is a parameter
+        assert "last heartbeat 20 s ago" in store.get_run(elsewhere).error
         sleeper.kill()
         wait_for(lambda: not jobs.pid_alive(sleeper.pid, alive), 5, "the zombie to count as gone")
-        assert jobs.mark_stale_runs(store) == [alive]
+        assert [j.run_id for j in jobs.mark_stale_jobs(store)] == [alive]
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -213,7 +232,7 @@ def test_stale_runs_are_detected_without_training(store: RunStore) -> None:
 def test_dispatch_respects_the_limit_and_rejects_bad_settings(store: RunStore, monkeypatch: pytest.MonkeyPatch) -> None:
     running = store.create_run({"num_epochs": 1}, "builtin:synthetic")
     queued = store.create_run({"num_epochs": 1}, "builtin:synthetic")
-    store.claim_run(running, pid=None)
+    store.claim_job(running, pid=None)
     assert jobs.dispatch(store, max_concurrent=1) == []
     assert store.get_run(queued).status == "queued"
     with pytest.raises(Exception, match="max_concurrent"):
@@ -225,13 +244,15 @@ def test_dispatch_respects_the_limit_and_rejects_bad_settings(store: RunStore, m
         jobs.submit(store, {"num_epoch": 1}, "builtin:synthetic")
     with pytest.raises(StoreError, match="no saved dataset"):
         jobs.submit(store, TINY, "stored:0123456789")
+    with pytest.raises(StoreError, match="not valid; use one of builtin:movielens-100k"):
+        jobs.submit(store, TINY, "builtin:ml-1m")
 
 
 # ---------------------------------------------------------------------- CLI
 def fake_finished_run(store: RunStore, name: str, mae: float) -> str:
     run_id = store.create_run({**TINY, "seed": int(mae * 10)}, "builtin:synthetic", name=name)
-    store.claim_run(run_id, pid=None)
-    store.append_metrics(run_id, [MetricPoint("done", 1, 5, "valid_mae", mae, time.time())])
+    store.claim_job(run_id, pid=None)
+    append_events(store.run_dir(run_id), [event("done", 1, 5, metrics={"valid_mae": mae}, time=time.time())])
     store.finish(run_id, "completed", device="cpu")
     return run_id
 
@@ -276,22 +297,26 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no saved datasets" in capsys.readouterr().out
 
 
+# ---------------------------------------------------------------------- evaluations
+@pytest.mark.slow
 def test_evaluation_runs_in_its_own_process_and_its_state_survives_a_restart(store: RunStore, dataset_ref: str) -> None:
     from metarec_core.evaluation import EvaluationResult
 
-    run_id = jobs.submit(store, TINY, dataset_ref, name="to evaluate")
-    assert jobs.run_worker(store, run_id) == "completed", worker_log(store, run_id)
-    assert jobs.evaluation_state(store, run_id) == "none"
+    run_id = trained_run(store, dataset_ref, "to evaluate")
+    assert jobs.evaluation_state(store, run_id).status == "none"
     assert jobs.start_evaluation(store, run_id, shots=(1, 5)) is True
     assert jobs.start_evaluation(store, run_id, shots=(1, 5)) is False  # one at a time per run
-    log = store.run_dir(run_id) / "evaluation.log"
-    wait_for(lambda: jobs.evaluation_state(store, run_id) != "running", 120, "the evaluation process")
-    restarted = RunStore(store.home)  # what a restarted app sees: files only
-    assert jobs.evaluation_state(restarted, run_id) == "done", log.read_text()
+    job = store.get_job(run_id, kind="evaluate")
+    assert job.status == "running" and job.pid and job.params == {"shots": [1, 5]}
+    wait_for(lambda: jobs.evaluation_state(store, run_id).status != "running", 120, "the evaluation process")
+    restarted = RunStore(store.home)  # what a restarted app sees: the store and the files
+    state = jobs.evaluation_state(restarted, run_id)
+    assert (state.status, state.error) == ("done", None), worker_log(store, run_id, jobs.EVALUATION_LOG)
+    assert state.job.status == "completed" and state.job.progress["done"] == state.job.progress["total"] > 0
     result = EvaluationResult.load(jobs.evaluation_dir(restarted, run_id))
     assert set(result.frame["shots"]) == {1, 5}
     assert {"bias", "mf"} <= set(result.methods) and len(result.methods) >= 4
-    assert not (store.run_dir(run_id) / "evaluation.pid").exists()
+    assert jobs.stop_evaluation(store, run_id) is False  # nothing running any more
 
 
 def test_evaluation_failures_are_one_line_states(store: RunStore, dataset_ref: str, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -300,8 +325,7 @@ def test_evaluation_failures_are_one_line_states(store: RunStore, dataset_ref: s
     queued = jobs.submit(store, TINY, dataset_ref)
     with pytest.raises(StoreError, match="only a completed run"):
         jobs.start_evaluation(store, queued)
-    run_id = jobs.submit(store, TINY, dataset_ref)
-    assert jobs.run_worker(store, run_id) == "completed"
+    run_id = trained_run(store, dataset_ref)
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nwith a second line")
@@ -310,56 +334,94 @@ def test_evaluation_failures_are_one_line_states(store: RunStore, dataset_ref: s
     with pytest.raises(RuntimeError):
         jobs.run_evaluation(store, run_id)
     state = jobs.evaluation_state(store, run_id)
-    assert state.startswith("failed: RuntimeError: boom with a second line (full traceback in") and "\n" not in state
-    assert main(["runs", "evaluate", run_id, "--state", "--home", str(store.home)]) == 1
+    assert state.status == "failed" and state.error.startswith("RuntimeError: boom with a second line (full traceback in")
+    assert "\n" not in state.error and state.job.pid == os.getpid()
+    home = ["--home", str(store.home)]
+    assert main(["runs", "evaluate", run_id, "--state", *home]) == 1
     assert capsys.readouterr().out.startswith("failed: RuntimeError: boom")
+    assert main(["runs", "evaluate", run_id, "--state", "--json", *home]) == 1
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "failed" and shown["error"] == state.error
 
     # A process that died without a word (killed, machine restarted) is a failure too, not "running" forever.
-    (store.run_dir(run_id) / "evaluation.error").unlink()
-    (store.run_dir(run_id) / "evaluation.pid").write_text("999999999\n")
-    assert jobs.evaluation_state(store, run_id).startswith("failed: the evaluation process stopped without a result")
+    assert store.queue_job(run_id, kind="evaluate") and store.claim_job(run_id, kind="evaluate", pid=999_999_999)
+    state = jobs.evaluation_state(store, run_id)
+    assert state.status == "failed" and state.error.startswith("the evaluation process stopped without a result")
+    assert "process 999999999 is gone" in state.error
+    # So is one on another machine that stopped beating.
+    assert store.queue_job(run_id, kind="evaluate") and store.claim_job(run_id, kind="evaluate", pid=999_999_998)
+    with sqlite3.connect(store.db_path) as conn:
+        conn.execute("UPDATE jobs SET host = 'other-host', heartbeat = ? WHERE kind = 'evaluate'", (time.time() - 5,))
+    assert jobs.evaluation_state(store, run_id).status == "running"
+    assert "last heartbeat 5 s ago" in jobs.evaluation_state(store, run_id, stale_after=2.0).error
 
 
+def test_a_cancel_request_stops_an_evaluation(store: RunStore, dataset_ref: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import metarec_core.evaluation as evaluation
+
+    run_id = trained_run(store, dataset_ref)
+    started = threading.Event()
+
+    def slow(*args, **kwargs):
+        started.set()
+        for _ in range(400):  # 20 s unless stopped
+            time.sleep(0.05)
+        raise AssertionError("the evaluation was not stopped")
+
+    monkeypatch.setattr(evaluation, "evaluate_run", slow)
+    monkeypatch.setattr(jobs, "CANCEL_POLL_INTERVAL", 0.05)
+    canceller = threading.Thread(target=lambda: started.wait(10) and store.request_cancel(run_id, kind="evaluate"))
+    canceller.start()
+    asked = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_evaluation(store, run_id)
+    canceller.join()
+    assert time.monotonic() - asked < 5.0
+    job = store.get_job(run_id, kind="evaluate")
+    assert job.status == "cancelled" and job.cancel_requested
+    assert jobs.evaluation_state(store, run_id).status == "none"  # stopped before a result
+
+
+@pytest.mark.slow
 def test_deleting_a_run_stops_its_evaluation_so_the_folder_stays_gone(store: RunStore, dataset_ref: str, capsys) -> None:
-    run_id = jobs.submit(store, TINY, dataset_ref, name="delete me")
-    assert jobs.run_worker(store, run_id) == "completed", worker_log(store, run_id)
+    run_id = trained_run(store, dataset_ref, "delete me")
     assert jobs.start_evaluation(store, run_id, shots=(1, 3, 5, 10)) is True
-    pid = int((store.run_dir(run_id) / "evaluation.pid").read_text())
-    assert jobs.evaluation_state(store, run_id) == "running"
+    pid = store.get_job(run_id, kind="evaluate").pid
+    assert jobs.evaluation_state(store, run_id).status == "running"
     assert main(["runs", "delete", run_id, "--home", str(store.home)]) == 0
     assert "deleted run" in capsys.readouterr().out
     assert not jobs.pid_alive(pid, run_id)
-    time.sleep(1.0)  # a surviving evaluation would write its pid, log or results back by now
+    time.sleep(1.0)  # a surviving evaluation would write its log or results back by now
     assert not store.run_dir(run_id).exists()
     assert all(run.id != run_id for run in store.list_runs())
+    assert store.list_jobs(kind="evaluate") == []
     assert jobs.stop_evaluation(store, "0123456789") is False  # nothing to stop
 
 
 def test_an_evaluation_started_by_hand_with_an_id_prefix_is_seen_and_stopped(store: RunStore, dataset_ref: str) -> None:
-    run_id = jobs.submit(store, TINY, dataset_ref, name="prefix")
-    assert jobs.run_worker(store, run_id) == "completed", worker_log(store, run_id)
-    # Stands in for `python -m metarec_core runs evaluate <prefix>`, which writes its own PID file.
+    run_id = trained_run(store, dataset_ref, "prefix")
+    # Stands in for `python -m metarec_core runs evaluate <prefix>`, which claims the run's evaluation job itself.
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "runs", "evaluate", run_id[:6]])
     try:
-        (store.run_dir(run_id) / "evaluation.pid").write_text(f"{process.pid}\n")
-        assert jobs.evaluation_state(store, run_id) == "running"
+        assert store.queue_job(run_id, kind="evaluate") and store.claim_job(run_id, kind="evaluate", pid=process.pid)
+        assert jobs.evaluation_state(store, run_id).status == "running"
+        with pytest.raises(StoreError, match="already being evaluated by process"):
+            jobs.run_evaluation(store, run_id)  # a second one by hand is refused
         jobs.delete_run(store, run_id)
         assert process.wait(timeout=10) is not None
         assert not store.run_dir(run_id).exists()
     finally:
         process.kill()
         process.wait()
-    # A PID file naming some other live process is not this run's evaluation.
-    other = jobs.submit(store, TINY, dataset_ref, name="other")
-    assert jobs.run_worker(store, other) == "completed"
-    (store.run_dir(other) / "evaluation.pid").write_text(f"{os.getpid()}\n")
+    # A job naming some other live process is not this run's evaluation: nothing to stop, and it is marked failed.
+    other = trained_run(store, dataset_ref, "other")
+    assert store.queue_job(other, kind="evaluate") and store.claim_job(other, kind="evaluate", pid=os.getpid())
     assert jobs.stop_evaluation(store, other) is False
-    assert not (store.run_dir(other) / "evaluation.pid").exists()
+    assert store.get_job(other, kind="evaluate").status == "failed"
 
 
 def test_evaluating_a_deleted_run_does_not_bring_its_folder_back(store: RunStore, dataset_ref: str) -> None:
-    run_id = jobs.submit(store, TINY, dataset_ref)
-    assert jobs.run_worker(store, run_id) == "completed"
+    run_id = trained_run(store, dataset_ref)
     import shutil
 
     shutil.rmtree(store.run_dir(run_id))

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from metarec_core.jobs import EVALUATION_SHOTS, delete_run
+from metarec_core.configs import flatten_settings
+from metarec_core.jobs import EVALUATION_SHOTS, EvaluationState, delete_run
 from metarec_core.store import RUN_STATUSES, RunRecord, RunStore
 
 
@@ -92,10 +93,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``runs list``."""
-    from metarec_core.jobs import mark_stale_runs
+    from metarec_core.jobs import mark_stale_jobs
 
     store = _store(args)
-    mark_stale_runs(store)
+    mark_stale_jobs(store)
     runs = store.list_runs(args.status)
     if args.json:
         _print_json([r.to_json() for r in runs])
@@ -134,7 +135,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run.error:
         print(f"error message: {run.error}")  # whole (it says where the checkpoint and the log are), not cut to a column
     print("\nsettings")
-    print(format_table(["setting", "value"], [(k, json.dumps(v)) for k, v in sorted(_flat(run.config).items())], header=False))
+    print(format_table(["setting", "value"], [(k, json.dumps(v)) for k, v in sorted(flatten_settings(run.config).items())], header=False))
     if final:
         print("\nfinal metrics")
         print(format_table(["metric", "value"], [(k, f"{v:.4f}") for k, v in sorted(final.items())], header=False))
@@ -272,15 +273,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.state:
         state = evaluation_state(store, run_id)
         if args.json:
-            _print_json({"run": run_id, "state": state})
+            _print_json({"run": run_id, "state": state.status, "error": state.error, "progress": state.job.progress if state.job else None})
         else:
-            print(state)
-        return 1 if state.startswith("failed") else 0
+            print(_evaluation_text(state))
+        return 1 if state.status == "failed" else 0
     if args.background:
         started = start_evaluation(store, run_id, shots=shots)
         state = evaluation_state(store, run_id)
         if args.json:
-            _print_json({"run": run_id, "started": started, "state": state})
+            _print_json({"run": run_id, "started": started, "state": state.status, "error": state.error})
         else:
             print(f"evaluation of run {run_id} {'started' if started else 'already running'}; "
                   f"check it with: python -m metarec_core runs evaluate {run_id} --state")
@@ -367,11 +368,11 @@ def _number(value: Any) -> str:
     return "" if number != number else f"{number:.4f}"
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def _evaluation_text(state: EvaluationState) -> str:
+    """``none``, ``done``, ``running`` (with the splits done so far) or ``failed: <reason>``."""
+    if state.status == "failed":
+        return f"failed: {state.error}"
+    progress = (state.job.progress if state.job else None) or {}
+    if state.status == "running" and progress.get("total"):
+        return f"running ({progress.get('done', 0)}/{progress['total']} splits)"
+    return state.status

@@ -1,0 +1,94 @@
+"""Tests of the store's database: opening without a write lock, refusing newer schemas, and damaged stores said in one line."""
+from __future__ import annotations
+
+import gc
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from metarec_core.cli import main
+from metarec_core.store import RunStore, StoreError
+from tests.store_fakes import CONFIG
+
+
+def store_with_runs(home: Path, n: int) -> list[str]:
+    store = RunStore(home)
+    ids = [store.create_run(CONFIG, "builtin:synthetic", name=f"run {i}") for i in range(n)]
+    store.close()
+    del store
+    gc.collect()  # every connection closed: the WAL is folded into store.sqlite3
+    return ids
+
+
+def test_opening_and_listing_do_not_wait_for_a_writer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ids = store_with_runs(tmp_path, 2)
+    writer = sqlite3.connect(tmp_path / "store.sqlite3", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        started = time.monotonic()
+        store = RunStore(tmp_path)
+        assert {r.id for r in store.list_runs()} == set(ids)
+        assert main(["runs", "list", "--home", str(tmp_path)]) == 0
+        assert time.monotonic() - started < 5.0  # a write lock would have waited 30 s
+        assert ids[0] in capsys.readouterr().out
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    RunStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / "store.sqlite3") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="newer metarec"):
+        RunStore(tmp_path)
+
+
+def test_an_empty_database_beside_run_folders_is_reported_not_replaced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ids = store_with_runs(tmp_path, 4)
+    (tmp_path / "store.sqlite3").write_bytes(b"")
+    with pytest.raises(StoreError, match=r"store.sqlite3 in .* is empty but runs/ holds 4 run folder\(s\)") as caught:
+        RunStore(tmp_path)
+    assert sorted(ids)[0] in str(caught.value) and "restore store.sqlite3 from a backup" in str(caught.value)
+    assert (tmp_path / "store.sqlite3").stat().st_size == 0  # nothing was created over it
+    assert main(["runs", "list", "--home", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "no runs yet" not in captured.out
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: store.sqlite3") and "is empty but runs/ holds 4 run folder(s)" in lines[0]
+    (tmp_path / "store.sqlite3").unlink()
+    with pytest.raises(StoreError, match="is missing but runs/ holds 4"):
+        RunStore(tmp_path)
+
+
+def test_an_empty_database_without_run_folders_is_a_new_store(tmp_path: Path) -> None:
+    (tmp_path / "store.sqlite3").write_bytes(b"")
+    store = RunStore(tmp_path)
+    assert store.list_runs() == []
+    store.create_run(CONFIG, "builtin:synthetic")
+    assert len(RunStore(tmp_path).list_runs()) == 1
+
+
+@pytest.mark.parametrize("damage", ["not a database", "damaged pages"])
+def test_a_damaged_database_is_reported_in_one_line(tmp_path: Path, damage: str, capsys: pytest.CaptureFixture) -> None:
+    store_with_runs(tmp_path, 30)
+    path = tmp_path / "store.sqlite3"
+    data = path.read_bytes()
+    if damage == "not a database":
+        path.write_bytes(b"this is not SQLite at all " * 200)
+    else:  # the header is fine, the table pages are not
+        path.write_bytes(data[:4096] + b"\xab" * (len(data) - 4096))
+    with pytest.raises(StoreError, match=r"store.sqlite3 in .* is damaged \(.*\); move it away"):
+        RunStore(tmp_path).list_runs()
+    assert main(["runs", "list", "--home", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is damaged" in err[0] and "unexpected" not in err[0] and "DatabaseError" not in err[0]
+
+
+def test_a_database_of_another_program_is_not_taken_over(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "store.sqlite3") as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(StoreError, match="not a metarec store"):
+        RunStore(tmp_path)
