@@ -1,11 +1,18 @@
-"""Small shared fixtures: tiny synthetic scenarios and files, built in milliseconds."""
+"""Small shared fixtures: tiny synthetic scenarios and files, built in milliseconds, and one tiny trained run."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+from metarec_core.dataset import Dataset
 from metarec_core.synthetic import SyntheticConfig, SyntheticScenario, make_synthetic
+
+#: Settings of the shared tiny run: one short epoch, three inner steps, K = 5 (tiny users have 5-20 ratings).
+TINY_RUN = {
+    "num_epochs": 1, "meta_epochs": 1, "trans_epochs": 1, "inner_steps": 3, "support_size": 5, "eval_support_size": 5,
+    "meta_batch_size": 16, "batch_size": 128, "device": "cpu",
+}
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +27,23 @@ def tiny_scenario() -> SyntheticScenario:
     return make_synthetic(
         SyntheticConfig(n_users=60, n_items=40, ratings_per_user=(5, 20), cold_users=3, cold_items=3, seed=1)
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_scenario, tmp_path_factory) -> tuple:
+    """One run fitted for one epoch on ``tiny_scenario`` and saved: ``(TrainResult, run_dir, dataset)``.
+
+    For tests that need *some* trained model (loading, scoring, recommending,
+    evaluating); tests of training quality train their own. Treat the run
+    directory as read-only: copy it (``shutil.copytree``) before changing files.
+    """
+    from metarec_core.train_config import TrainConfig
+    from metarec_core.training import fit
+
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    dataset: Dataset = tiny_scenario.dataset
+    result = fit(TrainConfig(**TINY_RUN), dataset, out_dir=run_dir)
+    return result, run_dir, dataset
 
 
 @pytest.fixture()

@@ -105,9 +105,9 @@ def test_fold_in_is_the_ridge_least_squares_solution() -> None:
 
 def test_als_is_deterministic_under_its_seed(split) -> None:
     train, support, query = split
-    a = MatrixFactorization(MFConfig(seed=3)).fit(train, N_USERS, N_ITEMS)
-    b = MatrixFactorization(MFConfig(seed=3)).fit(train, N_USERS, N_ITEMS)
-    c = MatrixFactorization(MFConfig(seed=4)).fit(train, N_USERS, N_ITEMS)
+    a = MatrixFactorization(MFConfig(seed=3, n_iter=3)).fit(train, N_USERS, N_ITEMS)  # a few sweeps show it
+    b = MatrixFactorization(MFConfig(seed=3, n_iter=3)).fit(train, N_USERS, N_ITEMS)
+    c = MatrixFactorization(MFConfig(seed=4, n_iter=3)).fit(train, N_USERS, N_ITEMS)
     np.testing.assert_array_equal(a.item_factors, b.item_factors)
     np.testing.assert_array_equal(a.predict_tasks(support, query), b.predict_tasks(support, query))
     assert not np.allclose(a.item_factors, c.item_factors)

@@ -30,27 +30,36 @@ from metarec_core.train_config import TrainConfig
 from metarec_core.training import fit
 
 FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "batch_size": 256, "inner_steps": 3}
-SHOTS = (1, 3, 5, 10, 20)
+#: K of the shared tiny run's evaluation (its users have 5-20 ratings; it was trained and tested with K = 5).
+SHOTS = (1, 3, 5, 10)
+K_RUN = 5
 RUN = "meta+transfer"
 NO_ADAPT = "meta+transfer, no adaptation"
 
 
 @pytest.fixture(scope="module")
-def dataset():
-    return make_synthetic(SyntheticConfig(n_users=200, n_items=100)).dataset
+def dataset(tiny_run):
+    return tiny_run[2]
 
 
 @pytest.fixture(scope="module")
-def run_dir(dataset, tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("run")
-    fit(config_from_dict(TrainConfig, FAST), dataset, out_dir=out)
-    return out
+def run_dir(tiny_run):
+    return tiny_run[1]
 
 
 @pytest.fixture(scope="module")
 def result(run_dir, dataset) -> EvaluationResult:
     return evaluate_run(run_dir, dataset, EvaluationConfig(shots=SHOTS))
+
+
+@pytest.fixture(scope="module")
+def trained_result(tmp_path_factory) -> EvaluationResult:
+    """A run trained long enough to learn, evaluated against the non-personalised baselines (several seconds)."""
+    torch.set_num_threads(1)
+    data = make_synthetic(SyntheticConfig(n_users=200, n_items=100)).dataset
+    out = tmp_path_factory.mktemp("trained")
+    fit(config_from_dict(TrainConfig, FAST), data, out_dir=out)
+    return evaluate_run(out, data, EvaluationConfig(shots=(1, 5, 10, 20), baselines=("global-mean", "item-mean")))
 
 
 def value(result: EvaluationResult, method: str, shots: int, metric: str) -> float:
@@ -77,22 +86,31 @@ def test_every_method_and_shot_has_every_metric(result):
     assert ranking.between(0, 1).all()
 
 
-def test_more_shots_lower_error_and_adaptation_beats_its_start(result):
-    run_mae = {k: value(result, RUN, k, "mae") for k in SHOTS}
+@pytest.mark.slow
+def test_more_shots_lower_error_and_adaptation_beats_its_start(trained_result):
+    result = trained_result
+    run_mae = {k: value(result, RUN, k, "mae") for k in (1, 5, 10, 20)}
     assert run_mae[20] < run_mae[5] < run_mae[1] - 0.03
     for k in (5, 10, 20):
         assert value(result, RUN, k, "mae") < value(result, NO_ADAPT, k, "mae") - 0.03
     # The meta-learned model beats the non-personalised baselines at every K.
-    for k in SHOTS:
+    for k in (1, 5, 10, 20):
         assert value(result, RUN, k, "mae") < value(result, "item-mean", k, "mae")
         assert value(result, RUN, k, "mae") < value(result, "global-mean", k, "mae")
 
 
+@pytest.mark.slow
+def test_most_new_users_gain_from_adapting(trained_result):
+    pu = trained_result.per_user(RUN, 10)
+    assert (pu["gain"] > 0).mean() > 0.6  # most new users gain from adapting on 10 ratings
+
+
 def test_run_numbers_match_training_test_metrics(result, run_dir):
     final = json.loads((run_dir / "result.json").read_text())["final_metrics"]
-    # Training evaluated the same held-out users with K = eval_support_size = 10 through the same adapt.
-    assert value(result, RUN, 10, "mae") == pytest.approx(final["test_mae"], abs=1e-5)
-    assert value(result, RUN, 10, "ndcg@3") == pytest.approx(final["test_ndcg@3"], abs=1e-5)
+    # Training evaluated the same held-out users with K = eval_support_size through the same adapt.
+    assert load_run(run_dir).config.eval_support_size == K_RUN
+    assert value(result, RUN, K_RUN, "mae") == pytest.approx(final["test_mae"], abs=1e-5)
+    assert value(result, RUN, K_RUN, "ndcg@3") == pytest.approx(final["test_ndcg@3"], abs=1e-5)
 
 
 @pytest.mark.parametrize("name, make", [("bias", BiasBaseline), ("mf", MatrixFactorization), ("item-mean", ItemMean)])
@@ -100,7 +118,7 @@ def test_run_numbers_match_training_test_metrics(result, run_dir):
 def test_baselines_give_the_numbers_of_a_direct_call(result, dataset, name, make, shots):
     split = split_cold_start(dataset, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=shots, seed=0))
     model = make().fit(split.train, dataset.n_users, dataset.n_items)
-    scores = np.clip(model.predict_tasks(split.support, split.query), 1.0, 5.0)
+    scores = np.clip(model.predict_tasks(split.support, split.query), *dataset.rating_range)
     y = split.query["rating"].to_numpy(np.float64)
     users = split.query["user"].to_numpy()
     assert value(result, name, shots, "mae") == pytest.approx(mae(y, scores), abs=1e-12)
@@ -111,28 +129,27 @@ def test_baselines_give_the_numbers_of_a_direct_call(result, dataset, name, make
 def test_test_users_are_the_runs_held_out_users(result, run_dir):
     run = load_run(run_dir)
     held_out = set(run.meta["cold_users"])
-    users = set(result.per_user(RUN, 10)["user"])
+    users = set(result.per_user(RUN, K_RUN)["user"])
     assert users <= held_out and len(users) >= 0.9 * len(held_out)
     assert not run.model.user_known.numpy()[sorted(users)].any()
 
 
 def test_per_user_breakdown_aligns_with_query_users(result, dataset):
-    split = split_cold_start(dataset, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=10, seed=0))
-    pu = result.per_user(RUN, 10)
+    split = split_cold_start(dataset, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=K_RUN, seed=0))
+    pu = result.per_user(RUN, K_RUN)
     assert list(pu.columns) == ["seed", "user", "user_id", "n_support", "n_query", "mae_before", "mae_after", "gain"]
     counts = split.query.groupby("user").size()
     assert sorted(pu["user"]) == sorted(counts.index)
     assert (pu.set_index("user")["n_query"] == counts.reindex(pu["user"]).to_numpy()).all()
-    assert (pu["n_support"] == 10).all()
+    assert (pu["n_support"] == K_RUN).all()
     assert list(pu["user_id"]) == dataset.users.externals(pu["user"].to_numpy())
     assert np.allclose(pu["gain"], pu["mae_before"] - pu["mae_after"])
     assert pu["gain"].is_monotonic_decreasing
     # The per-user MAE averages to the frame's per-user MAE; "before" is the run without adaptation.
-    assert pu["mae_after"].mean() == pytest.approx(value(result, RUN, 10, "mae_per_user"))
-    start = result.per_user(NO_ADAPT, 10).set_index("user")
+    assert pu["mae_after"].mean() == pytest.approx(value(result, RUN, K_RUN, "mae_per_user"))
+    start = result.per_user(NO_ADAPT, K_RUN).set_index("user")
     assert np.allclose(pu.set_index("user")["mae_before"], start.loc[pu["user"], "mae_after"])
     assert np.allclose(start["gain"], 0.0)
-    assert (pu["gain"] > 0).mean() > 0.6  # most new users gain from adapting on 10 ratings
 
 
 def test_save_and_load_round_trip(result, tmp_path):
@@ -183,7 +200,9 @@ def test_run_is_only_evaluated_on_its_own_split(run_dir, dataset):
     other_split = split_cold_start(dataset, SplitConfig(scenario="user-cold", support_size=5, seed=1))
     with pytest.raises(DataError, match="training users"):
         evaluate_split(other_split, dataset, run=run)
-    other_data = make_synthetic(SyntheticConfig(n_users=200, n_items=100, seed=5)).dataset
+    other_data = make_synthetic(
+        SyntheticConfig(n_users=60, n_items=40, ratings_per_user=(5, 20), cold_users=3, cold_items=3, seed=5)
+    ).dataset  # tiny_scenario's shape, other ratings
     with pytest.raises(DataError, match="fingerprint"):
         evaluate_run(run, other_data)
 

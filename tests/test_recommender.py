@@ -3,20 +3,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metarec_core.configs import config_from_dict
 from metarec_core.errors import DataError
 from metarec_core.recommender import Recommender
-from metarec_core.synthetic import SyntheticConfig, make_synthetic
-from metarec_core.train_config import TrainConfig
-from metarec_core.training import fit
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    scenario = make_synthetic(SyntheticConfig(n_users=150, n_items=80, seed=11))
-    run = tmp_path_factory.mktemp("rec") / "run"
-    fit(config_from_dict(TrainConfig, {"num_epochs": 2, "inner_steps": 3}), scenario.dataset, out_dir=run)
-    return scenario.dataset, Recommender.from_run_dir(run)
+def trained(tiny_run):
+    """The shared tiny run (three inner steps), loaded as a recommender."""
+    _, run_dir, dataset = tiny_run
+    return dataset, Recommender.from_run_dir(run_dir)
 
 
 def test_batched_user_vectors_equal_one_by_one(trained):

@@ -43,25 +43,22 @@ def test_few_ratings_reveal_a_users_group(small_scenario):
     r = s.dataset.ratings
     rng = np.random.default_rng(0)
     mid = 3.5
+    global_mean = r["rating"].mean()
     correct, err_group, err_mean = 0, [], []
     users = np.unique(r["user"])
-    for u in users:
-        rows = r[r["user"] == u]
+    for u, rows in r.groupby("user", sort=True):  # each user's rows in frame order, users ascending
+        items, ratings = rows["item"].to_numpy(), rows["rating"].to_numpy(np.float64)
         pick = rng.permutation(len(rows))
-        sup, qry = rows.iloc[pick[:5]], rows.iloc[pick[5:]]
-        base = mid + s.item_bias[sup["item"]]
+        sup, qry = pick[:5], pick[5:]
+        base = mid + s.item_bias[items[sup]]
         # Least squares over groups: residual of support ratings under each group's affinities.
-        losses = []
-        for g in range(s.config.n_groups):
-            pred = base + s.affinity[0, g, s.item_category[sup["item"]]]
-            offset = np.mean(sup["rating"] - pred)
-            losses.append(np.mean((sup["rating"] - pred - offset) ** 2))
-        g_hat = int(np.argmin(losses))
+        pred = base + s.affinity[0][:, s.item_category[items[sup]]]  # (groups, 5)
+        offset = np.mean(ratings[sup] - pred, axis=1, keepdims=True)
+        g_hat = int(np.argmin(np.mean((ratings[sup] - pred - offset) ** 2, axis=1)))
         correct += g_hat == s.user_group[u]
-        pred_q = mid + s.item_bias[qry["item"]] + s.affinity[0, g_hat, s.item_category[qry["item"]]]
-        pred_q += np.mean(sup["rating"] - (base + s.affinity[0, g_hat, s.item_category[sup["item"]]]))
-        err_group.append(np.abs(qry["rating"] - pred_q))
-        err_mean.append(np.abs(qry["rating"] - r["rating"].mean()))
+        pred_q = mid + s.item_bias[items[qry]] + s.affinity[0, g_hat, s.item_category[items[qry]]] + offset[g_hat, 0]
+        err_group.append(np.abs(ratings[qry] - pred_q))
+        err_mean.append(np.abs(ratings[qry] - global_mean))
     accuracy = correct / len(users)
     assert accuracy > 0.6, accuracy  # chance is 0.25
     assert np.concatenate(err_group).mean() < 0.8 * np.concatenate(err_mean).mean()

@@ -268,6 +268,8 @@ def test_importing_the_module_does_not_import_sentence_transformers():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
+# The two tests below import sentence-transformers (about 3 s, whichever runs first): full tier only.
+@pytest.mark.slow
 def test_unknown_model_is_a_clear_config_error_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ConfigError, match="'no-such-org/no-such-model' cannot be loaded offline"):
@@ -282,6 +284,7 @@ def minilm() -> SentenceTransformerEncoder:
     return encoder
 
 
+@pytest.mark.slow
 def test_packaged_minilm_encodes_and_ranks_similar_texts_closer(minilm, tmp_path):
     texts = [
         "space adventure with aliens and starships",

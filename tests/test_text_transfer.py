@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     Tags and price are dropped, so without text a new item has no feature
     at all and only the text can tell its category.
     """
-    scenario = make_synthetic(SyntheticConfig(n_users=200, n_items=150, cold_items=N_NEW, affinity=1.5, seed=0))
+    scenario = make_synthetic(SyntheticConfig(n_users=120, n_items=100, cold_items=N_NEW, affinity=1.5, seed=0))
     data = scenario.dataset
     data = dataclasses.replace(
         data,
