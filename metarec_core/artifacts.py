@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from metarec_core.configs import config_from_dict, config_to_dict
@@ -176,7 +177,18 @@ def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     path = Path(run_dir) / WEIGHTS_FILE
     if not path.exists():
         raise DataError(f"no weights in run directory '{run_dir}'; train the run first or pick another run")
-    return {k: v for k, v in load_file(str(path)).items() if not k.startswith(INNER_LR_PREFIX)}
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise DataError(_not_safetensors(path, run_dir, exc)) from exc
+    return {k: v for k, v in tensors.items() if not k.startswith(INNER_LR_PREFIX)}
+
+
+def _not_safetensors(path: Path, run_dir: Path, exc: BaseException) -> str:
+    return (
+        f"'{path.name}' in run directory '{run_dir}' is not a readable safetensors file ({exc}); "
+        "it is damaged or was replaced — train the run again or import it from its export"
+    )
 
 
 #: Settings added after runs were first saved, with the value that reproduces how those older runs adapt.
@@ -212,10 +224,15 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     try:
         config = config_from_dict(TrainConfig, saved_config_values(json.loads((run_dir / CONFIG_FILE).read_text())))
         meta = json.loads((run_dir / MODEL_FILE).read_text())
-        tensors = load_file(str(run_dir / WEIGHTS_FILE))
-        ctx = load_file(str(run_dir / CONTEXT_FILE))
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read run directory '{run_dir}': {exc}") from exc
+    loaded = {}
+    for name in (WEIGHTS_FILE, CONTEXT_FILE):
+        try:
+            loaded[name] = load_file(str(run_dir / name))
+        except (OSError, SafetensorError) as exc:
+            raise DataError(_not_safetensors(run_dir / name, run_dir, exc)) from exc
+    tensors, ctx = loaded[WEIGHTS_FILE], loaded[CONTEXT_FILE]
     shape_values = dict(meta["shape"])
     for key in ("user_categorical", "user_multilabel", "item_categorical", "item_multilabel"):
         shape_values[key] = tuple(shape_values[key])

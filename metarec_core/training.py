@@ -271,7 +271,13 @@ class Trainer:
         self.model.train()
         terms: dict[str, torch.Tensor] = {}
         if phase in ("meta", "joint"):
-            terms["meta"] = self.meta_term(batch(meta_order, b, config.meta_batch_size))
+            try:
+                terms["meta"] = self.meta_term(batch(meta_order, b, config.meta_batch_size))
+            except torch.linalg.LinAlgError as exc:
+                raise TrainingError(
+                    f"the inner loop's Newton step could not be solved in the {phase} phase, epoch {epoch + 1}, step {self.step + 1} "
+                    f"({exc}); lower inner_lr (now {config.inner_lr}) or use inner_solver 'gradient', and train again"
+                ) from exc
         if phase in ("transfer", "joint"):
             terms["trans"] = self.transfer_term(batch(warm_order, b, config.batch_size))
         terms["l0"] = self.l0_term()

@@ -83,3 +83,23 @@ def test_user_cohorts(trained):
     held_out = np.asarray(rec.run.meta["cold_users"])
     assert (cohorts[held_out] == "new").all()
     assert set(cohorts[~known]) == {"new", "meta-test"}  # validation users are the meta-test cohort
+
+
+def test_score_pairs_equals_adapting_each_user_alone(tiny_run):
+    """Batched scoring (the CLI's score) gives the per-user adapt + score numbers for known, cold and unknown users."""
+    rec = Recommender.from_run_dir(tiny_run[1])
+    rng = np.random.default_rng(0)
+    users = list(rec.users.external_ids[:6]) + ["brand-new-1", "brand-new-2"]
+    items = list(rec.items.external_ids)
+    support = pd.DataFrame(
+        [(u, items[i], float(rng.integers(1, 6))) for u in users[2:7] for i in rng.choice(len(items), 4, replace=False)],
+        columns=["user_id", "item_id", "rating"],
+    )
+    pairs = pd.DataFrame([(u, items[i]) for u in users for i in rng.choice(len(items), 7, replace=False)], columns=["user_id", "item_id"])
+    batched = rec.score_pairs(support, pairs, chunk=3)
+    one_by_one = np.zeros(len(pairs))
+    for user, rows in pairs.groupby("user_id"):
+        state = rec.adapt_user(support[support["user_id"] == user], user_id=user)
+        one_by_one[rows.index] = rec.score_items(state, rec.item_indices(rows["item_id"].tolist()))
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    assert len(np.unique(np.round(batched, 4))) > 5  # not a constant
