@@ -14,7 +14,6 @@ from metarec_core.errors import ConfigError
 from metarec_core.footprint import DataShape, check_fits, count_parameters, data_shape, estimate
 from metarec_core.memory import available_ram, current_rss, format_bytes
 from metarec_core.models import ModelConfig, PreferenceModel
-from metarec_core.synthetic import SyntheticConfig, make_synthetic
 from metarec_core.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

