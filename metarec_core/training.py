@@ -17,6 +17,7 @@ from metarec_core.averaging import BestEpoch, WeightAverage
 from metarec_core.dataset import Dataset
 from metarec_core.device import cpu_threads, resolve_device
 from metarec_core.errors import TrainingError
+from metarec_core.footprint import check_fits, data_shape, estimate
 from metarec_core.inner_rates import initial_inner_rates, validated_prior
 from metarec_core.losses import l2_penalty, pointwise_loss
 from metarec_core.meta import meta_loss
@@ -130,6 +131,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.rng = np.random.default_rng(config.seed)
         self.device = resolve_device(config.device)
+        # Refuse a run that would not fit the machine before anything big is allocated.
+        check_fits(estimate(config, data_shape(dataset, config), device=self.device.type))
         self.kind = config.loss_for(dataset.implicit)
         if text_vectors is None:
             text_vectors = item_text_vectors(config, dataset)

@@ -228,6 +228,7 @@ def train_defaults() -> dict[str, Any]:
 #: Built-in dataset references and the UI string key of their names.
 BUILTIN_DATASETS: dict[str, str] = {
     "builtin:movielens-100k": "dataset.movielens",
+    "builtin:movielens-1m": "dataset.movielens_1m",
     "builtin:synthetic": "dataset.synthetic",
     "builtin:synthetic-two-domains": "dataset.synthetic_two",
 }

@@ -165,6 +165,7 @@ def forget_mapping_of_other_files(digest: str) -> None:
 def upload_section() -> None:
     """Upload tables, map columns, validate, preview and save as a dataset."""
     st.markdown(t("data.upload.help"))
+    st.caption(t("data.upload.limit", mb=st.get_option("server.maxUploadSize")))
     st.download_button(t("data.example"), example_csv(), file_name="example_ratings.csv", mime="text/csv", icon=":material/download:")
     interactions, inter_digest = uploaded_table("data.upload.interactions", "upload_interactions")
     with st.expander(t("data.upload.side")):

@@ -213,6 +213,19 @@ def test_bad_upload_shows_an_error_not_a_traceback(home: Path, content: bytes, e
     assert "Next step" in message or "rename" in message or "choose" in message
 
 
+def test_an_upload_too_big_for_the_memory_says_how_big_and_what_to_do(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarec_core import memory
+
+    at = new_app()
+    assert any("200 MB" in c.value and "command line" in c.value for c in at.caption)  # the upload limit, said up front
+    content = tiny_csv()
+    monkeypatch.setattr(memory, "available_ram", lambda: 2 * len(content))
+    at.file_uploader(key="upload_interactions").upload("big.csv", content, "text/csv").run()
+    assert not at.exception and at.error
+    message = at.error[0].value
+    assert "KB" in message and "command line" in message and "sample" in message and "more memory" in message
+
+
 def test_a_row_error_says_which_line_of_the_file_it_is(home: Path) -> None:
     at = new_app()
     at.file_uploader(key="upload_interactions").upload("bad.csv", b"user_id,item_id,rating\n1,10,4\n2,10,abc\n", "text/csv").run()

@@ -104,6 +104,30 @@ def test_size_limit(tmp_path, ratings_csv):
         read_table(b"x" * 100, max_bytes=10)
 
 
+def test_too_big_says_how_big_and_the_three_ways_out(tmp_path, ratings_csv, monkeypatch):
+    from metarec_core import memory
+
+    size = ratings_csv.stat().st_size
+    with pytest.raises(DataError) as info:
+        load_dataset(ratings_csv, max_bytes=20)
+    message = str(info.value)
+    assert f"the file is {size} bytes, over the limit of 20 bytes" in message and "\n" not in message
+    assert "command line (python -m metarec_core train --interactions FILE --max-mb 1)" in message
+    assert "sample of the rows" in message and "machine with more memory" in message
+    # Within the limit, but reading it (about 10x its size) would not fit in the memory left.
+    monkeypatch.setattr(memory, "available_ram", lambda: 5 * size)
+    for source in (ratings_csv, ratings_csv.read_bytes()):
+        with pytest.raises(DataError) as info:
+            read_table(source, name="ratings.csv")
+        message = str(info.value)
+        assert message.startswith("file 'ratings.csv': the ") and f"but the machine has {5 * size} bytes available" in message
+        assert "command line" in message and "sample" in message and "more memory" in message
+    monkeypatch.setattr(memory, "available_ram", lambda: 11 * size)
+    assert len(read_table(ratings_csv)) == 7
+    monkeypatch.setattr(memory, "available_ram", lambda: None)  # the system does not say: only the size limit applies
+    assert len(read_table(ratings_csv)) == 7
+
+
 def test_missing_path_and_folder(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         load_dataset(tmp_path / "nope.csv")

@@ -121,3 +121,44 @@ def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="exceeds n_items"):
         config_from_dict(SyntheticConfig, {"n_items": 10, "ratings_per_user": [5, 20]})
     assert config_from_dict(SyntheticConfig, {"ratings_per_user": [2, 4]}).ratings_per_user == (2, 4)
+
+
+def test_large_sizes_draw_per_rating_in_bounded_memory():
+    import tracemalloc
+
+    config = SyntheticConfig(n_users=20_000, n_items=10_000, ratings_per_user=(5, 30), seed=4)
+    tracemalloc.start()
+    try:
+        scenario = make_synthetic(config)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    ratings = scenario.dataset.ratings
+    # Ranking every item for every user would hold 1,024 x 10,000 float64 keys at once (80 MB each, several of them).
+    assert peak < 120 * 2**20, f"{peak / 2**20:.0f} MB"
+    per_user = ratings.groupby("user").size()
+    assert per_user.min() >= 5 and per_user.max() <= 30 and len(per_user) == 20_000
+    assert not ratings.duplicated(["user", "item"]).any()
+    share = ratings["item"].value_counts().to_numpy()
+    assert share[: len(share) // 10].sum() / share.sum() > 0.4  # the popularity long tail
+    expected = scenario.expected_rating(ratings["user"].to_numpy(), ratings["item"].to_numpy())
+    assert np.corrcoef(expected, ratings["rating"].to_numpy())[0, 1] > 0.6
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_the_per_rating_draw_follows_the_exact_sampler(monkeypatch, implicit):
+    from metarec_core import synthetic
+
+    config = SyntheticConfig(n_users=3000, n_items=400, ratings_per_user=(5, 25), implicit=implicit, seed=5)
+    exact = make_synthetic(config)
+    monkeypatch.setattr(synthetic, "LARGE_CELLS", 0)
+    drawn = make_synthetic(config)
+    a, b = (s.dataset.ratings["item"].value_counts().reindex(range(400), fill_value=0).to_numpy() for s in (exact, drawn))
+    assert len(exact.dataset.ratings) == len(drawn.dataset.ratings)  # the same counts per user
+    assert np.corrcoef(a, b)[0, 1] > 0.95  # items are picked with the same weights
+    assert not drawn.dataset.ratings.duplicated(["user", "item"]).any()
+    if implicit:  # users pick the categories their group likes, as in the exact sampler
+        def liked(s):
+            r = s.dataset.ratings
+            return s.affinity[0, s.user_group[r["user"]], s.item_category[r["item"]]].mean()
+        assert abs(liked(exact) - liked(drawn)) < 0.1 and liked(drawn) > 0.3

