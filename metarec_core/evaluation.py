@@ -202,10 +202,7 @@ def parse_baselines(text: str) -> tuple[str, ...]:
 
 def run_label(run: LoadedRun) -> str:
     """A method name for a run from its objective: ``meta+transfer``, ``meta only`` or ``transfer only``."""
-    c = run.config
-    if c.lambda_meta > 0 and c.lambda_trans > 0:
-        return "meta+transfer"
-    return "meta only" if c.lambda_meta > 0 else "transfer only"
+    return {"both": "meta+transfer", "meta": "meta only", "transfer": "transfer only"}[run.config.kind]
 
 
 # --------------------------------------------------------------------------- result

@@ -332,3 +332,13 @@ def test_cli_evaluate_errors_are_one_line(csv_run, capsys, extra, message):
     assert main(["evaluate", "--run", str(run), *extra]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_run_label_names_the_method_by_the_configs_kind():
+    from types import SimpleNamespace
+
+    from metarec_core.evaluation import run_label
+
+    labels = {kind: run_label(SimpleNamespace(config=TrainConfig(**weights)))
+              for kind, weights in (("both", {}), ("meta", {"lambda_trans": 0.0}), ("transfer", {"lambda_meta": 0.0}))}
+    assert labels == {"both": "meta+transfer", "meta": "meta only", "transfer": "transfer only"}
