@@ -208,6 +208,43 @@ def projection_key(vectors: np.ndarray, method: str, params: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _check_name(name: str, method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"projection method must be one of {', '.join(METHODS)}, got '{method}'")
+    if not name.isidentifier():
+        raise ConfigError(f"projection name must be a plain word, got '{name}'")
+
+
+def cache_path(run_dir: str | Path, name: str, method: str, vectors: np.ndarray, **params: object) -> Path:
+    """Where :func:`cached_projection` keeps the coordinates of ``vectors`` by ``method`` with ``params``.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory.
+    name
+        What is projected (``items``, ``users``): a plain word.
+    method
+        ``pca`` or ``umap``.
+    vectors
+        The embeddings (part of the file name's key, with ``params``).
+    **params
+        The projection's settings, as given to :func:`cached_projection`.
+
+    Returns
+    -------
+    pathlib.Path
+        ``run_dir/projections/<name>-<method>-<key>.parquet`` (it may not exist yet).
+
+    Raises
+    ------
+    ConfigError
+        If ``method`` is unknown or ``name`` is not a plain word.
+    """
+    _check_name(name, method)
+    return Path(run_dir) / PROJECTION_DIR / f"{name}-{method}-{projection_key(vectors, method, params)}.parquet"
+
+
 def cached_projection(
     run_dir: str | Path | None,
     name: str,
@@ -237,18 +274,13 @@ def cached_projection(
     pandas.DataFrame
         ``id``, ``x``, ``y``.
     """
-    if method not in METHODS:
-        raise ConfigError(f"projection method must be one of {', '.join(METHODS)}, got '{method}'")
-    if not name.isidentifier():
-        raise ConfigError(f"projection name must be a plain word, got '{name}'")
-    path = None
-    if run_dir is not None:
-        path = Path(run_dir) / PROJECTION_DIR / f"{name}-{method}-{projection_key(vectors, method, params)}.parquet"
-        if path.exists():
-            try:
-                return pd.read_parquet(path)
-            except (OSError, ValueError) as exc:  # a half-written cache file is recomputed
-                logger.warning("cannot read cached projection %s (%s); recomputing", path, exc)
+    _check_name(name, method)
+    path = None if run_dir is None else cache_path(run_dir, name, method, vectors, **params)
+    if path is not None and path.exists():
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as exc:  # a half-written cache file is recomputed
+            logger.warning("cannot read cached projection %s (%s); recomputing", path, exc)
     frame = pca_frame(vectors, ids) if method == "pca" else umap_frame(vectors, ids, **params)  # type: ignore[arg-type]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

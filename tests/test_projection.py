@@ -74,6 +74,19 @@ def test_cached_projection_reads_the_file_and_invalidates_on_new_vectors(tmp_pat
         projection.cached_projection(tmp_path, "items", "tsne", vectors)
 
 
+def test_cache_path_is_where_the_cached_projection_is_kept(tmp_path) -> None:
+    vectors, _ = plane_points()
+    path = projection.cache_path(tmp_path, "users", "pca", vectors)
+    assert not path.exists()
+    projection.cached_projection(tmp_path, "users", "pca", vectors)
+    assert path.is_file() and path.parent == tmp_path / projection.PROJECTION_DIR
+    assert projection.cache_path(tmp_path, "users", "umap", vectors, n_neighbors=15) != projection.cache_path(
+        tmp_path, "users", "umap", vectors, n_neighbors=5
+    )  # the settings are part of the key
+    with pytest.raises(ConfigError):
+        projection.cache_path(tmp_path, "users", "tsne", vectors)
+
+
 @pytest.mark.slow
 def test_umap_separates_clusters_from_a_precomputed_matrix(tmp_path) -> None:
     rng = np.random.default_rng(3)
