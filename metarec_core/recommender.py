@@ -14,6 +14,7 @@ import torch
 from metarec_core.artifacts import LoadedRun, load_run
 from metarec_core.errors import DataError
 from metarec_core.meta import adapt, score
+from metarec_core.metrics import mae, ndcg_at_k
 from metarec_core.models import EntityTensors, FeatureContext
 from metarec_core.tasks import Episode, tasks_from_frames
 
@@ -215,6 +216,66 @@ class Recommender:
     def step_scores(self, state: UserState, items: np.ndarray) -> np.ndarray:
         """Scores of ``items`` under the parameters before each inner step and after the last -> ``(steps + 1, n)``."""
         return np.stack([self.score_items(dataclasses.replace(state, params=params), items) for params in state.path])
+
+    def step_losses(
+        self,
+        ratings: Sequence[tuple[object, float]],
+        *,
+        user_features: Mapping[str, object] | None = None,
+        state: UserState | None = None,
+    ) -> pd.DataFrame:
+        """The loss at every inner step of adapting to ``ratings``, on the support and on the newest rating.
+
+        ``support``: the support loss before each inner step and after the
+        last (``state.losses``). ``query`` (ratings only, from two ratings on):
+        the squared error on the newest rating, predicted by the model adapted
+        on the ratings before it, after 0, 1, ... steps — what the model
+        expected before it was told.
+
+        Parameters
+        ----------
+        ratings
+            ``(item_id, rating)`` pairs in the order given.
+        user_features
+            The user's side features.
+        state
+            ``adapt_user(ratings, user_features=...)`` when already at hand.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``set`` (``support`` / ``query``), ``step`` and ``loss``.
+        """
+        ratings = list(ratings)
+        state = state if state is not None else self.adapt_user(ratings, user_features=user_features)
+        rows = [("support", s, float(v)) for s, v in enumerate(state.losses)]
+        if len(ratings) >= 2 and not self.run.implicit:
+            item_id, truth = ratings[-1]
+            before = self.adapt_user(ratings[:-1], user_features=user_features)
+            predicted = self.step_scores(before, self.item_indices([item_id]))[:, 0]
+            rows += [("query", s, float(p - truth) ** 2) for s, p in enumerate(predicted)]
+        return pd.DataFrame(rows, columns=["set", "step", "loss"])
+
+    def query_quality(self, state: UserState, query: pd.DataFrame, *, k: int = 3) -> dict[str, float]:
+        """MAE and nDCG@``k`` (gain ``2^r − 1``) of an adapted user on held-out ratings.
+
+        Parameters
+        ----------
+        state
+            The adapted user.
+        query
+            Held-out ratings with ``item_id`` and ``rating``.
+        k
+            Cut-off of the nDCG.
+
+        Returns
+        -------
+        dict
+            ``{"mae": ..., "ndcg@k": ...}``.
+        """
+        truth = query["rating"].to_numpy(dtype=float)
+        predicted = self.score_items(state, self.item_indices(query["item_id"].tolist(), source="query"))
+        return {"mae": mae(truth, predicted), f"ndcg@{k}": ndcg_at_k(truth, predicted, k=k)}
 
     def start_state(self, *, user_features: Mapping[str, object] | None = None) -> UserState:
         """The meta-learned starting point for a new user with no ratings yet."""

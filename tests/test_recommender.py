@@ -103,3 +103,34 @@ def test_score_pairs_equals_adapting_each_user_alone(tiny_run):
         one_by_one[rows.index] = rec.score_items(state, rec.item_indices(rows["item_id"].tolist()))
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     assert len(np.unique(np.round(batched, 4))) > 5  # not a constant
+
+
+def test_step_losses_are_the_support_trace_and_the_newest_ratings_error_before_it_was_given(trained):
+    _, rec = trained
+    ratings = [(rec.items.external(i), 5.0 if i % 2 else 1.0) for i in range(4)]
+    state = rec.adapt_user(ratings)
+    losses = rec.step_losses(ratings, state=state)
+    support = losses[losses["set"] == "support"]
+    assert list(support["loss"]) == pytest.approx(list(state.losses)) and list(support["step"]) == list(range(len(state.losses)))
+    query = losses[losses["set"] == "query"]
+    before = rec.adapt_user(ratings[:-1])
+    predicted = rec.step_scores(before, rec.item_indices([ratings[-1][0]]))[:, 0]
+    assert list(query["loss"]) == pytest.approx(list((predicted - ratings[-1][1]) ** 2))
+    assert len(query) == rec.run.config.inner_steps + 1
+    pd.testing.assert_frame_equal(rec.step_losses(ratings), losses)  # the state is only a shortcut
+    assert set(rec.step_losses(ratings[:1])["set"]) == {"support"}  # one rating: nothing to predict it from
+
+
+def test_query_quality_scores_the_adapted_user_on_held_out_ratings(trained):
+    from metarec_core.metrics import mae, ndcg_at_k
+
+    _, rec = trained
+    state = rec.adapt_user([(rec.items.external(i), 4.0) for i in range(3)])
+    query = pd.DataFrame({"item_id": [rec.items.external(i) for i in (10, 11, 12, 13)], "rating": [5.0, 1.0, 3.0, 4.0]})
+    predicted = rec.score_items(state, np.array([10, 11, 12, 13]))
+    quality = rec.query_quality(state, query)
+    assert quality == {"mae": pytest.approx(mae(query["rating"].to_numpy(), predicted)),
+                       "ndcg@3": pytest.approx(ndcg_at_k(query["rating"].to_numpy(), predicted, k=3))}
+    assert 0.0 <= quality["ndcg@3"] <= 1.0
+    with pytest.raises(DataError, match="not in this run's catalogue"):
+        rec.query_quality(state, pd.DataFrame({"item_id": ["nope"], "rating": [3.0]}))
