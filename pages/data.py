@@ -7,8 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from metarec_core.errors import MetarecError
-from pages import charts, common
-from pages.common import t
+from ui import cache, charts, datasets, navigation, onboarding, state
+from ui.errors import guard, show_error, show_warnings
+from ui.i18n import labeller, t
+from ui.markup import plain
 
 NONE = "—"
 FILE_TYPES = ["csv", "tsv", "txt", "parquet", "pq"]
@@ -65,7 +67,7 @@ def uploaded_table(label_key: str, key: str) -> tuple[pd.DataFrame | None, str]:
     try:
         return read_upload(digest, raw, upload.name), digest
     except MetarecError as exc:
-        common.show_error(exc)
+        show_error(exc)
         return None, ""
 
 
@@ -99,7 +101,7 @@ def summary_section(dataset) -> None:
     cols[4].metric(t("data.top_share"), f"{summary.top_item_share:.0%}", help=t("data.top_share.help"))
     if summary.warnings:
         with st.expander(t("data.load_warnings", n=len(summary.warnings))):
-            common.show_warnings(summary.warnings, limit=20)
+            show_warnings(summary.warnings, limit=20)
     # Implicit data has no rating scale (every row is a 1): its histogram would be one bar, so the long tail gets the row.
     left, right = st.columns(2) if not dataset.implicit else (None, st.container())
     if left is not None:
@@ -180,7 +182,7 @@ def upload_section() -> None:
     try:
         detected = detect_columns(interactions, source=source)
     except MetarecError as exc:
-        st.error(f"{common.plain(exc)}\n\n{t('data.mapping.next')}", icon=":material/error:")
+        st.error(f"{plain(exc)}\n\n{t('data.mapping.next')}", icon=":material/error:")
         detected = ColumnMapping()
     forget_mapping_of_other_files(inter_digest)
     st.subheader(t("data.mapping.header"))
@@ -205,7 +207,7 @@ def upload_section() -> None:
                     kind = st.selectbox(
                         f"{t(f'data.kinds.{prefix}')} · {column}",
                         KIND_CHOICES,
-                        format_func=common.labeller("kind."),
+                        format_func=labeller("kind."),
                         key=f"kind_{prefix}_{column}",
                     )
                     if kind != "auto":
@@ -223,26 +225,26 @@ def upload_section() -> None:
     try:
         dataset = build_upload(key, (interactions, users, items), mapping, tuple(sorted(kinds.items())), name.strip() or "uploaded")
     except MetarecError as exc:
-        common.show_error(exc)
+        show_error(exc)
         return
     st.success(
         t("data.valid", users=dataset.n_users, items=dataset.n_items, ratings=len(dataset.ratings),
           kind=t("data.implicit") if dataset.implicit else t("data.explicit")),
         icon=":material/check_circle:",
     )
-    common.show_warnings(dataset.warnings)
+    show_warnings(dataset.warnings)
     if st.button(t("data.save"), type="primary", icon=":material/save:", key="save_dataset"):
-        with common.guard():
-            dataset_id = common.store().save_dataset(dataset, name=name.strip() or None)
-            st.session_state[common.DATASET] = f"stored:{dataset_id}"
-            st.session_state[common.RUN] = None
-            st.toast(t("data.saved", name=common.plain(name)), icon=":material/check:")
+        with guard():
+            dataset_id = cache.store().save_dataset(dataset, name=name.strip() or None)
+            st.session_state[state.DATASET] = f"stored:{dataset_id}"
+            st.session_state[state.RUN] = None
+            st.toast(t("data.saved", name=plain(name)), icon=":material/check:")
             st.rerun()
 
 
 def saved_section() -> None:
     """The saved datasets, with switching and deleting."""
-    records = common.store().list_datasets()
+    records = cache.store().list_datasets()
     if not records:
         st.info(t("data.saved.none"))
         return
@@ -261,33 +263,33 @@ def saved_section() -> None:
     choice = st.selectbox(t("data.saved.pick"), list(labels), format_func=labels.__getitem__, key="saved_pick")
     left, right = st.columns(2)
     if left.button(t("data.saved.use"), icon=":material/check:", key="saved_use"):
-        st.session_state[common.DATASET] = choice
-        st.session_state[common.RUN] = None
+        st.session_state[state.DATASET] = choice
+        st.session_state[state.RUN] = None
         st.rerun()
     force = right.checkbox(t("data.saved.force"), key="saved_force")
     if right.button(t("data.saved.delete"), icon=":material/delete:", key="saved_delete"):
-        with common.guard():
-            common.store().delete_dataset(choice.split(":", 1)[1], force=force)
-            if st.session_state.get(common.DATASET) == choice:
-                st.session_state[common.DATASET] = common.DEFAULT_DATASET
-            common.load_dataset_ref.clear()
+        with guard():
+            cache.store().delete_dataset(choice.split(":", 1)[1], force=force)
+            if st.session_state.get(state.DATASET) == choice:
+                st.session_state[state.DATASET] = state.DEFAULT_DATASET
+            cache.load_dataset_ref.clear()
             st.rerun()
 
 
-common.page_setup()
+navigation.enter_page(__file__)
 st.title(t("data.title"))
 st.caption(t("data.intro"))
-common.offer_default_training()
+onboarding.offer_default_training()
 current, upload, saved = st.tabs([t("data.tab.current"), t("data.tab.upload"), t("data.tab.saved")])
 with current:
-    with common.guard():
-        dataset = common.current_dataset()
+    with guard():
+        dataset = datasets.current_dataset()
         if dataset is not None:
-            st.subheader(common.plain(common.dataset_options().get(st.session_state[common.DATASET], dataset.name)))
+            st.subheader(plain(datasets.dataset_options().get(st.session_state[state.DATASET], dataset.name)))
             summary_section(dataset)
 with upload:
-    with common.guard():
+    with guard():
         upload_section()
 with saved:
-    with common.guard():
+    with guard():
         saved_section()

@@ -6,12 +6,14 @@ import threading
 import pandas as pd
 import streamlit as st
 
-from metarec_core import projection
-from pages import charts, common
-from pages.common import t
+from metarec_core import embedding_views, projection
+from ui import cache, charts, navigation, onboarding, state
+from ui.errors import guard
+from ui.i18n import cohort_labels, labeller, t
+from ui.markup import plain
 
-#: Columns of the entity frames that are not features.
-BASE_COLUMNS = ("id", "label", "cohort", "n_ratings")
+#: UMAP's settings on this page (part of the cached coordinates' key).
+UMAP_SETTINGS = {"n_neighbors": 15, "metric": "cosine"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -29,50 +31,33 @@ def warm_umap() -> threading.Thread:
 
 def coordinates(run_dir, kind: str, method: str, vectors) -> pd.DataFrame:
     """PCA or UMAP coordinates of one entity kind, cached in the run directory."""
-    params = {"n_neighbors": 15, "metric": "cosine"} if method == "umap" else {}
-    return projection.cached_projection(run_dir, kind, method, vectors, **params)
+    return projection.cached_projection(run_dir, kind, method, vectors, **(UMAP_SETTINGS if method == "umap" else {}))
 
 
-def umap_cached(run_dir, kind: str, vectors) -> bool:
-    """Whether UMAP coordinates for these vectors are already on disk."""
-    key = projection.projection_key(vectors, "umap", {"n_neighbors": 15, "metric": "cosine"})
-    return (run_dir / projection.PROJECTION_DIR / f"{kind}-umap-{key}.parquet").is_file()
-
-
-def search(frame: pd.DataFrame, query: str, limit: int = 20) -> list[int]:
-    """Row positions whose ID equals ``query`` or whose label contains it (case-insensitive)."""
-    query = query.strip().lower()
-    if not query:
-        return []
-    exact = frame.index[frame["id"].str.lower() == query].tolist()
-    contains = frame.index[frame["label"].str.lower().str.contains(query, regex=False)].tolist()
-    return list(dict.fromkeys(exact + contains))[:limit]
-
-
-common.page_setup()
+navigation.enter_page(__file__)
 st.title(t("emb.title"))
 st.caption(t("emb.intro"))
-with common.guard():
-    run = common.current_run()
-    embeddings = common.current_embeddings() if run is not None else None
+with guard():
+    run = state.current_run()
+    embeddings = state.current_embeddings() if run is not None else None
     if embeddings is None:
         st.info(t("emb.no_run"))
-        common.offer_default_training()
+        onboarding.offer_default_training()
         st.stop()
-    run_dir = common.store().run_dir(run.id)
+    run_dir = cache.store().run_dir(run.id)
     cols = st.columns([1, 1, 2])
     kind = cols[0].segmented_control(
-        t("emb.kind"), ["items", "users"], format_func=common.labeller("emb.kind."), default="items", required=True, key="emb_kind"
+        t("emb.kind"), ["items", "users"], format_func=labeller("emb.kind."), default="items", required=True, key="emb_kind"
     )
     frame = embeddings.items if kind == "items" else embeddings.users
     vectors = embeddings.item_vectors if kind == "items" else embeddings.user_vectors
-    have_umap = umap_cached(run_dir, kind, vectors)
+    have_umap = projection.cache_path(run_dir, kind, "umap", vectors, **UMAP_SETTINGS).is_file()
     method = cols[1].segmented_control(
-        t("emb.method"), ["pca", "umap"], format_func=common.labeller("emb.method."), default="pca", required=True, key="emb_method"
+        t("emb.method"), ["pca", "umap"], format_func=labeller("emb.method."), default="pca", required=True, key="emb_method"
     )
     features = [c for c in frame.columns if c not in ("id", "label")]
     color = cols[2].selectbox(
-        t("emb.color"), features, format_func=common.labeller("emb.col."), key=f"emb_color_{kind}"
+        t("emb.color"), features, format_func=labeller("emb.col."), key=f"emb_color_{kind}"
     )
     if method == "umap" and not have_umap:
         warm_umap()
@@ -86,9 +71,9 @@ with common.guard():
     points = pd.concat([coords[["x", "y"]], frame.reset_index(drop=True)], axis=1)
 
     query = st.text_input(t("emb.search"), key=f"emb_search_{kind}", placeholder=t("emb.search.placeholder"))
-    hits = search(frame.reset_index(drop=True), query)
+    hits = embedding_views.search(frame, query)
     if query and not hits:
-        st.warning(t("emb.search.none", query=common.plain(query)), icon=":material/search_off:")
+        st.warning(t("emb.search.none", query=plain(query)), icon=":material/search_off:")
     neighbours = pd.DataFrame()
     if hits:
         chosen = hits[0]
@@ -101,14 +86,14 @@ with common.guard():
     fig = charts.embedding_figure(
         points, color=color, hover=["id", *hover], title="label", highlight=highlight,
         group_colours=charts.COHORT_COLOURS if color == "cohort" else None, other_label=t("emb.other"),
-        group_labels=common.cohort_labels() if color == "cohort" else None,
+        group_labels=cohort_labels() if color == "cohort" else None,
     )
     st.plotly_chart(fig, config={"scrollZoom": True, "displaylogo": False}, key="emb_chart")
     st.caption(t("emb.caption.pca") if method == "pca" else t("emb.caption.umap"))
     if hits:
-        st.subheader(t("emb.neighbours", label=common.plain(frame["label"].iloc[chosen])))
-        table = frame.iloc[neighbours["index"]].reset_index(drop=True)[["id", "label", "cohort", "n_ratings"]]
-        names = common.cohort_labels()
+        st.subheader(t("emb.neighbours", label=plain(frame["label"].iloc[chosen])))
+        table = frame.iloc[neighbours["index"]].reset_index(drop=True)[list(embedding_views.BASE_COLUMNS)]
+        names = cohort_labels()
         table["cohort"] = table["cohort"].map(lambda c: names.get(c, c))
         table.columns = [t(f"emb.col.{c}") for c in table.columns]
         table.insert(2, t("emb.col.distance"), neighbours["distance"].round(3).to_numpy())

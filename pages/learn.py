@@ -4,10 +4,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import charts, common
-from pages.common import t
+from metarec_core import histories
+from metarec_core.train_config import TrainConfig
+from ui import cache, charts, datasets, navigation, runs, state
+from ui.errors import guard
+from ui.i18n import labeller, language, load_strings, phase_labels, t
+from ui.markup import plain
 
-common.page_setup()
+navigation.enter_page(__file__)
 st.title(t("learn.title"))
 st.markdown(t("learn.intro"))
 
@@ -23,7 +27,7 @@ with right:
 st.markdown(t("learn.compare"))
 
 st.header(t("learn.map.header"))
-st.graphviz_chart(charts.concept_map_dot(common.load_strings(), common.language()), width="stretch")
+st.graphviz_chart(charts.concept_map_dot(load_strings(), language()), width="stretch")
 st.caption(t("learn.map.caption"))
 
 # ---------------------------------------------------------------- the objective
@@ -47,13 +51,13 @@ CONTROLS = (
     ("lambda_trans", "trans_epochs", "batch_size", "lr"),
     ("lambda_l0", "source_run"),
 )
-defaults = common.train_defaults()
+defaults = TrainConfig()
 for column, (title_key, body_key, formula), controls in zip(st.columns(3), TERMS, CONTROLS):
     with column:
         st.subheader(t(title_key))
         st.latex(formula)
         st.markdown(t(body_key))
-        shown = ", ".join(f"`{name}` = {defaults.get(name)!r}" if defaults.get(name) != "" else f"`{name}`" for name in controls)
+        shown = ", ".join(f"`{name}` = {getattr(defaults, name)!r}" if getattr(defaults, name) != "" else f"`{name}`" for name in controls)
         st.caption(t("learn.term.controls", settings=shown))
 
 st.subheader(t("learn.settings.header"))
@@ -76,29 +80,22 @@ settings = pd.DataFrame(
         t("learn.col.symbol"): [symbol for symbol, _ in SETTINGS],
         t("learn.col.setting"): [name for _, name in SETTINGS],
         t("learn.col.controls"): [t(f"learn.set.{name}") for _, name in SETTINGS],
-        t("learn.col.default"): [str(defaults.get(name, "")) for _, name in SETTINGS],
+        t("learn.col.default"): [str(getattr(defaults, name)) for _, name in SETTINGS],
     }
 )
 st.table(settings, hide_index=True)
 st.caption(t("learn.settings.caption"))
 links = st.columns(3)
-common.page_link(links[0], "pages/train.py", "learn.goto.train", ":material/model_training:")
-common.page_link(links[1], "pages/runs.py", "learn.goto.runs", ":material/stacked_line_chart:")
-common.page_link(links[2], "pages/lab.py", "learn.goto.lab", ":material/science:")
+navigation.page_link(links[0], "train", "learn.goto.train", ":material/model_training:")
+navigation.page_link(links[1], "runs", "learn.goto.runs", ":material/stacked_line_chart:")
+navigation.page_link(links[2], "lab", "learn.goto.lab", ":material/science:")
 
 # ---------------------------------------------------------------- schedules
 st.header(t("learn.schedule.header"))
 st.markdown(t("learn.schedule.body"))
-segments = charts.schedule_segments(
-    str(defaults.get("schedule", "alternating")),
-    int(defaults.get("num_epochs", 20)),
-    int(defaults.get("meta_epochs", 5)),
-    int(defaults.get("trans_epochs", 15)),
-    lambda_meta=float(defaults.get("lambda_meta", 1.0)),
-    lambda_trans=float(defaults.get("lambda_trans", 1.0)),
-)
+segments = charts.schedule_segments(defaults)
 st.plotly_chart(
-    charts.schedule_figure(segments, common.phase_labels(), x_title=t("train.timeline.x")),
+    charts.schedule_figure(segments, phase_labels(), x_title=t("train.timeline.x")),
     config={"displayModeBar": False},
 )
 st.caption(t("learn.schedule.caption"))
@@ -113,14 +110,18 @@ st.latex(
 )
 st.markdown(t("learn.tasks.adapt.gradient"))
 st.latex(r"\theta \leftarrow \theta-\alpha\,\nabla_\theta\,\frac{1}{|S|}\sum_{(u,v,y)\in S}\ell\big(f_\theta(u,v),\,y\big)")
-with common.guard():
-    dataset = common.current_dataset()
-    example = None if dataset is None else common.support_query_example(dataset, k=5)
-    if example is None:
+with guard():
+    dataset = datasets.current_dataset()
+    user = None if dataset is None else histories.example_user(dataset, support_size=5)
+    if user is None:
         st.info(t("learn.tasks.no_data"))
     else:
-        user, support, query = example
-        st.caption(t("learn.tasks.example", user=common.plain(user), k=len(support)))
+        history = histories.user_history(dataset, user, support_size=5)
+        role = history.pop("role")
+        history.columns = [t("common.item_id"), t("common.title"), t("common.rating")]
+        support = history[role == "support"].reset_index(drop=True)
+        query = history[role == "query"].head(15).reset_index(drop=True)
+        st.caption(t("learn.tasks.example", user=plain(user), k=len(support)))
         left, right = st.columns([2, 3])
         left.markdown(f"**{t('learn.tasks.support')}**")
         left.dataframe(support, hide_index=True)
@@ -145,7 +146,7 @@ for row in range(0, len(METRICS), 2):
 
 # ---------------------------------------------------------------- glossary
 st.header(t("learn.glossary.header"))
-strings = common.load_strings()
+strings = load_strings()
 # In the order of the English terms (the keys are short names that sort differently).
 terms = sorted({key.split(".")[1] for key in strings if key.startswith("term.")}, key=lambda n: strings[f"term.{n}"]["en"].lower())
 st.table(
@@ -177,22 +178,18 @@ st.header(t("learn.live.header"))
 
 def live_miniature() -> None:
     """The current run's settings, validation curve and final metrics, small."""
-    run = common.current_run()
+    run = state.current_run()
     if run is None:
         st.info(t("learn.live.none"))
-        common.page_link(st, "pages/train.py", "learn.goto.train", ":material/model_training:")
+        navigation.page_link(st, "train", "learn.goto.train", ":material/model_training:")
         return
-    config = run.config
-    st.latex(
-        rf"\lambda_1={config.get('lambda_meta', 0):g},\;\lambda_2={config.get('lambda_trans', 0):g},\;"
-        rf"\lambda_0={config.get('lambda_l0', 0):g}"
-    )
-    st.caption(t("learn.live.caption", name=common.plain(run.name),
-                 schedule=common.labeller("train.schedule.")(config.get("schedule", "")),
-                 steps=config.get("inner_steps", ""),
-                 scope=common.labeller("train.scope.")(config.get("adapt_scope", ""))))
-    metrics = common.store().metrics_frame(run.id)
-    evaluation = common.load_evaluation(run.id)
+    config = runs.run_config(run)
+    if config is not None:  # None: settings of another version (an imported run)
+        st.latex(rf"\lambda_1={config.lambda_meta:g},\;\lambda_2={config.lambda_trans:g},\;\lambda_0={config.lambda_l0:g}")
+        st.caption(t("learn.live.caption", name=plain(run.name), schedule=labeller("train.schedule.")(config.schedule),
+                     steps=config.inner_steps, scope=labeller("train.scope.")(config.adapt_scope)))
+    metrics = cache.store().metrics_frame(run.id)
+    evaluation = runs.load_evaluation(run.id)
     left, right = st.columns([3, 2])
     with left:
         if evaluation is not None:
@@ -204,13 +201,13 @@ def live_miniature() -> None:
             st.caption(t("learn.live.shots"))
         elif (metrics["phase"] == "validate").any():
             st.plotly_chart(
-                charts.validation_figure(metrics, key := common.validation_key(metrics), x_title=t("common.epoch"), y_title=t(f"learn.live.{key}"), height=260),
+                charts.validation_figure(metrics, key := runs.validation_key(metrics), x_title=t("common.epoch"), y_title=t(f"learn.live.{key}"), height=260),
                 config={"displayModeBar": False},
             )
         else:
             st.info(t("learn.live.no_curve"))
     with right:
-        final = common.store().final_metrics(run.id)
+        final = cache.store().final_metrics(run.id)
         shown = {k: v for k, v in final.items() if k.startswith("test_")}
         if shown:
             st.dataframe(pd.DataFrame({t("learn.live.metric"): list(shown), t("learn.live.value"): [round(v, 4) for v in shown.values()]}), hide_index=True)
@@ -218,8 +215,8 @@ def live_miniature() -> None:
             st.info(t("learn.live.no_final" if run.is_active else "learn.live.no_final.ended", status=t(f"status.{run.status}")))
         if evaluation is None and run.status == "completed":
             st.caption(t("learn.live.evaluate"))
-            common.page_link(st, "pages/runs.py", "learn.goto.runs", ":material/stacked_line_chart:")
+            navigation.page_link(st, "runs", "learn.goto.runs", ":material/stacked_line_chart:")
 
 
-with common.guard():
+with guard():
     live_miniature()

@@ -1,38 +1,15 @@
 """Recommendations page: one user's history and top-K; for a new user, before and after adaptation side by side."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages import common
-from pages.common import t
+from metarec_core import embedding_views, histories, titles as item_titles
+from ui import datasets, navigation, onboarding, state
+from ui.errors import guard
+from ui.i18n import labeller, t, worded
 
 COHORTS = ("new", "meta-test", "warm")
-
-
-def user_cohorts(rec, dataset) -> pd.DataFrame:
-    """Every user of the run with their cohort and number of ratings (cheap: no adaptation)."""
-    counts = dataset.ratings.groupby("user").size()
-    idx = dataset.users.lookup(list(rec.users.external_ids))
-    n_ratings = np.where(idx >= 0, counts.reindex(idx, fill_value=0).to_numpy(), 0)
-    return pd.DataFrame({"id": list(rec.users.external_ids), "cohort": rec.user_cohorts(n_ratings), "n_ratings": n_ratings})
-
-
-def history(dataset, user_id: str, k: int, *, warm: bool) -> pd.DataFrame:
-    """The user's ratings in time order with titles; for a new user the first ``k`` are the support set."""
-    index = dataset.users.get(user_id)
-    rows = dataset.ratings[dataset.ratings["user"] == index].sort_values(["timestamp", "item"], kind="stable")
-    titles = common.item_titles(dataset)
-    frame = pd.DataFrame(
-        {
-            "item_id": [dataset.items.external(int(i)) for i in rows["item"]],
-            "title": titles.iloc[rows["item"].to_numpy()].to_numpy(),
-            "rating": rows["rating"].to_numpy(),
-        }
-    )
-    roles = ["training"] * len(frame) if warm else ["support" if i < k else "query" for i in range(len(frame))]
-    return frame.assign(role=roles)
 
 
 def top_table(rec, top: pd.DataFrame, titles: dict[str, str], query: dict[str, float]) -> pd.DataFrame:
@@ -50,33 +27,23 @@ def top_table(rec, top: pd.DataFrame, titles: dict[str, str], query: dict[str, f
     return frame
 
 
-def query_quality(rec, state, query: pd.DataFrame) -> tuple[float, float]:
-    """MAE and nDCG@3 (gain 2^r − 1) of a state on the user's held-out query ratings."""
-    from metarec_core.metrics import mae, ndcg_at_k
-
-    items = rec.item_indices(query["item_id"].tolist(), source="query")
-    truth = query["rating"].to_numpy(dtype=float)
-    predicted = rec.score_items(state, items)
-    return mae(truth, predicted), ndcg_at_k(truth, predicted, k=3)
-
-
-common.page_setup()
+navigation.enter_page(__file__)
 st.title(t("recs.title"))
 st.caption(t("recs.intro"))
-with common.guard():
-    run = common.current_run()
-    rec = common.current_recommender() if run is not None else None
+with guard():
+    run = state.current_run()
+    rec = state.current_recommender() if run is not None else None
     if rec is None:
         st.info(t("recs.no_run"))
-        common.offer_default_training()
+        onboarding.offer_default_training()
         st.stop()
-    dataset = common.run_dataset(run)
+    dataset = datasets.run_dataset(run)
     implicit = rec.run.implicit
 
-    users = user_cohorts(rec, dataset)
-    titles = dict(zip(rec.items.external_ids, common.item_titles_for(rec, dataset)))
+    users = embedding_views.run_users(rec, dataset)
+    titles = dict(zip(rec.items.external_ids, item_titles.run_titles(rec.run, dataset)))
     cohort = st.segmented_control(
-        t("recs.cohort"), [c for c in COHORTS if (users["cohort"] == c).any()], format_func=common.labeller("recs.cohort."),
+        t("recs.cohort"), [c for c in COHORTS if (users["cohort"] == c).any()], format_func=labeller("recs.cohort."),
         default="new" if (users["cohort"] == "new").any() else "warm", required=True, key="recs_cohort",
     )
     pool = users[(users["cohort"] == cohort) & (users["n_ratings"] > 0)] if cohort != "new" else users[users["cohort"] == "new"]
@@ -84,21 +51,21 @@ with common.guard():
         st.info(t("recs.no_users"))
         st.stop()
     cols = st.columns([4, 2, 2])
-    labels = {row.id: t(common.worded("recs.user_label", implicit), id=row.id, n=row.n_ratings) for row in pool.itertuples()}
+    labels = {row.id: t(worded("recs.user_label", implicit), id=row.id, n=row.n_ratings) for row in pool.itertuples()}
     user_id = cols[0].selectbox(t("recs.user"), list(labels), format_func=labels.__getitem__, key=f"recs_user_{cohort}")
     k_top = cols[1].slider(t("recs.k"), 3, 30, 10, key="recs_k")
     warm = cohort == "warm"
-    k_shot = cols[2].slider(t(common.worded("recs.shots", implicit)), 1, 20, int(rec.run.config.eval_support_size), key="recs_shots", disabled=warm)
+    k_shot = cols[2].slider(t(worded("recs.shots", implicit)), 1, 20, int(rec.run.config.eval_support_size), key="recs_shots", disabled=warm)
 
-    past = history(dataset, user_id, k_shot, warm=warm)
+    past = histories.user_history(dataset, user_id, support_size=None if warm else k_shot)
     support = past[past["role"] == "support"]
     query = past[past["role"] == "query"]
     query_ratings = dict(zip(query["item_id"], query["rating"]))
 
     if warm:
-        state = rec.adapt_user([], user_id=user_id, steps=0)
+        known = rec.adapt_user([], user_id=user_id, steps=0)
         st.subheader(t("recs.top_warm", k=k_top))
-        st.dataframe(top_table(rec, rec.recommend(state, k=k_top), titles, {}), hide_index=True)
+        st.dataframe(top_table(rec, rec.recommend(known, k=k_top), titles, {}), hide_index=True)
     else:
         pairs = list(zip(support["item_id"], support["rating"].astype(float)))
         before = rec.adapt_user([], user_id=user_id, steps=0, use_known=False)
@@ -110,17 +77,16 @@ with common.guard():
             st.caption(t("recs.before.caption"))
             st.dataframe(top_table(rec, rec.recommend(before, k=k_top, exclude=exclude), titles, query_ratings), hide_index=True)
         with a_col:
-            st.subheader(t(common.worded("recs.after", implicit), k=len(pairs)))
+            st.subheader(t(worded("recs.after", implicit), k=len(pairs)))
             st.caption(t("recs.after.caption", steps=len(after.losses) - 1, ms=f"{1000 * after.seconds:.0f}"))
             st.dataframe(top_table(rec, rec.recommend(after, k=k_top), titles, query_ratings), hide_index=True)
         if len(query) and not implicit:
-            mae_b, ndcg_b = query_quality(rec, before, query)
-            mae_a, ndcg_a = query_quality(rec, after, query)
+            was, now = rec.query_quality(before, query), rec.query_quality(after, query)
             m = st.columns(2, gap="large")
-            m[0].metric(t("recs.query_mae"), f"{mae_a:.3f}", delta=f"{mae_a - mae_b:+.3f}", delta_color="inverse")
-            m[1].metric(t("recs.query_ndcg"), f"{ndcg_a:.3f}", delta=f"{ndcg_a - ndcg_b:+.3f}")
+            m[0].metric(t("recs.query_mae"), f"{now['mae']:.3f}", delta=f"{now['mae'] - was['mae']:+.3f}", delta_color="inverse")
+            m[1].metric(t("recs.query_ndcg"), f"{now['ndcg@3']:.3f}", delta=f"{now['ndcg@3'] - was['ndcg@3']:+.3f}")
             st.caption(t("recs.query.caption", n=len(query)))
-    st.subheader(t(common.worded("recs.history", implicit), n=len(past)))
+    st.subheader(t(worded("recs.history", implicit), n=len(past)))
     shown = past.assign(role=[t(f"recs.role.{r}") for r in past["role"]])
     shown.columns = [t("common.item_id"), t("common.title"), t("common.rating"), t("recs.role")]
     if implicit:  # every value is 1: the column says nothing

@@ -7,29 +7,32 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pages import charts, common
-from pages.common import t
+from ui import cache, charts, datasets, navigation, onboarding, runs as stored, state
+from ui.errors import guard
+from ui.i18n import labeller, t
+from ui.markup import plain
 
 LOSS_TERMS = ("meta", "trans", "l0", "total")
 
 
 def runs_table(runs) -> pd.DataFrame:
     """One row per run: name, status, dataset, key settings and final test metrics."""
-    store = common.store()
+    store = cache.store()
     rows = []
     for run in runs:
         final = store.final_metrics(run.id) if run.status in ("completed", "cancelled") else {}
         duration = (run.finished - run.started) if run.finished and run.started else None
+        config = stored.run_config(run)  # None: settings of another version (an imported run)
         rows.append(
             {
                 t("runs.col.name"): run.name,
                 t("runs.col.status"): t(f"status.{run.status}"),
-                t("runs.col.dataset"): common.dataset_options().get(run.dataset_ref, run.dataset_ref),
+                t("runs.col.dataset"): datasets.dataset_options().get(run.dataset_ref, run.dataset_ref),
                 t("runs.col.created"): pd.Timestamp(run.created, unit="s").strftime("%Y-%m-%d %H:%M"),
                 t("runs.col.seconds"): None if duration is None else round(duration, 1),
-                "λ1": run.config.get("lambda_meta"),
-                "λ2": run.config.get("lambda_trans"),
-                t("runs.col.schedule"): common.labeller("train.schedule.")(run.config.get("schedule", "—")),
+                "λ1": None if config is None else config.lambda_meta,
+                "λ2": None if config is None else config.lambda_trans,
+                t("runs.col.schedule"): "—" if config is None else labeller("train.schedule.")(config.schedule),
                 "MAE": metric_text(final.get("test_mae")),
                 "nDCG@3": metric_text(final.get("test_ndcg@3")),
                 "AUC": metric_text(final.get("test_auc")),  # implicit data (dropped below when no run has one)
@@ -49,7 +52,7 @@ def metric_text(value: object) -> str:
 
 def curves_section(selected: list[str], labels: dict[str, str]) -> None:
     """Overlaid loss curves with smoothing and x-axis controls, and validation curves."""
-    store = common.store()
+    store = cache.store()
     frames = [store.metrics_frame(run_id).assign(run=run_id) for run_id in selected]
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if metrics.empty:
@@ -58,11 +61,11 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
     cols = st.columns([2, 2, 3])
     smoothing = cols[0].slider(t("runs.smoothing"), 0.0, 0.99, 0.9, step=0.01, key="runs_smoothing")
     x_axis = cols[1].segmented_control(
-        t("runs.x_axis"), ["step", "time"], format_func=common.labeller("runs.x."), default="step", required=True, key="runs_x"
+        t("runs.x_axis"), ["step", "time"], format_func=labeller("runs.x."), default="step", required=True, key="runs_x"
     )
     terms = cols[2].pills(
         t("runs.terms"), list(LOSS_TERMS), selection_mode="multi", default=["meta", "trans"],
-        format_func=common.labeller("loss."), key="runs_terms",
+        format_func=labeller("loss."), key="runs_terms",
     )
     st.plotly_chart(
         charts.loss_figure(
@@ -75,7 +78,7 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
     st.caption(t("runs.curves.caption"))
     if (metrics["phase"] == "validate").any():
         keys = sorted(k for k in metrics.loc[metrics["phase"] == "validate", "key"].unique() if k.startswith("valid_"))
-        name = common.labeller("learn.live.")  # valid_mae / valid_auc have readable names; others stay as they are
+        name = labeller("learn.live.")  # valid_mae / valid_auc have readable names; others stay as they are
         key = st.segmented_control(t("runs.valid_metric"), keys, default=keys[0], required=True, key="runs_valid_key", format_func=name)
         st.plotly_chart(
             charts.validation_figure(metrics, key or keys[0], run_labels=labels, x_title=t("common.epoch"), y_title=name(key or keys[0])),
@@ -85,7 +88,7 @@ def curves_section(selected: list[str], labels: dict[str, str]) -> None:
 
 def compare_section(selected: list[str], labels: dict[str, str]) -> None:
     """Settings that differ between the selected runs, final metrics (full width: a column per metric), CSV export."""
-    comparison = common.store().compare(selected)
+    comparison = cache.store().compare(selected)
     st.subheader(t("runs.diff"))
     if len(selected) < 2:
         st.caption(t("runs.diff.one"))
@@ -94,7 +97,7 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
     else:
         params = comparison.params.copy()
         if "schedule" in params.index:
-            params.loc["schedule"] = [common.labeller("train.schedule.")(v) for v in params.loc["schedule"]]
+            params.loc["schedule"] = [labeller("train.schedule.")(v) for v in params.loc["schedule"]]
         params = params.rename(columns=labels).astype(str)
         params.index.name = t("runs.col.setting")
         st.dataframe(params)
@@ -106,10 +109,10 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
     # A metric a run has none of (cancelled before testing; AUC beside MAE) is a dash, not "None".
     st.dataframe(final.round(4).astype(object).where(final.notna(), "—"))
     if len(final) > 1:
-        on_movielens = {common.store().get_run(r).dataset_ref for r in selected} == {common.DEFAULT_DATASET}
+        on_movielens = {cache.store().get_run(r).dataset_ref for r in selected} == {state.DEFAULT_DATASET}
         st.caption(t("runs.final.noise") if on_movielens else t("runs.final.noise.other"))
     metrics_csv = pd.concat(
-        [common.store().metrics_frame(run_id).assign(run=run_id, name=labels[run_id]) for run_id in selected], ignore_index=True
+        [cache.store().metrics_frame(run_id).assign(run=run_id, name=labels[run_id]) for run_id in selected], ignore_index=True
     ).to_csv(index=False)
     cols = st.columns(2)
     cols[0].download_button(
@@ -129,31 +132,31 @@ def shots_section(runs, selected: list[str], labels: dict[str, str]) -> None:
         return
     by_id = {r.id: r for r in finished}
     ids = list(by_id)
-    current = st.session_state.get(common.RUN)  # the run picked in the sidebar comes first
+    current = st.session_state.get(state.RUN)  # the run picked in the sidebar comes first
     run_id = st.selectbox(
         t("runs.shots.run"), ids, index=ids.index(current) if current in ids else 0, format_func=labels.__getitem__, key="shots_run"
     )
-    state = common.evaluation_state(run_id)
+    status = stored.evaluation_state(run_id)
 
-    @st.fragment(run_every=1.0 if state.status == "running" else None)
+    @st.fragment(run_every=1.0 if status.status == "running" else None)
     def view() -> None:
-        with common.guard():
+        with guard():
             body()
 
     def body() -> None:
-        current = common.evaluation_state(run_id)
+        current = stored.evaluation_state(run_id)
         if current.status == "running":
             st.info(t("runs.shots.running"), icon=":material/hourglass_top:")
             return
-        if state.status == "running":  # it just finished: redraw the page once
+        if status.status == "running":  # it just finished: redraw the page once
             st.rerun()
         if current.status == "failed":
-            st.error(t("runs.shots.failed", error=common.plain(current.error)), icon=":material/error:")
-        result = common.load_evaluation(run_id) if current.status == "done" else None
+            st.error(t("runs.shots.failed", error=plain(current.error)), icon=":material/error:")
+        result = stored.load_evaluation(run_id) if current.status == "done" else None
         if result is None:
             st.caption(t("runs.shots.explain"))
             if st.button(t("runs.shots.start"), icon=":material/query_stats:", key=f"shots_start_{run_id}"):
-                common.start_evaluation(by_id[run_id])
+                stored.start_evaluation(by_id[run_id])
                 st.rerun()
             return
         metrics = [m for m in result.metrics if m in ("mae", "rmse", "ndcg@3", "ndcg@10", "catalogue_ndcg@10", "recall@10", "hit_rate@10", "auc")]
@@ -175,7 +178,7 @@ def shots_section(runs, selected: list[str], labels: dict[str, str]) -> None:
             )
             st.caption(t("runs.shots.gain_caption", better=int((gains["gain"] > 0).sum()), n=len(gains)))
         for warning in result.warnings:
-            st.caption(common.plain(warning))
+            st.caption(plain(warning))
 
     view()
 
@@ -184,7 +187,7 @@ def manage_section(runs) -> None:
     """Rename, export as zip, delete one run."""
     ids = [r.id for r in runs]
     labels = {r.id: f"{r.name} ({r.id})" for r in runs}
-    current = st.session_state.get(common.RUN)
+    current = st.session_state.get(state.RUN)
     run_id = st.selectbox(
         t("runs.manage.pick"), ids, index=ids.index(current) if current in ids else 0, format_func=labels.__getitem__, key="manage_pick"
     )
@@ -193,13 +196,13 @@ def manage_section(runs) -> None:
     with cols[0]:
         new_name = st.text_input(t("runs.rename"), value=run.name, max_chars=120, key=f"rename_{run_id}")
         if st.button(t("runs.rename.button"), icon=":material/edit:", key="rename_button"):
-            with common.guard():
-                common.store().rename(run_id, new_name)
+            with guard():
+                cache.store().rename(run_id, new_name)
                 st.rerun()
     with cols[1]:
         if not run.is_active and st.button(t("runs.export.prepare"), icon=":material/archive:", key="export_prepare"):
-            with common.guard(), tempfile.TemporaryDirectory() as tmp:
-                path = common.store().export_run(run_id, Path(tmp) / "run.zip")
+            with guard(), tempfile.TemporaryDirectory() as tmp:
+                path = cache.store().export_run(run_id, Path(tmp) / "run.zip")
                 st.session_state["export_zip"] = (run_id, path.read_bytes())
         export = st.session_state.get("export_zip")
         if export and export[0] == run_id:
@@ -210,25 +213,25 @@ def manage_section(runs) -> None:
     with cols[2]:
         confirm = st.checkbox(t("runs.delete.confirm"), key=f"delete_confirm_{run_id}")
         if st.button(t("runs.delete"), icon=":material/delete:", disabled=not confirm, key="delete_button"):
-            with common.guard():
-                common.delete_run(run_id)
-                if st.session_state.get(common.RUN) == run_id:
-                    st.session_state[common.RUN] = None
+            with guard():
+                stored.delete_run(run_id)
+                if st.session_state.get(state.RUN) == run_id:
+                    st.session_state[state.RUN] = None
                 st.rerun()
 
 
-common.page_setup()
+navigation.enter_page(__file__)
 st.title(t("runs.title"))
 st.caption(t("runs.intro"))
 runs: list = []
 selected: list[str] = []
-with common.guard():
-    all_runs = common.runs_for(None)
+with guard():
+    all_runs = stored.runs_for(None)
     if not all_runs:
         st.info(t("runs.none"))
-        common.offer_default_training()
+        onboarding.offer_default_training()
         st.stop()
-    ref = st.session_state.get(common.DATASET)
+    ref = st.session_state.get(state.DATASET)
     scope_all = st.toggle(t("runs.all_datasets"), key="runs_all", value=False)
     own = [r for r in all_runs if r.dataset_ref == ref]
     if not scope_all and not own:
@@ -236,22 +239,22 @@ with common.guard():
     runs = all_runs if scope_all or not own else own
     st.dataframe(runs_table(runs), hide_index=True)
     labels = {r.id: r.name if sum(x.name == r.name for x in runs) == 1 else f"{r.name} ({r.id[:4]})" for r in runs}
-    current = st.session_state.get(common.RUN)
+    current = st.session_state.get(state.RUN)
     completed = [r.id for r in runs if r.status == "completed"]
     default = ([current] if current in labels else []) + [r for r in completed if r != current]
     default = default[:2]  # the current run and the newest other completed one
     selected = st.multiselect(t("runs.select"), list(labels), default=default, format_func=labels.__getitem__, key="runs_selected")
 if selected:
     st.header(t("runs.curves"))
-    with common.guard():
+    with guard():
         curves_section(selected, labels)
     st.header(t("runs.compare"))
-    with common.guard():
+    with guard():
         compare_section(selected, labels)
     st.header(t("runs.shots"))
-    with common.guard():
+    with guard():
         shots_section(runs, selected, labels)
 if runs:
     st.header(t("runs.manage"))
-    with common.guard():
+    with guard():
         manage_section(runs)

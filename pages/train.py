@@ -4,8 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages import charts, common
-from pages.common import t
+from metarec_core.configs import config_from_dict, config_to_dict, flatten_settings, unflatten_settings
+from metarec_core.train_config import TrainConfig, preset_config
+from ui import cache, charts, datasets, navigation, runs, state
+from ui.errors import guard, show_error
+from ui.i18n import labeller, phase_labels, t
+from ui.markup import plain
 
 PREFIX = "cfg_"
 BASE = "train_base"  # the preset's (or default) full config: settings the page does not show come from it
@@ -28,39 +32,27 @@ SCENARIOS = ("user-cold", "item-cold", "both-cold", "warm")
 ENCODERS = ("default", "hashing")
 
 
-def flat_config(config) -> dict:
-    """A TrainConfig as the page's flat ``{field: value}`` (``model.x`` keys; hidden as text)."""
-    from metarec_core.configs import config_to_dict
-
-    values = config_to_dict(config)
-    model = values.pop("model")
-    values["model.factor_dim"] = model["factor_dim"]
-    values["model.hidden"] = ", ".join(str(h) for h in model["hidden"])
-    values["text_columns"] = list(values["text_columns"])
+def flat_config(config: TrainConfig) -> dict:
+    """A TrainConfig as the page's flat ``{field: value}`` (dotted ``model.x`` keys; hidden widths as text)."""
+    values = flatten_settings(config_to_dict(config))
+    values["model.hidden"] = ", ".join(str(h) for h in values["model.hidden"])
     return {k: values[k] for k in FIELDS}
 
 
 def config_values(flat: dict, base: dict | None = None) -> dict:
-    """The page's flat values over ``base`` (settings the page does not show) as a dict for ``TrainConfig``."""
+    """The page's flat values over ``base`` (settings the page does not show) as nested settings for ``TrainConfig``."""
     from metarec_core.errors import ConfigError
 
-    values = {k: v for k, v in (base or {}).items() if k != "model"}
-    values.update({k: v for k, v in flat.items() if not k.startswith("model.")})
+    values = {**flatten_settings(base or {}), **flat}
     try:
-        hidden = [int(h) for h in str(flat["model.hidden"]).replace(" ", "").split(",") if h]
+        values["model.hidden"] = [int(h) for h in str(flat["model.hidden"]).replace(" ", "").split(",") if h]
     except ValueError as exc:
         raise ConfigError(f"hidden layer widths must be whole numbers separated by commas, got '{flat['model.hidden']}'") from exc
-    values["model"] = {**(base or {}).get("model", {}), "factor_dim": int(flat["model.factor_dim"]), "hidden": hidden}
-    values["text_columns"] = list(values["text_columns"])
-    return values
+    return unflatten_settings(values)
 
 
 def apply_preset() -> None:
     """Callback of the preset pills: load the preset's settings into the widgets."""
-    from metarec_core.train_config import preset_config
-
-    from metarec_core.configs import config_to_dict
-
     name = st.session_state.get("train_preset")
     if name:
         config = preset_config(name)
@@ -71,12 +63,25 @@ def apply_preset() -> None:
 
 def init_widgets() -> None:
     """First visit: every widget starts at the core's default."""
-    from metarec_core.configs import config_to_dict
-    from metarec_core.train_config import TrainConfig
-
     st.session_state.setdefault(BASE, config_to_dict(TrainConfig()))
     for key, value in flat_config(TrainConfig()).items():
         st.session_state.setdefault(PREFIX + key, value)
+
+
+def schedule_preview() -> TrainConfig | None:
+    """The schedule the widgets describe, as a config for the timeline (``None`` while both weights are 0: nothing would train)."""
+    k = PREFIX
+    try:
+        return TrainConfig(
+            schedule=st.session_state[k + "schedule"] or "alternating",
+            num_epochs=int(st.session_state[k + "num_epochs"]),
+            meta_epochs=int(st.session_state[k + "meta_epochs"]),
+            trans_epochs=int(st.session_state[k + "trans_epochs"]),
+            lambda_meta=float(st.session_state[k + "lambda_meta"]),
+            lambda_trans=float(st.session_state[k + "lambda_trans"]),
+        )
+    except ValueError:  # both weights 0 (warned next to the sliders)
+        return None
 
 
 def settings_form(dataset) -> None:
@@ -110,32 +115,27 @@ def settings_form(dataset) -> None:
     with schedule:
         st.subheader(t("train.schedule"))
         st.segmented_control(
-            t("train.schedule.kind"), ["alternating", "sequential", "joint"], format_func=common.labeller("train.schedule."),
+            t("train.schedule.kind"), ["alternating", "sequential", "joint"], format_func=labeller("train.schedule."),
             key=k + "schedule", required=True, help=t("train.schedule.help"), persist_state="session",
         )
         cols = st.columns(3)
         cols[0].number_input(t("train.num_epochs"), 0, 200, step=1, key=k + "num_epochs", persist_state="session")
         cols[1].number_input(t("train.meta_epochs"), 0, 50, step=1, key=k + "meta_epochs", persist_state="session")
         cols[2].number_input(t("train.trans_epochs"), 0, 50, step=1, key=k + "trans_epochs", persist_state="session")
-        segments = charts.schedule_segments(
-            st.session_state[k + "schedule"] or "alternating",
-            int(st.session_state[k + "num_epochs"]),
-            int(st.session_state[k + "meta_epochs"]),
-            int(st.session_state[k + "trans_epochs"]),
-            lambda_meta=float(st.session_state[k + "lambda_meta"]),
-            lambda_trans=float(st.session_state[k + "lambda_trans"]),
-        )
-        st.plotly_chart(charts.schedule_figure(segments, common.phase_labels(), x_title=t("train.timeline.x")), config={"displayModeBar": False})
+        preview = schedule_preview()
+        if preview is not None:
+            segments = charts.schedule_segments(preview)
+            st.plotly_chart(charts.schedule_figure(segments, phase_labels(), x_title=t("train.timeline.x")), config={"displayModeBar": False})
 
     meta, transfer, device = st.columns(3, gap="large")
     with meta:
         st.subheader(t("train.meta"))
         st.selectbox(
-            t("train.inner_solver"), SOLVERS, format_func=common.labeller("train.solver."), key=k + "inner_solver",
+            t("train.inner_solver"), SOLVERS, format_func=labeller("train.solver."), key=k + "inner_solver",
             help=t("train.inner_solver.help"), persist_state="session",
         )
         st.segmented_control(
-            t("train.inner_reduction"), REDUCTIONS, format_func=common.labeller("train.reduction."), key=k + "inner_reduction",
+            t("train.inner_reduction"), REDUCTIONS, format_func=labeller("train.reduction."), key=k + "inner_reduction",
             required=True, help=t("train.inner_reduction.help"), persist_state="session",
         )
         st.slider(t("train.inner_steps"), 0, 20, step=1, key=k + "inner_steps", help=t("train.inner_steps.help"), persist_state="session")
@@ -144,7 +144,7 @@ def settings_form(dataset) -> None:
         if newton:
             st.session_state[k + "adapt_scope"] = "user"  # the Newton step solves a system the size of the adapted parameters
         st.selectbox(
-            t("train.adapt_scope"), ADAPT_SCOPES, format_func=common.labeller("train.scope."), key=k + "adapt_scope",
+            t("train.adapt_scope"), ADAPT_SCOPES, format_func=labeller("train.scope."), key=k + "adapt_scope",
             disabled=newton, persist_state="session",
         )
         st.toggle(t("train.first_order"), key=k + "first_order", help=t("train.first_order.help"), persist_state="session")
@@ -159,7 +159,7 @@ def settings_form(dataset) -> None:
             disabled=not st.session_state[k + "use_text"], persist_state="session",
         )
         st.selectbox(
-            t("train.text_encoder"), ENCODERS, format_func=common.labeller("train.encoder."), key=k + "text_encoder",
+            t("train.text_encoder"), ENCODERS, format_func=labeller("train.encoder."), key=k + "text_encoder",
             disabled=not st.session_state[k + "use_text"], persist_state="session",
         )
         if st.session_state[k + "use_text"] and not text_features:
@@ -167,15 +167,15 @@ def settings_form(dataset) -> None:
     with device:
         st.subheader(t("train.device"))
         st.segmented_control(
-            t("train.device.kind"), ["auto", "cpu", "cuda"], format_func=common.labeller("train.device."),
+            t("train.device.kind"), ["auto", "cpu", "cuda"], format_func=labeller("train.device."),
             key=k + "device", required=True, persist_state="session",
         )
-        gpu = common.gpu_name()
+        gpu = cache.gpu_name()
         st.caption(t("train.gpu.yes", name=gpu) if gpu else t("train.gpu.no"))
 
     with st.expander(t("train.advanced")):
         cols = st.columns(4)
-        cols[0].selectbox(t("train.scenario"), SCENARIOS, format_func=common.labeller("scenario."), key=k + "scenario", persist_state="session")
+        cols[0].selectbox(t("train.scenario"), SCENARIOS, format_func=labeller("scenario."), key=k + "scenario", persist_state="session")
         cols[1].number_input(t("train.cold_fraction"), 0.0, 0.9, step=0.05, key=k + "cold_fraction", persist_state="session")
         cols[2].number_input(t("train.eval_support_size"), 1, 100, step=1, key=k + "eval_support_size", persist_state="session")
         cols[3].number_input(t("train.seed"), 0, 2**31 - 1, step=1, key=k + "seed", persist_state="session")
@@ -192,26 +192,23 @@ def settings_form(dataset) -> None:
 
 def start_section() -> None:
     """Run name and the start button: widgets -> TrainConfig -> a queued background run."""
-    from metarec_core.configs import config_from_dict
-    from metarec_core.train_config import TrainConfig
-
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     name = left.text_input(t("train.run_name"), key="train_run_name", placeholder=t("train.run_name.placeholder"), max_chars=120)
     both_zero = st.session_state[PREFIX + "lambda_meta"] == 0 and st.session_state[PREFIX + "lambda_trans"] == 0  # warned above
     if right.button(t("train.start"), type="primary", icon=":material/play_arrow:", key="train_start", width="stretch", disabled=both_zero):
         flat = {key: st.session_state[PREFIX + key] for key in FIELDS}
-        with common.guard():
-            if flat["device"] == "cuda" and not common.gpu_name():
+        with guard():
+            if flat["device"] == "cuda" and not cache.gpu_name():
                 st.error(t("train.gpu.missing"))
                 return
             config = config_from_dict(TrainConfig, config_values(flat, st.session_state.get(BASE)))
-            common.start_run(config, name=name.strip() or None)
+            runs.start_run(config, name=name.strip() or None)
             st.rerun()
 
 
 def progress_view(run) -> None:
     """Status, progress bar, live loss and validation curves of one run, with a cancel button."""
-    store = common.store()
+    store = cache.store()
     progress = run.progress or {}
     step, total = int(progress.get("step", 0)), int(progress.get("total_steps", 0) or 0)
     fraction = min(1.0, step / total) if total else (1.0 if run.status == "completed" else 0.0)
@@ -227,10 +224,10 @@ def progress_view(run) -> None:
         text = t("train.progress.done", status=t(f"status.{run.status}"), step=step, seconds=f"{seconds:.0f}", device=run.device or "—")
     st.progress(fraction, text=text)
     if run.status == "failed" and run.error:
-        st.error(t("train.failed", error=common.plain(run.error)), icon=":material/error:")
+        st.error(t("train.failed", error=plain(run.error)), icon=":material/error:")
     if run.is_active:
         if st.button(t("train.cancel"), icon=":material/stop:", key=f"cancel_{run.id}"):
-            with common.guard():
+            with guard():
                 store.request_cancel(run.id)
     metrics = store.metrics_frame(run.id)
     if metrics.empty:
@@ -246,7 +243,7 @@ def progress_view(run) -> None:
     with right:
         if (metrics["phase"] == "validate").any():
             st.plotly_chart(
-                charts.validation_figure(metrics, key := common.validation_key(metrics), x_title=t("common.epoch"), y_title=t(f"learn.live.{key}")),
+                charts.validation_figure(metrics, key := runs.validation_key(metrics), x_title=t("common.epoch"), y_title=t(f"learn.live.{key}")),
                 config={"displayModeBar": False}, key=f"valid_{run.id}",
             )
     final = store.final_metrics(run.id) if run.status in ("completed", "cancelled") else {}
@@ -259,7 +256,7 @@ def progress_view(run) -> None:
 def live_section() -> None:
     """The current run's live progress (polled once a second while it is queued or running)."""
     st.header(t("train.live"))
-    current = common.current_run()
+    current = state.current_run()
     if current is None:
         st.info(t("train.no_run"))
         return
@@ -271,13 +268,13 @@ def live_section() -> None:
         from metarec_core import jobs
 
         try:
-            jobs.dispatch(common.store())
-            run = common.store().get_run(current.id)
+            jobs.dispatch(cache.store())
+            run = cache.store().get_run(current.id)
         except Exception as exc:  # noqa: BLE001 - a fragment rerun must not show a traceback either
-            common.show_error(exc)
+            show_error(exc)
             return
-        st.markdown(f"**{common.plain(run.name)}** · `{run.id}`")
-        with common.guard():
+        st.markdown(f"**{plain(run.name)}** · `{run.id}`")
+        with guard():
             progress_view(run)
         if active and not run.is_active:
             st.rerun()  # finished: refresh the whole page once, and stop polling
@@ -285,18 +282,18 @@ def live_section() -> None:
     live()
 
 
-common.page_setup()
+navigation.enter_page(__file__)
 st.title(t("train.title"))
 st.caption(t("train.intro"))
 init_widgets()
 # While the current run trains, its progress comes first (a click on "Train the default model" lands here).
-running = common.current_run()
+running = state.current_run()
 progress_first = running is not None and running.is_active
 if progress_first:
     live_section()
     st.divider()
-with common.guard():
-    settings_form(common.current_dataset())
+with guard():
+    settings_form(datasets.current_dataset())
     start_section()
 if not progress_first:
     st.divider()

@@ -16,8 +16,11 @@ from streamlit.testing.v1 import AppTest
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
+ENTRY = ROOT / "tests" / "app_entry.py"  # app.py, started where AppTest keeps it in st.navigation mode
 PAGES = ("data", "train", "runs", "embeddings", "recommendations", "lab", "learn")
 TIMEOUT = 60
+#: A run trained in seconds on the tiny upload.
+TINY = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
 
 
 def tiny_csv() -> bytes:
@@ -34,16 +37,18 @@ def tiny_csv() -> bytes:
     ).to_csv(index=False).encode()
 
 
-def new_app(dataset: str | None = "builtin:synthetic") -> AppTest:
-    """The app at its first run on ``dataset`` (the synthetic one: no network needed)."""
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+def new_app(dataset: str | None = "builtin:synthetic", *, run_id: str | None = None, entry: Path = ENTRY) -> AppTest:
+    """The app at its first run on ``dataset`` (the synthetic one: no network needed), with ``run_id`` picked."""
+    at = AppTest.from_file(str(entry), default_timeout=TIMEOUT)
     if dataset:
         at.session_state["dataset_key"] = dataset
+    if run_id:
+        at.session_state["run_id"] = run_id
     return at.run()
 
 
 def open_page(at: AppTest, name: str) -> AppTest:
-    return at.switch_page(f"pages/{name}.py").run()
+    return at.switch_page(str(ROOT / "pages" / f"{name}.py")).run()
 
 
 def assert_clean(at: AppTest) -> None:
@@ -63,29 +68,6 @@ def values(array: object) -> np.ndarray:
     return np.asarray(array)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def navigation_mode() -> Iterator[None]:
-    """Run AppTest as the server runs the app: in st.navigation mode.
-
-    AppTest re-detects a folder named ``pages/`` before every run and then runs
-    a switched-to page file directly (Streamlit's legacy multipage mode);
-    ``common.page_setup`` would rerun it through ``app.py``, which loses button
-    clicks of that run. The server decides once, and ``st.navigation`` turns the
-    legacy mode off for good; this does the same before every AppTest run.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import app_test
-
-    class NavigationPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(app_test, "PagesManager", NavigationPagesManager)
-        yield
-
-
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty run store and an empty data cache (so nothing is fetched by accident)."""
@@ -97,17 +79,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     st.cache_resource.clear()
 
 
-def test_a_page_opened_directly_reruns_through_app_py(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Legacy multipage mode (a server's first request to a page URL) still gets the sidebar."""
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.testing.v1 import app_test
-
-    monkeypatch.setattr(app_test, "PagesManager", PagesManager)  # AppTest's own behaviour: legacy mode each run
-    at = new_app()
+def test_a_page_opened_before_st_navigation_ran_comes_back_through_app_py(home: Path) -> None:
+    """Started from app.py itself, AppTest runs a page file on its own (as a fresh server does for a first page URL)."""
+    at = new_app(entry=ROOT / "app.py")
     open_page(at, "learn")
     assert_clean(at)
-    assert at.sidebar.selectbox(key="sidebar_dataset").value == "builtin:synthetic"
-    assert at.title[0].value.startswith("Learn")
+    assert at.sidebar.selectbox(key="sidebar_dataset").value == "builtin:synthetic"  # the shared sidebar is there
+    assert at.title[0].value.startswith("Learn")  # and the page asked for, not the default one
+    assert "_requested_page" not in at.session_state
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -253,8 +232,7 @@ def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> Non
     assert_clean(at)
     assert not any("Rating histogram" in m.value for m in at.markdown)  # one bar at 1 says nothing
     store = RunStore()
-    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
-    run_id = jobs.submit(store, tiny, at.session_state["dataset_key"], name="clicks run")
+    run_id = jobs.submit(store, TINY, at.session_state["dataset_key"], name="clicks run")
     assert jobs.run_worker(store, run_id) == "completed"
     at.session_state["run_id"] = run_id
     at = open_page(at, "runs")
@@ -290,36 +268,48 @@ def test_failed_movielens_fetch_falls_back_to_synthetic_with_a_note(home: Path, 
 
 
 # ---------------------------------------------------------------- with a trained run
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Upload a tiny dataset, train a tiny run through the Train page, wait for the worker."""
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One store for the tests of trained runs: the tiny upload as a saved dataset and one run trained on it for one epoch."""
+    from metarec_core import jobs
+    from metarec_core.loaders import build_dataset, detect_columns, read_table
+    from metarec_core.store import RunStore
+
+    base = tmp_path_factory.mktemp("shared")
+    store = RunStore(base / "home")
+    table = read_table(tiny_csv(), name="tiny.csv")
+    ref = "stored:" + store.save_dataset(build_dataset(table, columns=detect_columns(table), name="tiny"), name="tiny")
+    run_id = jobs.submit(store, TINY, ref, name="tiny <b>run</b>")
+    assert jobs.run_worker(store, run_id) == "completed"  # in this process: about a second
+    return {"home": base / "home", "data": base / "data", "dataset": ref, "run_id": run_id}
+
+
+@pytest.fixture()
+def trained(shared_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The app on the shared store with its dataset and run picked (a test that adds a run deletes it again)."""
+    monkeypatch.setenv("METAREC_HOME", str(shared_store["home"]))
+    monkeypatch.setenv("METAREC_DATA_DIR", str(shared_store["data"]))
+    return {"at": new_app(shared_store["dataset"], run_id=shared_store["run_id"]), **shared_store}
+
+
+@pytest.mark.slow
+def test_a_run_started_on_the_train_page_trains_in_the_background_and_shows_its_metrics(home: Path) -> None:
     from metarec_core import jobs
     from metarec_core.store import RunStore
 
-    base = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("METAREC_HOME", str(base / "home"))
-        mp.setenv("METAREC_DATA_DIR", str(base / "data"))
-        st.cache_resource.clear()
-        at = new_app()
-        at.file_uploader(key="upload_interactions").upload("tiny.csv", tiny_csv(), "text/csv").run()
-        at.button(key="save_dataset").click().run()
-        open_page(at, "train")
-        for key, value in (("cfg_num_epochs", 2), ("cfg_meta_epochs", 1), ("cfg_trans_epochs", 1), ("cfg_eval_support_size", 5),
-                           ("cfg_support_size", 5), ("cfg_query_size", 5)):
-            at.number_input(key=key).set_value(value).run()
-        at.text_input(key="train_run_name").set_value("tiny <b>run</b>").run()
-        at.button(key="train_start").click().run()
-        assert_clean(at)
-        run_id = at.session_state["run_id"]
-        record = jobs.wait(RunStore(), run_id, timeout=240)
-        assert record.status == "completed", record.error
-        yield {"at": at, "run_id": run_id, "dataset": at.session_state["dataset_key"]}
-        st.cache_resource.clear()
-
-
-def test_training_completes_and_metrics_appear(trained: dict) -> None:
-    at = trained["at"].run()
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("tiny.csv", tiny_csv(), "text/csv").run()
+    at.button(key="save_dataset").click().run()
+    open_page(at, "train")
+    for key, value in (("cfg_num_epochs", 2), ("cfg_meta_epochs", 1), ("cfg_trans_epochs", 1), ("cfg_eval_support_size", 5),
+                       ("cfg_support_size", 5), ("cfg_query_size", 5)):
+        at.number_input(key=key).set_value(value).run()
+    at.text_input(key="train_run_name").set_value("tiny <b>run</b>").run()
+    at.button(key="train_start").click().run()
+    assert_clean(at)
+    record = jobs.wait(RunStore(), at.session_state["run_id"], timeout=240)  # a worker process trains it
+    assert record.status == "completed", record.error
+    at = at.run()
     assert_clean(at)
     final = at.dataframe[-1].value
     assert {"test_mae", "test_rmse", "test_ndcg@3"} <= set(final.columns)
@@ -361,8 +351,7 @@ def test_runs_page_deletes_a_run_and_keeps_the_others(trained: dict) -> None:
     from metarec_core.store import RunStore
 
     store = RunStore()
-    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
-    doomed = jobs.submit(store, tiny, trained["dataset"], name="to delete")
+    doomed = jobs.submit(store, TINY, trained["dataset"], name="to delete")
     assert jobs.run_worker(store, doomed) == "completed"
     assert jobs.start_evaluation(store, doomed, shots=(1, 3, 5, 10))  # still running when the button is pressed
     pid = store.get_job(doomed, kind="evaluate").pid
@@ -382,8 +371,7 @@ def test_shots_section_starts_on_the_run_picked_in_the_sidebar(trained: dict) ->
     from metarec_core.store import RunStore
 
     store = RunStore()
-    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5, "device": "cpu"}
-    newer = jobs.submit(store, tiny, trained["dataset"], name="newer run")
+    newer = jobs.submit(store, TINY, trained["dataset"], name="newer run")
     assert jobs.run_worker(store, newer) == "completed"
     try:
         at = open_page(trained["at"], "runs")
@@ -454,11 +442,10 @@ def test_lab_adapts_on_every_rating(trained: dict) -> None:
 def test_lab_labels_each_column_by_what_its_run_is(trained: dict) -> None:
     from metarec_core import jobs
     from metarec_core.store import RunStore
-    from pages.common import plain
+    from ui.markup import plain
 
     store = RunStore()
-    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5,
-            "device": "cpu", "lambda_meta": 0.0}
+    tiny = {**TINY, "lambda_meta": 0.0}
     transfer = jobs.submit(store, tiny, trained["dataset"], name="only transfer")
     assert jobs.run_worker(store, transfer) == "completed"
     try:
@@ -484,8 +471,7 @@ def test_lab_does_not_offer_a_second_comparison_run_while_one_is_queued(trained:
     from metarec_core.store import RunStore
 
     store = RunStore()
-    tiny = {"num_epochs": 1, "trans_epochs": 1, "meta_batch_size": 8, "support_size": 5, "query_size": 5, "eval_support_size": 5,
-            "device": "cpu", "lambda_meta": 0.0}
+    tiny = {**TINY, "lambda_meta": 0.0}
     queued = jobs.submit(store, tiny, trained["dataset"], name="queued transfer")  # queued, not started
     try:
         at = open_page(trained["at"], "lab")

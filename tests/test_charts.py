@@ -1,15 +1,20 @@
 """Figure builders: the data in each figure is the data given, in the right place."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from pages import charts, common
+from metarec_core import training
+from metarec_core.train_config import SCHEDULES, TrainConfig
+from ui import charts
+from ui.i18n import load_strings
 
 
 def test_concept_map_has_every_term_in_both_languages() -> None:
-    strings = common.load_strings()
+    strings = load_strings()
     dot = charts.concept_map_dot(strings, "zh")
     for term in ("推荐系统", "元学习", "迁移学习", "模型元学习", "任务元学习", "经验重放", "领域自适应",
                  "特征映射", "对抗训练", "零样本学习", "原型网络", "迁移模型", "推荐模型"):
@@ -21,32 +26,49 @@ def test_concept_map_has_every_term_in_both_languages() -> None:
     assert '"Meta-learning\n元学习"' in charts.concept_map_dot(strings, "en")
 
 
+def schedule(**settings) -> TrainConfig:
+    return TrainConfig(**settings)
+
+
 def test_alternating_schedule_interleaves_phases() -> None:
-    seg = charts.schedule_segments("alternating", 2, 1, 3)
+    seg = charts.schedule_segments(schedule(num_epochs=2, meta_epochs=1, trans_epochs=3))
     assert list(seg["phase"]) == ["meta", "transfer", "meta", "transfer"]
     assert list(seg["start"]) == [0, 1, 4, 5]
     assert list(seg["end"]) == [1, 4, 5, 8]
+    assert list(seg["epoch"]) == [1, 1, 2, 2]
 
 
 def test_sequential_schedule_runs_transfer_first_and_ablation_drops_a_phase() -> None:
-    seg = charts.schedule_segments("sequential", 2, 1, 3)
+    seg = charts.schedule_segments(schedule(schedule="sequential", num_epochs=2, meta_epochs=1, trans_epochs=3))
     assert list(seg["phase"]) == ["transfer", "transfer", "meta", "meta"]
+    assert list(seg["epoch"]) == [1, 2, 3, 4]  # the meta epochs come after the transfer ones, as training counts them
     assert seg["end"].iloc[-1] == 2 * 3 + 2 * 1
-    only_transfer = charts.schedule_segments("alternating", 3, 1, 2, lambda_meta=0.0)
+    only_transfer = charts.schedule_segments(schedule(num_epochs=3, meta_epochs=1, trans_epochs=2, lambda_meta=0.0))
     assert set(only_transfer["phase"]) == {"transfer"}
     assert only_transfer["end"].iloc[-1] == 6
 
 
 def test_joint_schedule_has_one_bar_per_epoch() -> None:
-    seg = charts.schedule_segments("joint", 4, 1, 2)
+    seg = charts.schedule_segments(schedule(schedule="joint", num_epochs=4, meta_epochs=1, trans_epochs=2))
     assert list(seg["phase"]) == ["joint"] * 4
     assert seg["end"].iloc[-1] == 8
-    with pytest.raises(ValueError, match="unknown schedule"):
-        charts.schedule_segments("random", 1, 1, 1)
+    assert charts.schedule_segments(schedule(num_epochs=0)).empty
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_schedule_segments_are_the_passes_training_runs(kind: str) -> None:
+    """Every bar is a run of consecutive passes of one phase in one epoch of the plan ``fit`` follows (``training.plan``)."""
+    for num, meta, trans, lambdas in itertools.product((1, 3), (0, 1, 2), (0, 1, 3), ((1.0, 1.0), (0.0, 1.0), (1.0, 0.0))):
+        config = schedule(schedule=kind, num_epochs=num, meta_epochs=meta, trans_epochs=trans, lambda_meta=lambdas[0], lambda_trans=lambdas[1])
+        passes = [(epoch + 1, phase) for epoch, phase, _ in training.plan(config, n_meta_steps=1, n_trans_steps=1)]
+        seg = charts.schedule_segments(config)
+        drawn = [(row.epoch, row.phase) for row in seg.itertuples() for _ in range(row.end - row.start)]
+        assert drawn == passes, config
+        assert list(seg["start"]) == [0, *seg["end"].iloc[:-1]][: len(seg)]  # bars follow each other without gaps
 
 
 def test_schedule_figure_draws_one_trace_per_phase() -> None:
-    seg = charts.schedule_segments("alternating", 2, 1, 3)
+    seg = charts.schedule_segments(schedule(num_epochs=2, meta_epochs=1, trans_epochs=3))
     fig = charts.schedule_figure(seg, {"meta": "M", "transfer": "T"}, x_title="passes")
     assert [tr.name for tr in fig.data] == ["M", "T"]
     meta = fig.data[0]
@@ -183,36 +205,6 @@ def test_inner_loss_and_gain_figures() -> None:
     assert [tr.name for tr in fig.data] == ["S", "Q"] and list(fig.data[1].y) == [2.0, 1.5, 1.4]
     hist = charts.gain_histogram(np.array([0.1, -0.2, np.nan, 0.3]))
     assert len(hist.data[0].x) == 3
-
-
-# ---------------------------------------------------------------- page helpers
-def test_error_message_is_plain_text_with_a_next_step() -> None:
-    from metarec_core.errors import DataError
-
-    text = common.error_message(DataError("ratings are *all* equal", source="my_file.csv", column="rating"))
-    assert "my\\_file\\.csv" in text and "\\*all\\*" in text
-    assert "Next step" in text and "Traceback" not in text
-    assert "ValueError" in common.error_message(ValueError("boom"))
-
-
-def test_plain_escapes_markdown_and_latex() -> None:
-    assert common.plain("a_b*c$d<e>") == "a\\_b\\*c\\$d\\<e\\>"
-
-
-def test_support_query_example_takes_the_first_k_in_time(tiny_scenario) -> None:
-    data = tiny_scenario.dataset
-    user, support, query = common.support_query_example(data, k=3, max_query=4)
-    rows = data.ratings[data.ratings["user"] == data.users.index(user)].sort_values(["timestamp", "item"])
-    assert len(support) == 3 and 0 < len(query) <= 4
-    assert list(support.iloc[:, 0]) == [data.items.external(int(i)) for i in rows["item"][:3]]
-    assert list(support.iloc[:, 2]) == list(rows["rating"][:3])
-    assert common.support_query_example(data, k=100) is None
-
-
-def test_item_titles_fall_back_to_ids(tiny_scenario) -> None:
-    data = tiny_scenario.dataset
-    titles = common.item_titles(data)
-    assert len(titles) == data.n_items and titles.iloc[0] == data.item_table["title"].iloc[0]
 
 
 def test_loss_curves_break_where_the_other_phase_ran() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STRINGS = json.loads((ROOT / "assets" / "i18n.json").read_text(encoding="utf-8"))
-SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
+SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]
 T_CALL = re.compile(r"""\bt\(\s*(f?)(["'])(.+?)\2""")
 
 
@@ -74,11 +74,11 @@ def test_placeholders_match_between_languages(key: str) -> None:
 
 
 def test_translation_follows_session_language(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pages import common
+    from ui import i18n
 
-    monkeypatch.setattr(common, "language", lambda: "zh")
-    assert common.t("nav.learn") == "学习"
-    monkeypatch.setattr(common, "language", lambda: "en")
-    assert common.t("nav.learn") == "Learn"
-    assert common.t("common.more_warnings", n=3) == "… and 3 more warnings."
-    assert common.t("no.such.key") == "no.such.key"
+    monkeypatch.setattr(i18n, "language", lambda: "zh")
+    assert i18n.t("nav.learn") == "学习"
+    monkeypatch.setattr(i18n, "language", lambda: "en")
+    assert i18n.t("nav.learn") == "Learn"
+    assert i18n.t("common.more_warnings", n=3) == "… and 3 more warnings."
+    assert i18n.t("no.such.key") == "no.such.key"

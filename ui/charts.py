@@ -1,19 +1,23 @@
-"""Figure builders for the pages: pure functions from data to plotly figures or DOT text."""
+"""Figure builders for the pages: pure functions from data to Plotly figures or Graphviz DOT text."""
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from metarec_core.schedule import plan
+
+if TYPE_CHECKING:
+    from metarec_core.train_config import TrainConfig
+
 #: Colours shared by all figures (phase and cohort colours stay the same everywhere).
 PHASE_COLOURS = {"meta": "#7b2cbf", "transfer": "#2a9d8f", "joint": "#e76f51", "validation": "#264653"}
 COHORT_COLOURS = {"warm": "#8d99ae", "new": "#e63946", "meta-test": "#f4a261", "you": "#111111"}
 METHOD_COLOURS = ["#7b2cbf", "#2a9d8f", "#e76f51", "#264653", "#e9c46a", "#8d99ae", "#f4a261", "#457b9d"]
-
-Translate = Callable[[str], str]
 
 # ---------------------------------------------------------------- concept map
 #: Edges of the seed article's concept map, as term keys of ``assets/i18n.json``.
@@ -81,59 +85,35 @@ def concept_map_dot(strings: Mapping[str, Mapping[str, str]], lang: str = "en") 
 
 
 # ---------------------------------------------------------------- schedule timeline
-def schedule_segments(
-    schedule: str,
-    num_epochs: int,
-    meta_epochs: int,
-    trans_epochs: int,
-    *,
-    lambda_meta: float = 1.0,
-    lambda_trans: float = 1.0,
-) -> pd.DataFrame:
-    """The passes a schedule runs, in order, as bars for a timeline.
+def schedule_segments(config: "TrainConfig") -> pd.DataFrame:
+    """The passes a run's schedule makes, in the order training makes them, as bars for a timeline.
+
+    Drawn from :func:`metarec_core.schedule.plan` (the plan ``fit`` follows)
+    with one step per pass; consecutive passes of one phase in one epoch make
+    one bar.
 
     Parameters
     ----------
-    schedule
-        ``"alternating"`` (each epoch: meta passes, then transfer passes),
-        ``"sequential"`` (all transfer passes, then all meta passes) or
-        ``"joint"`` (each pass optimises both terms together; ``max(meta_epochs,
-        trans_epochs)`` passes per epoch), as ``metarec_core.training`` runs them.
-    num_epochs, meta_epochs, trans_epochs
-        The epoch split.
-    lambda_meta, lambda_trans
-        A phase whose weight is 0 is switched off and left out.
+    config
+        The run's settings (schedule, epoch split, ``lambda_meta`` / ``lambda_trans``:
+        a phase whose weight is 0 is left out).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``phase`` (meta / transfer / joint), ``epoch`` (1-based outer
-        epoch), ``start`` and ``end`` (pass counts from 0).
+        Columns ``phase`` (meta / transfer / joint), ``epoch`` (1-based, as
+        training reports it), ``start`` and ``end`` (pass counts from 0).
     """
-    meta_on = lambda_meta > 0 and meta_epochs > 0
-    trans_on = lambda_trans > 0 and trans_epochs > 0
-    rows: list[tuple[str, int, int]] = []
-    if schedule == "alternating":
-        for epoch in range(1, num_epochs + 1):
-            if meta_on:
-                rows.append(("meta", epoch, meta_epochs))
-            if trans_on:
-                rows.append(("transfer", epoch, trans_epochs))
-    elif schedule == "sequential":
-        if trans_on:
-            rows += [("transfer", epoch, trans_epochs) for epoch in range(1, num_epochs + 1)]
-        if meta_on:
-            rows += [("meta", epoch, meta_epochs) for epoch in range(1, num_epochs + 1)]
-    elif schedule == "joint":
-        phase = "joint" if meta_on and trans_on else ("meta" if meta_on else "transfer")
-        if meta_on or trans_on:
-            rows += [(phase, epoch, max(meta_epochs, trans_epochs)) for epoch in range(1, num_epochs + 1)]
-    else:
-        raise ValueError(f"unknown schedule '{schedule}'; use alternating, sequential or joint")
+    rows: list[list] = []
+    for epoch, phase, _ in plan(config, n_meta_steps=1, n_trans_steps=1):
+        if rows and rows[-1][0] == phase and rows[-1][1] == epoch + 1:
+            rows[-1][2] += 1
+        else:
+            rows.append([phase, epoch + 1, 1])
     frame = pd.DataFrame(rows, columns=["phase", "epoch", "length"])
     frame["end"] = frame["length"].cumsum()
     frame["start"] = frame["end"] - frame["length"]
-    return frame[["phase", "epoch", "start", "end"]]
+    return frame[["phase", "epoch", "start", "end"]].astype({"epoch": int, "start": int, "end": int})
 
 
 def schedule_figure(segments: pd.DataFrame, labels: Mapping[str, str], *, x_title: str) -> go.Figure:

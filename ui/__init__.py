@@ -1,0 +1,1 @@
+"""The dashboard's shared UI code (``app.py`` and the page scripts in ``pages/`` import from here)."""
