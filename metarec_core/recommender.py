@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
+from collections.abc import Callable
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,7 @@ import pandas as pd
 import torch
 
 from metarec_core.artifacts import LoadedRun, load_run
+from metarec_core.device import cpu_threads
 from metarec_core.errors import DataError
 from metarec_core.meta import adapt, score
 from metarec_core.metrics import mae, ndcg_at_k
@@ -53,8 +56,22 @@ class UserState:
     path: tuple[dict[str, torch.Tensor], ...] = field(default=(), repr=False)
 
 
+def _with_run_threads(method: Callable) -> Callable:
+    """Run a :class:`Recommender` method with the run's ``cpu_threads`` (one thread is fastest on these small tensors)."""
+
+    @functools.wraps(method)
+    def wrapped(self: "Recommender", *args, **kwargs):
+        with cpu_threads(self.run.config.cpu_threads):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class Recommender:
     """Adapt-and-rank on top of a trained run directory.
+
+    Every computation runs with the run's ``cpu_threads`` (as training does,
+    through :func:`metarec_core.device.cpu_threads`; 0 keeps torch's choice).
 
     Examples
     --------
@@ -95,6 +112,7 @@ class Recommender:
             )
         return idx
 
+    @_with_run_threads
     def adapt_user(
         self,
         ratings: Sequence[tuple[object, float]] | pd.DataFrame,
@@ -159,6 +177,7 @@ class Recommender:
             path=tuple(path),
         )
 
+    @_with_run_threads
     def score_pairs(self, support: pd.DataFrame, pairs: pd.DataFrame, *, chunk: int = 256) -> np.ndarray:
         """Scores of ``(user_id, item_id)`` pairs, each user adapted on their own support rows, users batched.
 
@@ -281,6 +300,7 @@ class Recommender:
         """The meta-learned starting point for a new user with no ratings yet."""
         return self.adapt_user([], user_features=user_features, steps=0)
 
+    @_with_run_threads
     def score_items(self, state: UserState, items: np.ndarray | None = None, *, clip: bool = True) -> np.ndarray:
         """Scores of ``items`` (indices; default all) for an adapted user.
 
@@ -323,6 +343,7 @@ class Recommender:
             "item_id": self.run.items.externals(top), "item": top, "score": shown, "rank": np.arange(1, len(top) + 1),
         })
 
+    @_with_run_threads
     def user_vector(self, state: UserState) -> np.ndarray:
         """The user's taste vector (in the item-factor space), for embedding plots."""
         device = self.run.context.items.categorical.device
@@ -332,6 +353,7 @@ class Recommender:
             taste, _ = self.model.user_vectors(users, x_user, warm=state.known, params=state.params)
         return taste[0].cpu().numpy()
 
+    @_with_run_threads
     def user_vectors(self, support: pd.DataFrame) -> np.ndarray:
         """Every user's taste vector, new users adapted on their support rows, all in one batch.
 
@@ -380,6 +402,7 @@ class Recommender:
         empty = np.asarray(n_ratings) == 0
         return np.where(known, "warm", np.where(test | empty, "new", "meta-test"))
 
+    @_with_run_threads
     def item_vectors(self) -> np.ndarray:
         """Every item's factor vector ``q_i`` (ID factor of known items plus the feature projection)."""
         model = self.model

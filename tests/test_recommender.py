@@ -134,3 +134,24 @@ def test_query_quality_scores_the_adapted_user_on_held_out_ratings(trained):
     assert 0.0 <= quality["ndcg@3"] <= 1.0
     with pytest.raises(DataError, match="not in this run's catalogue"):
         rec.query_quality(state, pd.DataFrame({"item_id": ["nope"], "rating": [3.0]}))
+
+
+def test_a_run_adapts_and_scores_with_its_cpu_threads_and_gives_them_back(trained, monkeypatch):
+    import torch
+
+    from metarec_core import recommender
+
+    _, rec = trained
+    seen = []
+    real_adapt, real_score = recommender.adapt, recommender.score
+    monkeypatch.setattr(recommender, "adapt", lambda *a, **k: seen.append(torch.get_num_threads()) or real_adapt(*a, **k))
+    monkeypatch.setattr(recommender, "score", lambda *a, **k: seen.append(torch.get_num_threads()) or real_score(*a, **k))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert rec.run.config.cpu_threads == 1
+        rec.recommend(rec.adapt_user([(rec.items.external(0), 5.0)]), k=3)
+        assert seen and set(seen) == {1}  # the run's setting while it computes
+        assert torch.get_num_threads() == 2  # the caller's afterwards
+    finally:
+        torch.set_num_threads(before)
