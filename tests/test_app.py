@@ -220,6 +220,7 @@ def test_uploaded_text_is_never_markup(home: Path) -> None:
     assert not at.get("html")
 
 
+@pytest.mark.slow
 def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> None:
     from metarec_core import jobs
     from metarec_core.store import RunStore

@@ -1,4 +1,4 @@
-"""End to end in a real browser: upload, train, watch the curve, rate in the lab; two sessions stay apart."""
+"""End to end in a real browser: a first page URL, upload, train, watch the curve, rate in the lab; two sessions stay apart."""
 from __future__ import annotations
 
 import os
@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -29,14 +30,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``streamlit run app.py`` with an empty run store and the real data cache (ML-100K not re-fetched)."""
+@contextmanager
+def streamlit_server(home: Path) -> Iterator[str]:
+    """``streamlit run app.py`` in a new process with the run store ``home`` and the real data cache (ML-100K not re-fetched)."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no chromium at {CHROMIUM} (.ci/run installs it)")
     from metarec_core.movielens import data_root
 
-    home = tmp_path_factory.mktemp("browser-home")
     env = dict(os.environ, METAREC_HOME=str(home), METAREC_DATA_DIR=str(data_root()))
     port = free_port()
     log = open(home / "streamlit.log", "wb")
@@ -55,13 +55,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 process.kill()
                 pytest.fail(f"streamlit did not start; log: {(home / 'streamlit.log').read_text()[-2000:]}")
             time.sleep(0.3)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the module, with an empty run store."""
+    with streamlit_server(tmp_path_factory.mktemp("browser-home")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +174,23 @@ def test_upload_train_lab_and_a_second_session(server: str, browser, tmp_path: P
     assert other.locator("[data-testid='stMetric']", has_text="your ratings").count() == 0  # no run on its dataset yet
     other.context.close()
     context.close()
+
+
+def test_a_servers_first_request_to_a_page_url_gets_that_page_inside_the_app(browser, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Before any session has run st.navigation, Streamlit would run a page file of pages/ on its own."""
+    with streamlit_server(tmp_path_factory.mktemp("fresh-home")) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/learn")  # nothing has run on this server yet
+        idle(page)
+        assert page.url.rstrip("/").endswith("/learn")
+        assert page.locator("h1").first.inner_text().startswith("Learn")
+        nav = page.locator("[data-testid='stSidebarNav']")
+        assert nav.get_by_text("Prepare").count() == 1 and nav.get_by_text("Cold-start lab").count() == 1  # the app's menu
+        assert nav.locator("a", has_text=re.compile(r"^app$")).count() == 0  # not the pages-folder menu
+        assert "MovieLens" in dataset_choice(page)  # the shared sidebar and its state
+        page.locator("[data-testid='stSidebar']").get_by_text("简体中文").click()
+        idle(page)
+        open_page(page, "冷启动实验室")
+        assert page.locator("h1", has_text="冷启动实验室").count() == 1  # the language stays from page to page
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.close()
