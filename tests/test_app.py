@@ -285,12 +285,13 @@ def shared_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"home": base / "home", "data": base / "data", "dataset": ref, "run_id": run_id}
 
 
-@pytest.fixture()
-def trained(shared_store: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """The app on the shared store with its dataset and run picked (a test that adds a run deletes it again)."""
-    monkeypatch.setenv("METAREC_HOME", str(shared_store["home"]))
-    monkeypatch.setenv("METAREC_DATA_DIR", str(shared_store["data"]))
-    return {"at": new_app(shared_store["dataset"], run_id=shared_store["run_id"]), **shared_store}
+@pytest.fixture(scope="module")
+def trained(shared_store: dict) -> Iterator[dict]:
+    """One app session on the shared store, with its dataset and run picked; tests that change the pick put it back."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METAREC_HOME", str(shared_store["home"]))
+        mp.setenv("METAREC_DATA_DIR", str(shared_store["data"]))
+        yield {"at": new_app(shared_store["dataset"], run_id=shared_store["run_id"]), **shared_store}
 
 
 @pytest.mark.slow
