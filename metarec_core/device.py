@@ -22,8 +22,8 @@ def resolve_device(device: str) -> torch.device:
 def cpu_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch CPU threads (0 keeps torch's choice), then restore the previous number.
 
-    This is the one place the core sets torch's thread count: ``fit`` applies
-    the run's ``cpu_threads`` setting with it. On this model's small tensors one
+    This is the one place the core sets torch's thread count: ``fit`` and the
+    ``Recommender`` apply the run's ``cpu_threads`` setting with it. On this model's small tensors one
     thread is fastest; two threads on a busy 2-core machine were several times
     slower.
     """
