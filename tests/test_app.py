@@ -89,15 +89,16 @@ def test_a_page_opened_before_st_navigation_ran_comes_back_through_app_py(home: 
     assert "_requested_page" not in at.session_state
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_every_page_renders_without_a_run(home: Path, page: str) -> None:
-    at = new_app()
-    open_page(at, page)
-    assert_clean(at)
-    assert at.title, "every page has a title"
-    assert at.sidebar.selectbox(key="sidebar_dataset").value == "builtin:synthetic"
-    if page in ("embeddings", "recommendations", "lab", "runs"):
-        assert any(b.key == "onboard_train" for b in at.button)  # one-click default training on offer
+def test_every_page_renders_without_a_run(home: Path) -> None:
+    at = new_app()  # one session visits every page (a new AppTest costs about half a second of package scanning)
+    for page in PAGES:
+        open_page(at, page)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        assert at.title, f"{page}: every page has a title"
+        assert at.sidebar.selectbox(key="sidebar_dataset").value == "builtin:synthetic", page
+        if page in ("embeddings", "recommendations", "lab", "runs"):
+            assert any(b.key == "onboard_train" for b in at.button), page  # one-click default training on offer
 
 
 def test_key_widgets_exist(home: Path) -> None:
@@ -303,7 +304,7 @@ def test_a_run_started_on_the_train_page_trains_in_the_background_and_shows_its_
     at.file_uploader(key="upload_interactions").upload("tiny.csv", tiny_csv(), "text/csv").run()
     at.button(key="save_dataset").click().run()
     open_page(at, "train")
-    for key, value in (("cfg_num_epochs", 2), ("cfg_meta_epochs", 1), ("cfg_trans_epochs", 1), ("cfg_eval_support_size", 5),
+    for key, value in (("cfg_num_epochs", 1), ("cfg_meta_epochs", 1), ("cfg_trans_epochs", 1), ("cfg_eval_support_size", 5),
                        ("cfg_support_size", 5), ("cfg_query_size", 5)):
         at.number_input(key=key).set_value(value).run()
     at.text_input(key="train_run_name").set_value("tiny <b>run</b>").run()
