@@ -53,3 +53,7 @@ class ConfigError(MetarecError):
 
 class TrainingError(MetarecError):
     """Training cannot go on (for example a NaN loss); the message names phase, epoch and term."""
+
+
+class StoreError(MetarecError):
+    """A run or dataset the store does not hold, an action its state forbids, or an unreadable store."""

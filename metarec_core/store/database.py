@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from metarec_core.errors import MetarecError
+from metarec_core.errors import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,6 @@ CREATE TABLE datasets (
     implicit INTEGER NOT NULL
 );
 """
-
-
-class StoreError(MetarecError):
-    """A run or dataset the store does not hold, an action its state forbids, or an unreadable store."""
 
 
 def default_home() -> Path:

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from metarec_core.store.database import StoreError
+from metarec_core.errors import StoreError
 from metarec_core.store.metrics import METRICS_FILE, events_from_rows, write_events
 
 logger = logging.getLogger(__name__)
