@@ -171,3 +171,24 @@ def read_cache(cache: Path, keys: Sequence[str], *, what: str) -> dict[str, pd.D
         return {key: pq.read_table(cache / f"{key}.parquet").to_pandas() for key in keys}
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"the {what} cache '{cache}' is unreadable ({exc}); delete that folder and load again") from exc
+
+
+def export_tables(tables: Mapping[str, pd.DataFrame], keys: Sequence[str], to_dir: str | Path) -> tuple[Path, ...]:
+    """Write ``tables[key]`` as ``<key>.csv`` into ``to_dir`` for each key, in order; the paths written.
+
+    Raises
+    ------
+    DataError
+        If the folder cannot be written (the message names it).
+    """
+    out = Path(to_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for key in keys:
+            path = out / f"{key}.csv"
+            tables[key].to_csv(path, index=False)
+            paths.append(path)
+    except OSError as exc:
+        raise DataError(f"cannot write to '{out}': {exc.strerror or exc}; choose a writable folder") from exc
+    return tuple(paths)

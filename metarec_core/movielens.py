@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from metarec_core.cache import cache_complete, data_root, fetch_wheel_files, read_atomic_file, read_cache, read_delimited, write_cache
+from metarec_core.cache import cache_complete, data_root, export_tables, fetch_wheel_files, read_atomic_file, read_cache, read_delimited, write_cache
 from metarec_core.dataset import Dataset
 from metarec_core.errors import DataError
 from metarec_core.loaders import ColumnMapping, build_dataset
@@ -117,17 +117,8 @@ def export_movielens_100k(
         tables = read_grouplens(grouplens_dir)
     else:
         tables = _read_cache(ensure_movielens_100k(data_dir))
-    out = Path(to_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for key in _TABLES:
-            path = out / f"{key}.csv"
-            tables[key].to_csv(path, index=False)
-            paths.append(path)
-    except OSError as exc:
-        raise DataError(f"cannot write to '{out}': {exc.strerror or exc}; choose a writable folder") from exc
-    return paths[0], paths[1], paths[2]
+    ratings, users, items = export_tables(tables, _TABLES, to_dir)
+    return ratings, users, items
 
 
 def _dataset(tables: dict[str, pd.DataFrame]) -> Dataset:

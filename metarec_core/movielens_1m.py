@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from metarec_core.cache import cache_complete, data_root, fetch_wheel_files, read_atomic_file, read_cache, write_cache
+from metarec_core.cache import cache_complete, data_root, export_tables, fetch_wheel_files, read_atomic_file, read_cache, write_cache
 from metarec_core.dataset import Dataset
 from metarec_core.errors import DataError
 from metarec_core.loaders import ColumnMapping, build_dataset
@@ -149,17 +149,8 @@ def export_movielens_1m(to_dir: str | Path, data_dir: str | Path | None = None, 
         tables = read_grouplens_1m(grouplens_dir)
     else:
         tables = read_cache(ensure_movielens_1m(data_dir), _TABLES, what="MovieLens-1M")
-    out = Path(to_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for key in _TABLES:
-            path = out / f"{key}.csv"
-            tables[key].to_csv(path, index=False)
-            paths.append(path)
-    except OSError as exc:
-        raise DataError(f"cannot write to '{out}': {exc.strerror or exc}; choose a writable folder") from exc
-    return paths[0], paths[1], paths[2]
+    ratings, users, items = export_tables(tables, _TABLES, to_dir)
+    return ratings, users, items
 
 
 def is_cached(data_dir: str | Path | None = None) -> bool:

@@ -51,42 +51,25 @@ _RUN_SELECT = (
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """One run with the state of its training job.
+class WorkState:
+    """Where a job stands and the process working on it: the part a run's training and an evaluation share.
 
     Attributes
     ----------
-    id, name, status
-        Generated ID, display name, and one of :data:`RUN_STATUSES`.
-    config
-        The training config as a JSON-ready dict.
-    dataset_ref
-        ``builtin:<name>`` or ``stored:<dataset_id>``.
-    dataset_fingerprint
-        Fingerprint of the dataset the run was (or will be) trained on, once known.
-    device
-        Device the worker trains on (``cpu``, ``cuda``), once known.
-    pid, host
-        Worker process ID and host name while (or after) it runs.
-    heartbeat
-        Last time (epoch seconds) the worker reported it was alive.
-    progress
-        The worker's latest progress (phase, epoch, step, total_steps, elapsed, eta).
+    status
+        One of :data:`RUN_STATUSES`.
+    pid, host, heartbeat, progress
+        The worker process, its host, its last sign of life (epoch seconds) and latest progress
+        (phase, epoch, step, total_steps, elapsed, eta).
     created, started, finished
         Epoch seconds.
     error
         One-line reason of a failure (or of a stop by signal).
     cancel_requested
-        True once someone asked the run to stop.
+        True once someone asked the job to stop.
     """
 
-    id: str
-    name: str
     status: str
-    config: dict[str, Any]
-    dataset_ref: str
-    dataset_fingerprint: str | None
-    device: str | None
     pid: int | None
     host: str | None
     heartbeat: float | None
@@ -108,47 +91,46 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
-class JobRecord:
-    """One job: a run's training or its evaluation, with the state of the process working on it.
+class RunRecord(WorkState):
+    """One run with the state of its training job (the :class:`WorkState` fields).
 
     Attributes
     ----------
-    run_id, kind, status
-        The run, one of :data:`JOB_KINDS`, and one of :data:`RUN_STATUSES`.
+    id, name
+        Generated ID and display name.
+    config
+        The training config as a JSON-ready dict.
+    dataset_ref
+        ``builtin:<name>`` or ``stored:<dataset_id>``.
+    dataset_fingerprint
+        Fingerprint of the dataset the run was (or will be) trained on, once known.
+    device
+        Device the worker trains on (``cpu``, ``cuda``), once known.
+    """
+
+    id: str
+    name: str
+    config: dict[str, Any]
+    dataset_ref: str
+    dataset_fingerprint: str | None
+    device: str | None
+
+
+@dataclass(frozen=True)
+class JobRecord(WorkState):
+    """One job: a run's training or its evaluation (the :class:`WorkState` fields) and what it was asked to do.
+
+    Attributes
+    ----------
+    run_id, kind
+        The run and one of :data:`JOB_KINDS`.
     params
         What the job was asked to do beyond the run's config (an evaluation's ``shots``).
-    pid, host, heartbeat, progress
-        The worker process, its host, its last sign of life (epoch seconds) and latest progress.
-    created, started, finished
-        Epoch seconds.
-    error
-        One-line reason of a failure.
-    cancel_requested
-        True once someone asked the job to stop.
     """
 
     run_id: str
     kind: str
-    status: str
     params: dict[str, Any]
-    pid: int | None
-    host: str | None
-    heartbeat: float | None
-    progress: dict[str, Any] | None
-    created: float
-    started: float | None
-    finished: float | None
-    error: str | None
-    cancel_requested: bool
-
-    @property
-    def is_active(self) -> bool:
-        """True while queued or running."""
-        return self.status in ACTIVE_STATUSES
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
