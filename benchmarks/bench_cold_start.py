@@ -351,7 +351,9 @@ def render(report: dict) -> str:
             m, sd = mean_std([r[key] for r in rows])
             digits = 1 if key == "wall_s" else 4
             cells.append(f"{m:.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}"))
-        chosen = "; ".join(", ".join(f"{k} {v:g}" for k, v in r["chosen"].items()) for r in rows if r.get("chosen"))
+        chosen = "; ".join(
+            f"seed {s}: " + ", ".join(f"{k} {v:g}" for k, v in r["chosen"].items()) for s, r in zip(seeds, rows) if r.get("chosen")
+        )
         bold = "**" if name == DEFAULT else ""
         lines.append(f"| {bold}{name}{bold} | " + " | ".join(cells) + f" | {chosen or '–'} |")
     lines += [
