@@ -9,12 +9,14 @@ Every baseline follows one small interface (spotlight / implicit style):
 * ``predict_tasks(support, query) -> scores`` does the same for many users at
   once, one score per ``query`` row, vectorised over users.
 
-They are the bar a meta-learner must beat. :class:`BiasBaseline` (shrunk item
+A meta-learner is compared with them. :class:`BiasBaseline` (shrunk item
 bias + shrunk user offset from the support set) and :class:`MatrixFactorization`
 (biased ALS on warm users + ridge fold-in of the new user, as implicit's
 ``recalculate_user``) are strong: on ML-100K user-cold 10-shot they reach MAE of
 about 0.75. :func:`fold_in` / :func:`fold_in_batch` expose the fold-in so other
-models can reuse it.
+models can reuse it. Settings are chosen on validation users drawn from the
+training users, never on the test query: :func:`tune_bias` and :func:`tune_mf`
+search a grid, :func:`tune_fold_in` the fold-in penalties of one ALS fit.
 
 Examples
 --------
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BIAS_GRID",
+    "FOLD_IN_GRID",
     "MF_GRID",
     "Baseline",
     "BiasBaseline",
@@ -56,7 +59,9 @@ __all__ = [
     "grid_search",
     "selection_score",
     "tune_bias",
+    "tune_fold_in",
     "tune_mf",
+    "validation_mae",
 ]
 
 
@@ -743,6 +748,12 @@ MF_GRID: dict[str, tuple[Any, ...]] = {
     "fold_in_bias_reg": (1.0, 3.0, 10.0),
 }
 
+#: Candidate fold-in penalties searched by :func:`tune_fold_in` (every pair, on one ALS fit).
+FOLD_IN_GRID: dict[str, tuple[float, ...]] = {
+    "fold_in_reg": (1.0, 3.0, 10.0, 30.0),
+    "fold_in_bias_reg": (1.0, 3.0, 10.0, 30.0),
+}
+
 _FOLD_IN_FIELDS = ("fold_in_reg", "fold_in_bias_reg")
 
 
@@ -755,6 +766,11 @@ def selection_score(query: pd.DataFrame, scores: np.ndarray) -> float:
     """
     y = query["rating"].to_numpy(np.float64)
     return mae(y, scores) - mean_ndcg_at_k(query["user"].to_numpy(np.int64), y, scores, 3)
+
+
+def validation_mae(query: pd.DataFrame, scores: np.ndarray) -> float:
+    """MAE pooled over the validation query rows (lower is better): the criterion of :func:`tune_fold_in`."""
+    return mae(query["rating"].to_numpy(np.float64), scores)
 
 
 def _combinations(base: Any, grid: dict[str, Sequence[Any]]) -> list[Any]:
@@ -854,4 +870,80 @@ def tune_mf(
             model = fitted.with_fold_in(**{k: getattr(variant, k) for k in fold_grid})
             table.append((variant, float(objective(query, model.predict_tasks(support, query)))))
     best = min(table, key=lambda pair: pair[1])[0]
+    return best, table
+
+
+def tune_fold_in(
+    model_config: MFConfig,
+    train: pd.DataFrame,
+    valid_support: pd.DataFrame,
+    valid_query: pd.DataFrame,
+    n_users: int,
+    n_items: int,
+    *,
+    grid: dict[str, Sequence[float]] | None = None,
+    objective: Callable[[pd.DataFrame, np.ndarray], float] = validation_mae,
+) -> tuple[MFConfig, list[tuple[MFConfig, float]]]:
+    """Choose the fold-in penalties of :class:`MatrixFactorization` on validation users.
+
+    ALS with ``model_config`` is fitted once on ``train`` (training rows
+    without the validation users); every pair of ``fold_in_reg`` and
+    ``fold_in_bias_reg`` in ``grid`` (default :data:`FOLD_IN_GRID`) then folds
+    the validation users in from ``valid_support`` and is scored on
+    ``valid_query`` by ``objective`` (default: validation MAE). The validation
+    users are meant to be the ones training holds out,
+    ``metarec_core.training_data.prepare_data(config, dataset)`` ``.train``,
+    ``.valid_support`` and ``.valid_query``, so the baseline's penalties are
+    chosen on the same users and budget as the model's own choices. The
+    caller refits ``MatrixFactorization(best)`` on all training rows: the
+    fold-in penalties do not change the ALS fit.
+
+    Parameters
+    ----------
+    model_config
+        The ALS settings (factors, training penalties, sweeps, seed); its
+        fold-in penalties are replaced by the chosen ones.
+    train
+        Training rows without the validation users (``user``, ``item``, ``rating``).
+    valid_support, valid_query
+        The validation users' support rows (to fold in from) and query rows (to score).
+    n_users, n_items
+        Index-space sizes.
+    grid
+        ``{"fold_in_reg": (...), "fold_in_bias_reg": (...)}``; a missing key keeps ``model_config``'s value.
+    objective
+        ``objective(query, scores) -> float``, lower is better.
+
+    Returns
+    -------
+    best, table
+        The config with the lowest objective (the first such in grid order) and
+        every ``(config, objective)`` pair in the order tried.
+
+    Raises
+    ------
+    ConfigError
+        If there are no validation query rows or ``grid`` names a setting other than the fold-in penalties.
+    """
+    grid = dict(FOLD_IN_GRID if grid is None else grid)
+    unknown = sorted(set(grid) - set(_FOLD_IN_FIELDS))
+    if unknown:
+        raise ConfigError(f"tune_fold_in searches only {', '.join(_FOLD_IN_FIELDS)}, got {unknown}; use tune_mf for ALS settings")
+    if not all(len(values) for values in grid.values()):
+        raise ConfigError("tune_fold_in needs at least one value for each penalty in grid")
+    if len(valid_query) == 0:
+        raise ConfigError(
+            "no validation query rows to choose the fold-in penalties on; hold out validation users "
+            "(valid_fraction > 0) or keep the default penalties"
+        )
+    fitted = MatrixFactorization(model_config).fit(train, n_users, n_items)
+    table: list[tuple[MFConfig, float]] = []
+    for variant in _combinations(model_config, grid):
+        model = fitted.with_fold_in(**{k: getattr(variant, k) for k in grid})
+        table.append((variant, float(objective(valid_query, model.predict_tasks(valid_support, valid_query)))))
+    best, value = min(table, key=lambda pair: pair[1])
+    logger.info(
+        "fold-in penalties chosen on %d validation users: reg %s, bias_reg %s (validation objective %.4f)",
+        valid_query["user"].nunique(), best.fold_in_reg, best.fold_in_bias_reg, value,
+    )
     return best, table

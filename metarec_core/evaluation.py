@@ -14,7 +14,9 @@ Methods compared on each split:
 * the run (adapted with the core's ``adapt`` via :func:`metarec_core.training.predict_tasks`,
   the run's own inner steps, scope and learned inner learning rates);
 * the run with no adaptation (``inner_steps = 0``: the meta-learned starting point);
-* baselines fitted on the split's training rows (:data:`BASELINES`).
+* baselines fitted on the split's training rows (:data:`BASELINES`); the
+  ``mf`` baseline's fold-in penalties are chosen first on validation users
+  drawn from the training users as ``fit`` draws its own (:func:`mf_validation`).
 
 A trained run is evaluated **only on its own split** (its ``seed``,
 ``cold_fraction`` and ``scenario``): another seed would put users the run was
@@ -60,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from metarec_core.artifacts import LoadedRun, load_run
-from metarec_core.baselines import Baseline, BiasBaseline, GlobalMean, ItemMean, MatrixFactorization
+from metarec_core.baselines import Baseline, BiasBaseline, GlobalMean, ItemMean, MatrixFactorization, MFConfig, tune_fold_in
 from metarec_core.configs import config_to_dict
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
@@ -77,6 +79,8 @@ from metarec_core.metrics import (
 )
 from metarec_core.splits import SCENARIOS, ColdStartSplit, SplitConfig, split_cold_start, split_users
 from metarec_core.tasks import catalogue_query, tasks_from_frames
+from metarec_core.train_config import TrainConfig
+from metarec_core.training_data import TrainingData, prepare_data
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,7 @@ __all__ = [
     "evaluate_baselines",
     "evaluate_run",
     "evaluate_split",
+    "mf_validation",
     "parse_baselines",
     "recbole_protocol_split",
     "run_label",
@@ -599,6 +604,46 @@ def _check_run_split(run: LoadedRun, split: ColdStartSplit) -> None:
             )
 
 
+def mf_validation(
+    split: ColdStartSplit, dataset: Dataset, run_config: TrainConfig | None = None, shots: int | None = None,
+) -> TrainingData | None:
+    """The validation users on which the ``mf`` baseline chooses its fold-in penalties for one split.
+
+    They are drawn from the split's training users exactly as ``fit`` draws
+    its own (:func:`metarec_core.training_data.prepare_data` with the run's
+    ``valid_fraction`` and ``seed``; without a run, the default
+    :class:`~metarec_core.train_config.TrainConfig` with the split's seed),
+    with ``shots`` support ratings each (default: the split's support size,
+    else the run's ``eval_support_size``). ``None`` when no validation user
+    can be drawn (``valid_fraction`` 0, ``shots`` 0 or too few ratings).
+    """
+    if run_config is None:
+        c = split.config
+        run_config = TrainConfig(scenario=c.scenario, cold_fraction=c.cold_fraction, seed=c.seed)
+    k = split.config.support_size if shots is None else shots
+    k = run_config.eval_support_size if k is None else int(k)
+    if k < 1 or run_config.valid_fraction <= 0:
+        return None
+    data = prepare_data(dataclasses.replace(run_config, eval_support_size=k), dataset, split=split)
+    return data if len(data.valid_query) else None
+
+
+def _tuned_mf(
+    split: ColdStartSplit, dataset: Dataset, run_config: TrainConfig | None, shots: int | None, warnings: list[str],
+) -> MatrixFactorization:
+    """ALS fitted on the split's training rows, fold-in penalties chosen on :func:`mf_validation` users."""
+    config = MFConfig()
+    data = mf_validation(split, dataset, run_config, shots)
+    if data is not None:
+        config, _ = tune_fold_in(config, data.train, data.valid_support, data.valid_query, dataset.n_users, dataset.n_items)
+    elif shots != 0:
+        warnings.append(
+            f"baseline 'mf' kept its default fold-in penalties (K={shots}, seed {split.config.seed}): no validation "
+            "users to choose them on (valid_fraction 0 or too few ratings per training user)"
+        )
+    return MatrixFactorization(config).fit(split.train, dataset.n_users, dataset.n_items)
+
+
 def evaluate_split(
     split: ColdStartSplit,
     dataset: Dataset,
@@ -655,7 +700,10 @@ def evaluate_split(
         if dataset.implicit and bname in _EXPLICIT_ONLY:
             warnings.append(f"baseline '{bname}' needs explicit ratings and was skipped on implicit data")
             continue
-        model = BASELINES[bname]().fit(train, dataset.n_users, dataset.n_items)
+        if bname == "mf":
+            model = _tuned_mf(split, dataset, run.config if run is not None else None, shots, warnings)
+        else:
+            model = BASELINES[bname]().fit(train, dataset.n_users, dataset.n_items)
         scorers.append(_baseline_scorer(bname, model, dataset.n_items))
     view = _SplitView.build(split, dataset)
     empty = view.support.iloc[:0]

@@ -17,7 +17,9 @@ from metarec_core.baselines import (
     fold_in_batch,
     grid_search,
     tune_bias,
+    tune_fold_in,
     tune_mf,
+    validation_mae,
 )
 from metarec_core.configs import config_from_dict
 from metarec_core.errors import ConfigError, DataError
@@ -229,3 +231,56 @@ def test_baselines_on_the_project_splitter_and_synthetic_scenario() -> None:
         scores[model.name] = mae(split.query["rating"], s)
     # taste groups x categories is a low-rank signal that only the factor model can pick up from 10 ratings
     assert scores[MatrixFactorization.name] < scores[BiasBaseline.name] < scores[GlobalMean.name]
+
+
+def validation_split(train: pd.DataFrame, support_size: int = 10, seed: int = 1):
+    """Every 5th training user as a validation user: rows of the others, their support (seeded) and query."""
+    is_valid = (train["user"] % 5 == 0).to_numpy()
+    rows = train[is_valid].sample(frac=1.0, random_state=seed)
+    first = (rows.groupby("user").cumcount() < support_size).to_numpy()
+    return train[~is_valid].reset_index(drop=True), rows[first].reset_index(drop=True), rows[~first].reset_index(drop=True)
+
+
+FOLD_GRID = {"fold_in_reg": (0.1, 3.0, 1e3), "fold_in_bias_reg": (1.0, 1e3)}
+
+
+def test_tune_fold_in_picks_the_grid_point_with_the_lowest_validation_mae(split) -> None:
+    train, _, _ = split
+    fit_rows, v_support, v_query = validation_split(train)
+    base = MFConfig(n_factors=3, n_iter=8)
+    best, table = tune_fold_in(base, fit_rows, v_support, v_query, N_USERS, N_ITEMS, grid=FOLD_GRID)
+    assert [(c.fold_in_reg, c.fold_in_bias_reg) for c, _ in table] == [
+        (r, b) for r in FOLD_GRID["fold_in_reg"] for b in FOLD_GRID["fold_in_bias_reg"]
+    ]
+    assert all(c.n_factors == 3 and c.n_iter == 8 for c, _ in table)  # only the fold-in penalties change
+    # each grid point scored from scratch: a fresh ALS fit with those penalties, MAE on the validation query
+    direct = {}
+    for config, value in table:
+        model = MatrixFactorization(config).fit(fit_rows, N_USERS, N_ITEMS)
+        direct[(config.fold_in_reg, config.fold_in_bias_reg)] = mae(v_query["rating"], model.predict_tasks(v_support, v_query))
+        assert value == pytest.approx(direct[(config.fold_in_reg, config.fold_in_bias_reg)], abs=1e-12)
+    assert (best.fold_in_reg, best.fold_in_bias_reg) == min(direct, key=direct.get)
+    assert best.fold_in_reg != 1e3 and best.fold_in_bias_reg != 1e3  # no personalisation must lose on this data
+
+
+def test_tuned_fold_in_beats_a_deliberately_bad_fixed_penalty_on_new_users(split) -> None:
+    train, support, query = split
+    fit_rows, v_support, v_query = validation_split(train)
+    base = MFConfig(n_factors=3)
+    best, _ = tune_fold_in(base, fit_rows, v_support, v_query, N_USERS, N_ITEMS)  # the default grid
+    assert best.fold_in_reg in (1.0, 3.0, 10.0, 30.0) and best.fold_in_bias_reg in (1.0, 3.0, 10.0, 30.0)
+    # refit on every training row, as the callers do, and score the held-out new users
+    tuned = mae(query["rating"], MatrixFactorization(best).fit(train, N_USERS, N_ITEMS).predict_tasks(support, query))
+    # a fixed penalty so strong that the 10 support ratings barely move the new user
+    fixed = MatrixFactorization(MFConfig(n_factors=3, fold_in_reg=300.0, fold_in_bias_reg=300.0)).fit(train, N_USERS, N_ITEMS)
+    assert tuned < mae(query["rating"], fixed.predict_tasks(support, query)) - 0.05
+
+
+def test_tune_fold_in_rejects_an_empty_validation_set_and_other_settings(split) -> None:
+    train, _, _ = split
+    fit_rows, v_support, v_query = validation_split(train)
+    with pytest.raises(ConfigError, match="no validation query rows"):
+        tune_fold_in(MFConfig(), fit_rows, v_support, v_query.iloc[:0], N_USERS, N_ITEMS)
+    with pytest.raises(ConfigError, match="tune_mf"):
+        tune_fold_in(MFConfig(), fit_rows, v_support, v_query, N_USERS, N_ITEMS, grid={"reg": (1.0,)})
+    assert validation_mae(v_query, v_query["rating"].to_numpy() + 0.5) == pytest.approx(0.5)

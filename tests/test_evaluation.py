@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metarec_core.artifacts import load_run
-from metarec_core.baselines import BiasBaseline, ItemMean, MatrixFactorization
+from metarec_core.baselines import BiasBaseline, ItemMean, MatrixFactorization, MFConfig, tune_fold_in
 from metarec_core.cli import main
 from metarec_core.configs import config_from_dict
 from metarec_core.errors import ConfigError, DataError
@@ -19,6 +19,7 @@ from metarec_core.evaluation import (
     evaluate_baselines,
     evaluate_run,
     evaluate_split,
+    mf_validation,
     parse_baselines,
     recbole_protocol_split,
 )
@@ -28,6 +29,7 @@ from metarec_core.splits import SplitConfig, split_cold_start
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
 from metarec_core.train_config import TrainConfig
 from metarec_core.training import fit
+from metarec_core.training_data import prepare_data
 
 FAST = {"num_epochs": 2, "meta_epochs": 1, "trans_epochs": 1, "batch_size": 256, "inner_steps": 3}
 #: K of the shared tiny run's evaluation (its users have 5-20 ratings; it was trained and tested with K = 5).
@@ -113,7 +115,7 @@ def test_run_numbers_match_training_test_metrics(result, run_dir):
     assert value(result, RUN, K_RUN, "ndcg@3") == pytest.approx(final["test_ndcg@3"], abs=1e-5)
 
 
-@pytest.mark.parametrize("name, make", [("bias", BiasBaseline), ("mf", MatrixFactorization), ("item-mean", ItemMean)])
+@pytest.mark.parametrize("name, make", [("bias", BiasBaseline), ("item-mean", ItemMean)])
 @pytest.mark.parametrize("shots", [3, 10])
 def test_baselines_give_the_numbers_of_a_direct_call(result, dataset, name, make, shots):
     split = split_cold_start(dataset, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=shots, seed=0))
@@ -124,6 +126,50 @@ def test_baselines_give_the_numbers_of_a_direct_call(result, dataset, name, make
     assert value(result, name, shots, "mae") == pytest.approx(mae(y, scores), abs=1e-12)
     assert value(result, name, shots, "rmse") == pytest.approx(rmse(y, scores), abs=1e-12)
     assert value(result, name, shots, "ndcg@3") == pytest.approx(mean_ndcg_at_k(users, y, scores, 3), abs=1e-12)
+
+
+def test_mf_baseline_fold_in_penalties_are_chosen_on_validation_users():
+    """The ``mf`` row is ALS refitted on the training rows with the fold-in penalties tuned on validation users."""
+    data = make_synthetic(SyntheticConfig(n_users=300, n_items=200, seed=0)).dataset
+    result = evaluate_baselines(data, EvaluationConfig(shots=(5, 10), baselines=("mf",)))
+    for k in (5, 10):
+        split = split_cold_start(data, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=k, seed=0))
+        valid = mf_validation(split, data, None, k)
+        # the validation users are fit's, drawn from the training users (the default TrainConfig, the split's seed)
+        fits_own = prepare_data(TrainConfig(seed=0, eval_support_size=k), data, split=split)
+        valid_users = set(valid.valid_query["user"])
+        assert valid_users == set(fits_own.valid_query["user"]) and len(valid_users) >= 10
+        assert valid_users <= set(split.train["user"]) and not valid_users & set(split.query["user"])
+        assert not valid_users & set(valid.train["user"])
+        assert (valid.valid_support.groupby("user").size() == k).all()
+        best, table = tune_fold_in(MFConfig(), valid.train, valid.valid_support, valid.valid_query, data.n_users, data.n_items)
+        y = split.query["rating"].to_numpy(np.float64)
+
+        def test_mae(config: MFConfig) -> float:
+            model = MatrixFactorization(config).fit(split.train, data.n_users, data.n_items)
+            return mae(y, np.clip(model.predict_tasks(split.support, split.query), *data.rating_range))
+
+        assert value(result, "mf", k, "mae") == pytest.approx(test_mae(best), abs=1e-12)
+        # on this scenario the tuned penalties are not the defaults, so the row shows which were used
+        assert (best.fold_in_reg, best.fold_in_bias_reg) != (MFConfig().fold_in_reg, MFConfig().fold_in_bias_reg)
+        assert abs(value(result, "mf", k, "mae") - test_mae(MFConfig())) > 1e-4
+    assert not result.warnings
+
+
+def test_mf_baseline_of_a_run_is_tuned_on_the_runs_own_validation_users(result, run_dir, dataset):
+    run = load_run(run_dir)
+    split = split_cold_start(dataset, SplitConfig(scenario="user-cold", cold_fraction=0.2, support_size=K_RUN, seed=0))
+    valid = mf_validation(split, dataset, run.config, K_RUN)
+    fits_own = prepare_data(run.config, dataset)  # what fit validated on (its valid_fraction, seed, K)
+    pd.testing.assert_frame_equal(valid.valid_support, fits_own.valid_support)
+    pd.testing.assert_frame_equal(valid.valid_query, fits_own.valid_query)
+    best, _ = tune_fold_in(MFConfig(), valid.train, valid.valid_support, valid.valid_query, dataset.n_users, dataset.n_items)
+    model = MatrixFactorization(best).fit(split.train, dataset.n_users, dataset.n_items)
+    scores = np.clip(model.predict_tasks(split.support, split.query), *dataset.rating_range)
+    assert value(result, "mf", K_RUN, "mae") == pytest.approx(mae(split.query["rating"].to_numpy(np.float64), scores), abs=1e-12)
+    no_valid = dataclasses.replace(run.config, valid_fraction=0.0)
+    assert mf_validation(split, dataset, no_valid, K_RUN) is None
+    assert mf_validation(split, dataset, run.config, 0) is None
 
 
 def test_test_users_are_the_runs_held_out_users(result, run_dir):
