@@ -103,16 +103,9 @@ SURPRISE_GRID = {"reg_all": (0.02, 0.05, 0.1, 0.2)}
 
 
 def load_dataset(name: str) -> Dataset:
-    """A dataset by name: built in, or (ML-1M on a checkout where it is not built in yet) the local scratch loader."""
+    """A built-in dataset by name (fetched once, then cached)."""
     if name in BUILTIN_DATASETS:
         return load_builtin(name)
-    if name == "movielens-1m":
-        # movielens-1m is being added to metarec_core.builtin on another branch; until that is merged this
-        # checkout reads ML-1M with a local scratch loader. Once it is built in, the branch above is taken.
-        sys.path.insert(0, "/work/notes")
-        import ml1m_scratch
-
-        return ml1m_scratch.load()
     raise SystemExit(f"error: unknown dataset '{name}'; choose one of {', '.join(DATASETS)}")
 
 
