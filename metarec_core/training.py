@@ -18,7 +18,7 @@ from metarec_core.dataset import Dataset
 from metarec_core.device import cpu_threads, resolve_device
 from metarec_core.errors import TrainingError
 from metarec_core.inner_rates import initial_inner_rates, validated_prior
-from metarec_core.losses import l2_penalty, pointwise_loss
+from metarec_core.losses import l2_penalty, occurrence_penalty, pointwise_loss
 from metarec_core.meta import meta_loss
 from metarec_core.models import PreferenceModel, shape_for
 from metarec_core.progress import ProgressEvent, TimeLeft
@@ -31,6 +31,10 @@ from metarec_core.training_data import TrainingData, item_text_vectors, prepare_
 from metarec_core.transfer import source_anchor, source_inner_rates
 
 log = logging.getLogger(__name__)
+
+#: ID embedding tables and the batch side (``users``/``items``) whose rows they hold: with
+#: ``lambda_id > 0`` they get the per-occurrence penalty instead of the plain L2 of ``L0``.
+ID_TABLES = {"item_factor.weight": "items", "item_bias.weight": "items", "user_factor.weight": "users", "user_bias.weight": "users"}
 
 #: Step events are written to ``metrics.jsonl`` at least this often (seconds), and at every validation.
 METRICS_FLUSH_SECONDS = 2.0
@@ -205,8 +209,18 @@ class Trainer:
         """``L0``: L2-SP towards the source run's weights, or plain L2 (the global bias is not penalised)."""
         if self.config.lambda_l0 == 0:
             return torch.zeros((), device=self.device)
-        params = {n: p for n, p in self.model.named_parameters() if n != "global_bias"}
+        skipped = {"global_bias"} | (set(ID_TABLES) if self.config.lambda_id > 0 else set())
+        params = {n: p for n, p in self.model.named_parameters() if n not in skipped}
         return self.config.lambda_l0 * l2_penalty(params, self.anchor)
+
+    def id_term(self, rows: np.ndarray) -> torch.Tensor:
+        """Per-occurrence L2 of the user and item ID rows a warm batch touches, times ``lambda_id`` (see ``occurrence_penalty``)."""
+        own = dict(self.model.named_parameters())
+        index = {
+            side: torch.as_tensor(rows[:, column], dtype=torch.long, device=self.device) for side, column in (("users", 0), ("items", 1))
+        }
+        tables = {name: (own[name], index[side]) for name, side in ID_TABLES.items()}
+        return self.config.lambda_id * occurrence_penalty(tables, self.anchor)
 
     def meta_term(self, users: np.ndarray) -> torch.Tensor:
         """``L_meta`` on a batch of training users treated as new: adapt on a support set, loss on a query set."""
@@ -267,9 +281,12 @@ class Trainer:
         if phase in ("meta", "joint"):
             terms["meta"] = self.meta_term(batch(meta_order, b, config.meta_batch_size))
         if phase in ("transfer", "joint"):
-            terms["trans"] = self.transfer_term(self.warm[batch(warm_order, b, config.batch_size)])
+            rows = self.warm[batch(warm_order, b, config.batch_size)]
+            terms["trans"] = self.transfer_term(rows)
+            if config.lambda_id > 0:
+                terms["id"] = config.lambda_trans * self.id_term(rows)
         terms["l0"] = self.l0_term()
-        total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"]
+        total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"] + terms.get("id", 0.0)
         for name, value in list(terms.items()) + [("total", total)]:
             if not torch.isfinite(value).all():
                 raise TrainingError(

@@ -361,3 +361,39 @@ def test_implicit_runs_validate_and_test_by_catalogue_auc(tmp_path):
     valid = [e.metrics["valid_auc"] for e in events if e.phase == "validate"]
     assert len(valid) == 2 and all(0.5 < v <= 1.0 for v in valid)  # better than chance at ranking a user's items
     assert 0.5 < result.final_metrics["test_auc"] <= 1.0
+
+
+def test_occurrence_penalty_weights_each_row_by_how_often_the_batch_holds_it():
+    from metarec_core.losses import occurrence_penalty
+
+    table = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 5.0]])
+    index = torch.tensor([0, 0, 0, 1])
+    # Row 0 three times (norm² 5), row 1 once (norm² 9), row 2 never: (3·5 + 9) / 4.
+    assert float(occurrence_penalty({"t": (table, index)})) == pytest.approx(6.0)
+    anchor = {"t": torch.ones(3, 2)}
+    assert float(occurrence_penalty({"t": (table, index)}, anchor)) == pytest.approx((3 * 1.0 + 5.0) / 4)
+
+
+def test_lambda_id_moves_the_id_tables_from_plain_l2_to_the_rows_a_batch_touches(scenario):
+    from metarec_core.training import Trainer
+
+    trainer = Trainer(config(lambda_id=0.1, lambda_l0=1e-3), scenario.dataset)
+    with torch.no_grad():
+        for table in (trainer.model.item_factor, trainer.model.item_bias, trainer.model.user_factor, trainer.model.user_bias):
+            table.weight.normal_()
+    trainer.l0_term().backward()
+    assert trainer.model.item_factor.weight.grad is None and trainer.model.user_bias.weight.grad is None
+    assert trainer.model.head[0].weight.grad is not None  # dense weights keep the plain L2
+    trainer.model.zero_grad(set_to_none=True)
+    rows = trainer.warm[:16]
+    trainer.id_term(rows).backward()
+    touched = np.zeros(scenario.dataset.n_items, dtype=bool)
+    touched[rows[:, 1].astype(np.int64)] = True
+    grad = trainer.model.item_factor.weight.grad.abs().sum(dim=1).numpy()
+    assert (grad[touched] > 0).all() and (grad[~touched] == 0).all()
+    # Without lambda_id the ID tables are in L0 (every row shrinks at every step).
+    plain = Trainer(config(lambda_l0=1e-3), scenario.dataset)
+    with torch.no_grad():
+        plain.model.item_factor.weight.normal_()
+    plain.l0_term().backward()
+    assert (plain.model.item_factor.weight.grad.abs().sum(dim=1) > 0).all()
