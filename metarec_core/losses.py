@@ -47,3 +47,28 @@ def l2_penalty(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Te
     if total is None:
         return torch.zeros(())
     return total
+
+
+def occurrence_penalty(
+    rows: Mapping[str, tuple[torch.Tensor, torch.Tensor]], anchor: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Per-occurrence L2 of embedding rows: the mean over a batch of ``Σ_tables ‖row − row_source‖²``.
+
+    ``rows`` maps a table's name to ``(table, index)``, ``index`` holding the
+    row of each batch example (a row appears as often as it occurs). Summed
+    over an epoch this penalises each row in proportion to how often it is
+    seen, the regulariser of SGD matrix factorisation and of weighted-λ ALS,
+    instead of shrinking rare and frequent rows alike. Rows are measured from
+    the anchor's (L2-SP) where ``anchor`` holds a table of the same shape.
+    """
+    total = None
+    for name, (table, index) in rows.items():
+        value = table[index]
+        ref = anchor.get(name) if anchor is not None else None
+        if ref is not None and ref.shape == table.shape:
+            value = value - ref[index]
+        term = (value ** 2).reshape(len(index), -1).sum(dim=1).mean()
+        total = term if total is None else total + term
+    if total is None:
+        return torch.zeros(())
+    return total

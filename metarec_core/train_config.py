@@ -24,7 +24,12 @@ class TrainConfig:
     The objective is ``L_total = λ1·L_meta + λ2·L_trans + L0`` with
     ``λ1 = lambda_meta``, ``λ2 = lambda_trans`` and ``L0 = lambda_l0·‖θ − θ_source‖²``
     (L2-SP towards a source run's weights when ``source_run`` is set, plain L2
-    ``lambda_l0·‖θ‖²`` otherwise). ``λ1 = 0`` turns the meta phase off (pure
+    ``lambda_l0·‖θ‖²`` otherwise). With ``lambda_id > 0`` the user and item ID
+    tables leave ``L0`` and get a per-occurrence penalty in the transfer phase
+    instead: ``lambda_id`` times the batch mean of the squared ID rows each
+    warm rating touches, so an item is shrunk in proportion to how often it
+    is rated (the regulariser of SGD matrix factorisation and weighted-λ ALS)
+    rather than every row at every step whether it was seen or not. ``λ1 = 0`` turns the meta phase off (pure
     transfer), ``λ2 = 0`` the transfer phase (pure meta-learning). With
     ``λ1 = 0`` nothing learns the inner rates, so each epoch sets them to the
     value of :data:`PRIOR_GRID` with the best validation score (without
@@ -72,6 +77,7 @@ class TrainConfig:
     lambda_meta: float = 1.0
     lambda_trans: float = 1.0
     lambda_l0: float = 1e-3
+    lambda_id: float = 0.0
     schedule: str = "alternating"
     num_epochs: int = 8
     meta_epochs: int = 1
@@ -130,7 +136,7 @@ class TrainConfig:
             )
         if self.loss not in ("auto", "mse", "bce"):
             raise ValueError(f"loss must be auto, mse or bce, got '{self.loss}'")
-        for name in ("lambda_meta", "lambda_trans", "lambda_l0", "inner_lr", "lr"):
+        for name in ("lambda_meta", "lambda_trans", "lambda_l0", "lambda_id", "inner_lr", "lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")

@@ -19,7 +19,7 @@ from metarec_core.device import cpu_threads, resolve_device
 from metarec_core.errors import TrainingError
 from metarec_core.footprint import check_fits, data_shape, estimate
 from metarec_core.inner_rates import initial_inner_rates, validated_prior
-from metarec_core.losses import l2_penalty, pointwise_loss
+from metarec_core.losses import l2_penalty, occurrence_penalty, pointwise_loss
 from metarec_core.meta import meta_loss
 from metarec_core.models import PreferenceModel, shape_for
 from metarec_core.progress import ProgressEvent, TimeLeft
@@ -32,6 +32,10 @@ from metarec_core.training_data import TrainingData, item_text_vectors, prepare_
 from metarec_core.transfer import source_anchor, source_inner_rates
 
 log = logging.getLogger(__name__)
+
+#: ID embedding tables and the batch side (``users``/``items``) whose rows they hold: with
+#: ``lambda_id > 0`` they get the per-occurrence penalty instead of the plain L2 of ``L0``.
+ID_TABLES = {"item_factor.weight": "items", "item_bias.weight": "items", "user_factor.weight": "users", "user_bias.weight": "users"}
 
 #: Step events are written to ``metrics.jsonl`` at least this often (seconds), and at every validation.
 METRICS_FLUSH_SECONDS = 2.0
@@ -215,8 +219,16 @@ class Trainer:
         """``L0``: L2-SP towards the source run's weights, or plain L2 (the global bias is not penalised)."""
         if self.config.lambda_l0 == 0:
             return torch.zeros((), device=self.device)
-        params = {n: p for n, p in self.model.named_parameters() if n != "global_bias"}
+        skipped = {"global_bias"} | (set(ID_TABLES) if self.config.lambda_id > 0 else set())
+        params = {n: p for n, p in self.model.named_parameters() if n not in skipped}
         return self.config.lambda_l0 * l2_penalty(params, self.anchor)
+
+    def id_term(self, rows: torch.Tensor) -> torch.Tensor:
+        """Per-occurrence L2 of the user and item ID rows a warm batch touches, times ``lambda_id`` (see ``occurrence_penalty``)."""
+        own = dict(self.model.named_parameters())
+        index = {"users": self.warm_users[rows], "items": self.warm_items[rows]}
+        tables = {name: (own[name], index[side]) for name, side in ID_TABLES.items()}
+        return self.config.lambda_id * occurrence_penalty(tables, self.anchor)
 
     def meta_term(self, users: np.ndarray) -> torch.Tensor:
         """``L_meta`` on a batch of training users treated as new: adapt on a support set, loss on a query set."""
@@ -282,9 +294,12 @@ class Trainer:
                     f"({exc}); lower inner_lr (now {config.inner_lr}) or use inner_solver 'gradient', and train again"
                 ) from exc
         if phase in ("transfer", "joint"):
-            terms["trans"] = self.transfer_term(batch(warm_order, b, config.batch_size))
+            rows = batch(warm_order, b, config.batch_size)
+            terms["trans"] = self.transfer_term(rows)
+            if config.lambda_id > 0:
+                terms["id"] = config.lambda_trans * self.id_term(rows)
         terms["l0"] = self.l0_term()
-        total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"]
+        total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"] + terms.get("id", 0.0)
         terms["total"] = total
         # One device-to-host copy per step carries every term (the finiteness check and the progress event).
         losses = dict(zip(terms, torch.stack([v.detach().float().reshape(()) for v in terms.values()]).tolist()))

@@ -57,3 +57,14 @@ def test_l2_penalty_is_differentiable():
     a = torch.tensor([1.0, -2.0], requires_grad=True)
     l2_penalty({"a": a}, {"a": torch.tensor([0.0, 1.0])}).backward()
     assert a.grad.tolist() == [2.0, -6.0]
+
+
+def test_occurrence_penalty_weights_each_row_by_how_often_the_batch_holds_it():
+    from metarec_core.losses import occurrence_penalty
+
+    table = torch.tensor([[1.0, 2.0], [3.0, 0.0], [5.0, 5.0]])
+    index = torch.tensor([0, 0, 0, 1])
+    # Row 0 three times (norm² 5), row 1 once (norm² 9), row 2 never: (3·5 + 9) / 4.
+    assert float(occurrence_penalty({"t": (table, index)})) == pytest.approx(6.0)
+    anchor = {"t": torch.ones(3, 2)}
+    assert float(occurrence_penalty({"t": (table, index)}, anchor)) == pytest.approx((3 * 1.0 + 5.0) / 4)

@@ -244,3 +244,28 @@ def test_fit_refuses_a_run_too_big_for_the_machine_before_building_it(tiny, monk
     monkeypatch.setattr(training, "PreferenceModel", built)
     with pytest.raises(ConfigError, match=r"model\.hidden=\[100000000\]"):
         fit(tiny_config(model=ModelConfig(hidden=(100_000_000,))), tiny)
+
+
+def test_lambda_id_moves_the_id_tables_from_plain_l2_to_the_rows_a_batch_touches(tiny):
+    from metarec_core.training import Trainer
+
+    trainer = Trainer(tiny_config(lambda_id=0.1, lambda_l0=1e-3), tiny)
+    with torch.no_grad():
+        for table in (trainer.model.item_factor, trainer.model.item_bias, trainer.model.user_factor, trainer.model.user_bias):
+            table.weight.normal_()
+    trainer.l0_term().backward()
+    assert trainer.model.item_factor.weight.grad is None and trainer.model.user_bias.weight.grad is None
+    assert trainer.model.head[0].weight.grad is not None  # dense weights keep the plain L2
+    trainer.model.zero_grad(set_to_none=True)
+    rows = torch.arange(16)
+    trainer.id_term(rows).backward()
+    touched = np.zeros(tiny.n_items, dtype=bool)
+    touched[trainer.warm_items[rows].numpy()] = True
+    grad = trainer.model.item_factor.weight.grad.abs().sum(dim=1).numpy()
+    assert (grad[touched] > 0).all() and (grad[~touched] == 0).all()
+    # Without lambda_id the ID tables are in L0 (every row shrinks at every step).
+    plain = Trainer(tiny_config(lambda_l0=1e-3, lambda_id=0.0), tiny)
+    with torch.no_grad():
+        plain.model.item_factor.weight.normal_()
+    plain.l0_term().backward()
+    assert (plain.model.item_factor.weight.grad.abs().sum(dim=1) > 0).all()
