@@ -26,7 +26,7 @@ from metarec_core.progress import ProgressEvent, TimeLeft
 from metarec_core.schedule import batch, n_batches, plan
 from metarec_core.scoring import catalogue_auc, evaluate_held_out, predict_tasks, query_metrics
 from metarec_core.splits import ColdStartSplit
-from metarec_core.tasks import UserRatings, sample_tasks, tasks_from_frames
+from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks, tasks_from_frames
 from metarec_core.train_config import TrainConfig
 from metarec_core.training_data import TrainingData, item_text_vectors, prepare_data, whiten
 from metarec_core.transfer import source_anchor, source_inner_rates
@@ -223,21 +223,29 @@ class Trainer:
         params = {n: p for n, p in self.model.named_parameters() if n not in skipped}
         return self.config.lambda_l0 * l2_penalty(params, self.anchor)
 
-    def id_term(self, rows: torch.Tensor) -> torch.Tensor:
-        """Per-occurrence L2 of the user and item ID rows a warm batch touches, times ``lambda_id`` (see ``occurrence_penalty``)."""
+    def id_term(self, items: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-occurrence L2 of the ID rows a batch touches, times ``lambda_id`` (see ``occurrence_penalty``).
+
+        A warm batch touches its users' and items' rows; a meta batch only its
+        tasks' items (its users are treated as new and use no ID rows).
+        """
         own = dict(self.model.named_parameters())
-        index = {"users": self.warm_users[rows], "items": self.warm_items[rows]}
-        tables = {name: (own[name], index[side]) for name, side in ID_TABLES.items()}
+        index = {"users": users, "items": items}
+        tables = {name: (own[name], index[side]) for name, side in ID_TABLES.items() if index[side] is not None}
         return self.config.lambda_id * occurrence_penalty(tables, self.anchor)
 
-    def meta_term(self, users: np.ndarray) -> torch.Tensor:
-        """``L_meta`` on a batch of training users treated as new: adapt on a support set, loss on a query set."""
+    def meta_tasks(self, users: np.ndarray) -> TaskBatch:
+        """A support and a query set for each of a batch of training users, on the device."""
         config = self.config
-        tasks = sample_tasks(
+        return sample_tasks(
             self.user_ratings, users, support_size=config.support_size, query_size=config.query_size, rng=self.rng,
             n_items=self.dataset.n_items, negatives=config.negatives if self.kind == "bce" else 0,
             min_support=config.min_support_size or None,
         ).to(self.device)
+
+    def meta_term(self, tasks: TaskBatch) -> torch.Tensor:
+        """``L_meta`` on a batch of training users treated as new: adapt on each support set, loss on the query sets."""
+        config = self.config
         return meta_loss(
             self.model, dict(self.model.named_parameters()), tasks, self.context,
             lr=self.inner_lr, first_order=config.first_order, loss=self.kind, query_pooling=config.query_pooling,
@@ -286,18 +294,23 @@ class Trainer:
         self.model.train()
         terms: dict[str, torch.Tensor] = {}
         if phase in ("meta", "joint"):
+            tasks = self.meta_tasks(batch(meta_order, b, config.meta_batch_size))
             try:
-                terms["meta"] = self.meta_term(batch(meta_order, b, config.meta_batch_size))
+                terms["meta"] = self.meta_term(tasks)
             except torch.linalg.LinAlgError as exc:
                 raise TrainingError(
                     f"the inner loop's Newton step could not be solved in the {phase} phase, epoch {epoch + 1}, step {self.step + 1} "
                     f"({exc}); lower inner_lr (now {config.inner_lr}) or use inner_solver 'gradient', and train again"
                 ) from exc
+            if config.lambda_id > 0:
+                seen = torch.cat([tasks.support_items[tasks.support_mask], tasks.query_items[tasks.query_mask]])
+                terms["id"] = config.lambda_meta * self.id_term(seen)
         if phase in ("transfer", "joint"):
             rows = batch(warm_order, b, config.batch_size)
             terms["trans"] = self.transfer_term(rows)
             if config.lambda_id > 0:
-                terms["id"] = config.lambda_trans * self.id_term(rows)
+                warm_id = config.lambda_trans * self.id_term(self.warm_items[rows], self.warm_users[rows])
+                terms["id"] = terms["id"] + warm_id if "id" in terms else warm_id
         terms["l0"] = self.l0_term()
         total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"] + terms.get("id", 0.0)
         terms["total"] = total

@@ -258,7 +258,7 @@ def test_lambda_id_moves_the_id_tables_from_plain_l2_to_the_rows_a_batch_touches
     assert trainer.model.head[0].weight.grad is not None  # dense weights keep the plain L2
     trainer.model.zero_grad(set_to_none=True)
     rows = torch.arange(16)
-    trainer.id_term(rows).backward()
+    trainer.id_term(trainer.warm_items[rows], trainer.warm_users[rows]).backward()
     touched = np.zeros(tiny.n_items, dtype=bool)
     touched[trainer.warm_items[rows].numpy()] = True
     grad = trainer.model.item_factor.weight.grad.abs().sum(dim=1).numpy()
