@@ -23,7 +23,7 @@ from tests.store_fakes import append_events, event
 #: A run of a few seconds: one epoch, first order, one inner step.
 TINY = {"num_epochs": 1, "trans_epochs": 1, "inner_steps": 1, "first_order": True, "meta_batch_size": 8, "batch_size": 256, "device": "cpu"}
 #: A run that would take minutes; tests cancel or kill it.
-LONG = {**TINY, "num_epochs": 500}
+LONG = {**TINY, "num_epochs": 500, "patience": 0}  # no early stopping: it must still be running when cancelled
 
 
 @pytest.fixture(scope="module")
