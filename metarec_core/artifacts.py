@@ -192,7 +192,7 @@ def _not_safetensors(path: Path, run_dir: Path, exc: BaseException) -> str:
 
 
 #: Settings added after runs were first saved, with the value that reproduces how those older runs adapt.
-_LEGACY_SETTINGS = {"inner_solver": "gradient", "patience": 0}
+_LEGACY_SETTINGS = {"inner_solver": "gradient", "patience": 0, "l0_unit": "step"}
 
 
 def saved_config_values(values: dict) -> dict:
@@ -200,7 +200,8 @@ def saved_config_values(values: dict) -> dict:
 
     Runs saved before the Newton inner solver existed adapted by gradient steps;
     loading them with today's default would reinterpret their learned step
-    sizes as prior variances; runs saved before early stopping trained every epoch.
+    sizes as prior variances; runs saved before early stopping trained every epoch,
+    and before ``l0_unit`` added all of ``lambda_l0`` at every step.
     """
     return {**_LEGACY_SETTINGS, **values} if isinstance(values, dict) else values
 

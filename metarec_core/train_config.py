@@ -24,7 +24,12 @@ class TrainConfig:
     The objective is ``L_total = λ1·L_meta + λ2·L_trans + L0`` with
     ``λ1 = lambda_meta``, ``λ2 = lambda_trans`` and ``L0 = lambda_l0·‖θ − θ_source‖²``
     (L2-SP towards a source run's weights when ``source_run`` is set, plain L2
-    ``lambda_l0·‖θ‖²`` otherwise). With ``lambda_id > 0`` the user and item ID
+    ``lambda_l0·‖θ‖²`` otherwise). ``l0_unit`` says what ``lambda_l0`` is the
+    weight of: ``pass`` (default) spreads it over the steps of one pass of the
+    warm ratings (each step adds ``lambda_l0 · batch_size / n_warm`` of it), so
+    a larger dataset gets the same prior per pass instead of a pull that grows
+    with its number of steps, as maximum a posteriori training has it; ``step``
+    adds all of it at every step, as runs saved before this setting did. With ``lambda_id > 0`` the user and item ID
     tables leave ``L0`` and get a per-occurrence penalty in the transfer phase
     instead: ``lambda_id`` times the batch mean of the squared ID rows each
     warm rating touches, so an item is shrunk in proportion to how often it
@@ -76,7 +81,8 @@ class TrainConfig:
 
     lambda_meta: float = 1.0
     lambda_trans: float = 1.0
-    lambda_l0: float = 1e-3
+    lambda_l0: float = 0.04
+    l0_unit: str = "pass"
     lambda_id: float = 0.0
     schedule: str = "alternating"
     num_epochs: int = 8
@@ -134,6 +140,8 @@ class TrainConfig:
                 f"inner_solver 'newton' solves a system the size of the adapted parameters and needs adapt_scope 'user', "
                 f"got '{self.adapt_scope}'; use inner_solver 'gradient' for larger scopes"
             )
+        if self.l0_unit not in ("pass", "step"):
+            raise ValueError(f"l0_unit must be pass or step, got '{self.l0_unit}'")
         if self.loss not in ("auto", "mse", "bce"):
             raise ValueError(f"loss must be auto, mse or bce, got '{self.loss}'")
         for name in ("lambda_meta", "lambda_trans", "lambda_l0", "lambda_id", "inner_lr", "lr"):

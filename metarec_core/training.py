@@ -169,6 +169,10 @@ class Trainer:
         self.valid_tasks, self.valid_positions = (
             tasks_from_frames(self.data.valid_support, self.data.valid_query) if len(self.data.valid_query) else (None, None)
         )
+        # L0's weight per step: all of lambda_l0, or (l0_unit "pass") its share of one pass of the warm ratings.
+        self.l0_weight = config.lambda_l0 * (
+            min(1.0, config.batch_size / max(len(self.warm_users), 1)) if config.l0_unit == "pass" else 1.0
+        )
         self.plan = plan(
             config,
             n_meta_steps=n_batches(len(self.meta_users), config.meta_batch_size),
@@ -217,11 +221,11 @@ class Trainer:
     # ------------------------------------------------------------------ loss terms
     def l0_term(self) -> torch.Tensor:
         """``L0``: L2-SP towards the source run's weights, or plain L2 (the global bias is not penalised)."""
-        if self.config.lambda_l0 == 0:
+        if self.l0_weight == 0:
             return torch.zeros((), device=self.device)
         skipped = {"global_bias"} | (set(ID_TABLES) if self.config.lambda_id > 0 else set())
         params = {n: p for n, p in self.model.named_parameters() if n not in skipped}
-        return self.config.lambda_l0 * l2_penalty(params, self.anchor)
+        return self.l0_weight * l2_penalty(params, self.anchor)
 
     def id_term(self, items: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """Per-occurrence L2 of the ID rows a batch touches, times ``lambda_id`` (see ``occurrence_penalty``).

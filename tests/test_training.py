@@ -269,3 +269,21 @@ def test_lambda_id_moves_the_id_tables_from_plain_l2_to_the_rows_a_batch_touches
         plain.model.item_factor.weight.normal_()
     plain.l0_term().backward()
     assert (plain.model.item_factor.weight.grad.abs().sum(dim=1) > 0).all()
+
+
+def test_l0_per_pass_spreads_lambda_l0_over_the_steps_of_one_pass(tiny):
+    """With l0_unit "pass" a step carries lambda_l0 · batch / n_warm of the prior; with "step" all of it."""
+    from metarec_core.training import Trainer
+
+    torch.manual_seed(0)
+    per_pass = Trainer(tiny_config(lambda_l0=0.04, l0_unit="pass", batch_size=64), tiny)
+    n_warm = len(per_pass.warm_users)
+    assert n_warm > 64
+    assert per_pass.l0_weight == pytest.approx(0.04 * 64 / n_warm)
+    torch.manual_seed(0)
+    per_step = Trainer(tiny_config(lambda_l0=0.04, l0_unit="step", batch_size=64), tiny)
+    assert per_step.l0_weight == pytest.approx(0.04)
+    ratio = float(per_step.l0_term().detach()) / float(per_pass.l0_term().detach())  # same seed, same initial weights
+    assert ratio == pytest.approx(n_warm / 64, rel=1e-5)
+    with pytest.raises(ValueError, match="l0_unit"):
+        tiny_config(l0_unit="epoch")
