@@ -32,7 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from metarec_core.artifacts import load_run
-from metarec_core.evaluation import EvaluationConfig, evaluate_split, recbole_protocol_split
+from metarec_core.evaluation_report import EvaluationConfig
+from metarec_core.evaluation import evaluate_split
+from metarec_core.splits import recbole_protocol_split
 from metarec_core.movielens import load_movielens_100k
 from metarec_core.train_config import TrainConfig
 from metarec_core.training import fit

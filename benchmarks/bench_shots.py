@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from machine import machine_line  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from metarec_core.configs import parse_set_arguments, with_overrides  # noqa: E402
-from metarec_core.evaluation import EvaluationConfig, EvaluationResult, evaluate_run  # noqa: E402
+from metarec_core.evaluation_report import EvaluationConfig, EvaluationResult  # noqa: E402
+from metarec_core.evaluation import evaluate_run  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.train_config import TrainConfig  # noqa: E402
 from metarec_core.training import fit  # noqa: E402

@@ -401,7 +401,8 @@ def run_evaluation(store: RunStore, run_id: str, *, shots: tuple[int, ...] = EVA
     -------
     EvaluationResult
     """
-    from metarec_core.evaluation import EvaluationConfig, evaluate_run
+    from metarec_core.evaluation_report import EvaluationConfig
+    from metarec_core.evaluation import evaluate_run
 
     run_dir = store.run_dir(run_id)
     if not run_dir.is_dir():  # deleted meanwhile: do not bring its folder back

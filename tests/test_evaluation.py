@@ -12,17 +12,9 @@ from metarec_core.baselines import BiasBaseline, ItemMean, MatrixFactorization, 
 from metarec_core.cli import main
 from metarec_core.configs import config_from_dict
 from metarec_core.errors import ConfigError, DataError
-from metarec_core.evaluation import (
-    BASELINES,
-    EvaluationConfig,
-    EvaluationResult,
-    evaluate_baselines,
-    evaluate_run,
-    evaluate_split,
-    mf_validation,
-    parse_baselines,
-    recbole_protocol_split,
-)
+from metarec_core.evaluation_report import BASELINES, EvaluationConfig, EvaluationResult, parse_baselines
+from metarec_core.evaluation import evaluate_baselines, evaluate_run, evaluate_split, mf_validation
+from metarec_core.splits import recbole_protocol_split
 from metarec_core.loaders import load_dataset
 from metarec_core.metrics import mae, mean_ndcg_at_k, rmse
 from metarec_core.splits import SplitConfig, split_cold_start
@@ -199,7 +191,7 @@ def test_per_user_breakdown_aligns_with_query_users(result, dataset):
 
 
 def test_save_and_load_round_trip(result, tmp_path):
-    from metarec_core.evaluation import EvaluationResult
+    from metarec_core.evaluation_report import EvaluationResult
 
     result.save(tmp_path / "evaluation")
     result.save(tmp_path / "evaluation")  # replacing an existing result works too

@@ -300,7 +300,7 @@ def test_runs_cli(store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture
 # ---------------------------------------------------------------------- evaluations
 @pytest.mark.slow
 def test_evaluation_runs_in_its_own_process_and_its_state_survives_a_restart(store: RunStore, dataset_ref: str) -> None:
-    from metarec_core.evaluation import EvaluationResult
+    from metarec_core.evaluation_report import EvaluationResult
 
     run_id = trained_run(store, dataset_ref, "to evaluate")
     assert jobs.evaluation_state(store, run_id).status == "none"

@@ -70,13 +70,13 @@ def run_embeddings(run_id: str, weights_mtime: float) -> Any:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _evaluation_at(path: str, mtime: float) -> Any:
-    from metarec_core.evaluation import EvaluationResult
+    from metarec_core.evaluation_report import EvaluationResult
 
     return EvaluationResult.load(path)
 
 
 def evaluation(folder: Path) -> Any:
-    """The :class:`~metarec_core.evaluation.EvaluationResult` saved in ``folder`` (re-read when it changes), or ``None``."""
+    """The :class:`~metarec_core.evaluation_report.EvaluationResult` saved in ``folder`` (re-read when it changes), or ``None``."""
     results = folder / "results.parquet"
     if not results.is_file():
         return None

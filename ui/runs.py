@@ -122,5 +122,5 @@ def evaluation_state(run_id: str) -> Any:
 
 
 def load_evaluation(run_id: str) -> Any:
-    """The saved :class:`~metarec_core.evaluation.EvaluationResult` of a run, or ``None``."""
+    """The saved :class:`~metarec_core.evaluation_report.EvaluationResult` of a run, or ``None``."""
     return cache.evaluation(evaluation_dir(run_id))

@@ -69,7 +69,8 @@ def dataset_for_run(args: argparse.Namespace, meta: dict) -> Dataset:
 def run_evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: print a metric × method × K table, or JSON."""
     from metarec_core.artifacts import load_run
-    from metarec_core.evaluation import EvaluationConfig, evaluate_run, parse_baselines
+    from metarec_core.evaluation_report import EvaluationConfig, parse_baselines
+    from metarec_core.evaluation import evaluate_run
 
     config = EvaluationConfig(scenario=args.scenario, shots=parse_shots(args.shots), baselines=parse_baselines(args.baselines))
     run = load_run(args.run)
