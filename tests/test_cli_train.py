@@ -126,3 +126,13 @@ def test_a_setting_of_the_wrong_type_is_a_one_line_error(files, capsys):
     code = main(["train", "--interactions", str(root / "ratings.csv"), "--set", "use_text=no", "--out", str(root / "y")])
     err = capsys.readouterr().err
     assert code == 1 and "use_text" in err and "true or false" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("k", ["0", "-5", "ten"])
+def test_recommend_refuses_a_k_below_one_in_one_line(files, capsys, k):
+    _, run = files
+    with pytest.raises(SystemExit) as stop:
+        main(["recommend", "--run", str(run), "--user", "7", "--k", k])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--k" in err and "at least 1" in err and "Traceback" not in err

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--run", type=Path, required=True, help="run directory")
     rec.add_argument("--user", required=True, help="user ID (known or new)")
     rec.add_argument("--support", type=Path, help="CSV user_id,item_id,rating with this user's ratings")
-    rec.add_argument("--k", type=int, default=10, help="how many items (default 10)")
+    rec.add_argument("--k", type=_at_least_one, default=10, help="how many items (default 10)")
     rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rec.set_defaults(func=run_recommend)
 
@@ -105,6 +105,17 @@ class ProgressBar:
         eta = f"{event.eta:.0f}s" if event.eta is not None else "?"
         self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {event.step}/{event.total_steps} {event.phase:<8} epoch {event.epoch} loss {loss:.4f} eta {eta}  ")
         self.stream.flush()
+
+
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--k 0`` used to print an empty table)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {value}")
+    return value
 
 
 def run_train(args: argparse.Namespace) -> int:
