@@ -22,7 +22,8 @@ _WHEEL_MEMBERS = {
     "item": "recbole/dataset_example/ml-100k/ml-100k.item",
 }
 _CACHE_NAME = "movielens-100k-v2"
-_TABLES = ("ratings", "users", "items")
+#: The three tables of a MovieLens dataset (also the CSV files an export writes).
+TABLES = ("ratings", "users", "items")
 #: Feature kinds of the ML-100K side tables.
 FEATURE_KINDS = {
     "age": "numeric",
@@ -36,7 +37,8 @@ _GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
-_COLUMNS = ColumnMapping(
+#: How the converted MovieLens tables name their columns.
+COLUMNS = ColumnMapping(
     user="user_id", item="item_id", rating="rating", timestamp="timestamp", user_table_id="user_id", item_table_id="item_id"
 )
 
@@ -117,7 +119,7 @@ def export_movielens_100k(
         tables = read_grouplens(grouplens_dir)
     else:
         tables = _read_cache(ensure_movielens_100k(data_dir))
-    ratings, users, items = export_tables(tables, _TABLES, to_dir)
+    ratings, users, items = export_tables(tables, TABLES, to_dir)
     return ratings, users, items
 
 
@@ -126,7 +128,7 @@ def _dataset(tables: dict[str, pd.DataFrame]) -> Dataset:
         tables["ratings"],
         tables["users"],
         tables["items"],
-        columns=_COLUMNS,
+        columns=COLUMNS,
         feature_kinds=FEATURE_KINDS,
         name="movielens-100k",
         source_names={"interactions": "ml-100k ratings", "users": "ml-100k users", "items": "ml-100k items"},
@@ -254,13 +256,13 @@ def read_grouplens(folder: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def _cache_complete(cache: Path) -> bool:
-    return cache_complete(cache, _TABLES)
+    return cache_complete(cache, TABLES)
 
 
 def _write_cache(cache: Path, tables: dict[str, pd.DataFrame], meta: dict, raw: dict[str, bytes]) -> None:
     """Write the tables into a temporary folder and rename it into place (atomic; first writer wins)."""
-    write_cache(cache, {key: tables[key] for key in _TABLES}, meta, {f"ml-100k.{k}": v for k, v in raw.items()}, what="MovieLens-100K")
+    write_cache(cache, {key: tables[key] for key in TABLES}, meta, {f"ml-100k.{k}": v for k, v in raw.items()}, what="MovieLens-100K")
 
 
 def _read_cache(cache: Path) -> dict[str, pd.DataFrame]:
-    return read_cache(cache, _TABLES, what="MovieLens-100K")
+    return read_cache(cache, TABLES, what="MovieLens-100K")

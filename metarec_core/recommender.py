@@ -212,9 +212,13 @@ class Recommender:
         trained = model.user_known.cpu().numpy()
         warm_user = (index < n_users) & trained[np.minimum(index, n_users - 1)]
         user_of = dict(zip(ids, index))
-        frame = lambda rows, items, ratings: pd.DataFrame({"user": rows["user_id"].astype(str).map(user_of).to_numpy(np.int64), "item": items, "rating": ratings})
-        sup = frame(support, sup_items, np.asarray(support["rating"], dtype=np.float32) if len(support) else np.zeros(0, np.float32))
-        qry = frame(pairs, pair_items, np.zeros(len(pairs), np.float32))
+
+        def indexed(rows: pd.DataFrame, items: np.ndarray, ratings: np.ndarray) -> pd.DataFrame:
+            users = rows["user_id"].astype(str).map(user_of).to_numpy(np.int64)
+            return pd.DataFrame({"user": users, "item": items, "rating": ratings})
+
+        sup = indexed(support, sup_items, np.asarray(support["rating"], dtype=np.float32) if len(support) else np.zeros(0, np.float32))
+        qry = indexed(pairs, pair_items, np.zeros(len(pairs), np.float32))
         context = FeatureContext(run.context.users.extended(len(unknown)), run.context.items)
         inner_lr = run.inner_lr or run.config.inner_lr
         out = np.zeros(len(pairs), dtype=np.float64)

@@ -30,10 +30,10 @@ class TrainConfig:
     a larger dataset gets the same prior per pass instead of a pull that grows
     with its number of steps, as maximum a posteriori training has it; ``step``
     adds all of it at every step, as runs saved before this setting did. With ``lambda_id > 0`` the user and item ID
-    tables leave ``L0`` and get a per-occurrence penalty in the transfer phase
-    instead: ``lambda_id`` times the batch mean of the squared ID rows each
-    warm rating touches, so an item is shrunk in proportion to how often it
-    is rated (the regulariser of SGD matrix factorisation and weighted-λ ALS)
+    tables leave ``L0`` and get a per-occurrence penalty instead, in every
+    phase: ``lambda_id`` times the batch mean of the squared ID rows each warm
+    rating (or, in a meta batch, each task's item) touches, so an item is
+    shrunk in proportion to how often it is rated (the regulariser of SGD matrix factorisation and weighted-λ ALS)
     rather than every row at every step whether it was seen or not. ``λ1 = 0`` turns the meta phase off (pure
     transfer), ``λ2 = 0`` the transfer phase (pure meta-learning). With
     ``λ1 = 0`` nothing learns the inner rates, so each epoch sets them to the
