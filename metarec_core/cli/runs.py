@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--background", action="store_true", help="run it in a background process and return at once")
     p.add_argument("--state", action="store_true", help="only print the state of the run's evaluation: none, running, done or failed")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser(
+        "recover", parents=[home, as_json],
+        help="rebuild a damaged or lost store.sqlite3 from runs/ and datasets/ (the old file is kept aside), "
+        "or add run folders a healthy store has no record of",
+    )
+    p.set_defaults(func=cmd_recover)
     p = sub.add_parser("datasets", parents=[home, as_json], help="list saved datasets, or delete one")
     p.add_argument("--delete", metavar="DATASET_ID", help="delete this saved dataset")
     p.add_argument("--force", action="store_true", help="delete even if finished runs used it")
@@ -101,14 +108,41 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json([r.to_json() for r in runs])
         return 0
+    unrecorded = store.unrecorded_run_folders()
+    if unrecorded:
+        shown = ", ".join(unrecorded[:3]) + (", ..." if len(unrecorded) > 3 else "")
+        print(
+            f"note: runs/ holds {len(unrecorded)} run folder(s) the store has no record of ({shown}); add them back with "
+            f"`python -m metarec_core runs recover --home '{store.home}'`",
+            file=sys.stderr,
+        )
     if not runs:
-        print("no runs yet; queue one with: python -m metarec_core train --background ...")
+        if not unrecorded:
+            print("no runs yet; queue one with: python -m metarec_core train --background ...")
         return 0
     rows = [
         [r.id, r.name, r.status, _progress_text(r), r.dataset_ref, r.device or "", _when(r.created), _duration(r), r.error or ""]
         for r in runs
     ]
     print(format_table(["id", "name", "status", "progress", "dataset", "device", "created", "duration", "error"], rows))
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """``runs recover``: rebuild the database from the folders (or add what a healthy one lacks)."""
+    from metarec_core.store import default_home
+    from metarec_core.store.recovery import recover_store
+
+    report = recover_store(args.home if args.home is not None else default_home())
+    if args.json:
+        _print_json({"kept_aside": str(report.kept_aside) if report.kept_aside else None, "runs": list(report.runs),
+                     "datasets": list(report.datasets), "notes": list(report.notes)})
+        return 0
+    if report.kept_aside is not None:
+        print(f"the old database is kept as '{report.kept_aside}' (nothing was deleted)")
+    print(f"recovered {len(report.runs)} run(s) and {len(report.datasets)} dataset(s) from their folders")
+    for note in report.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -42,6 +42,8 @@ FINISHED_STATUSES = ("completed", "failed", "cancelled")
 JOB_KINDS = ("train", "evaluate")
 #: Artifacts a completed (or cancelled) run directory is expected to hold.
 EXPECTED_ARTIFACTS = ("config.json", "model.json", "weights.safetensors", "context.safetensors", "metrics.jsonl")
+#: The run's own record in its folder (name, config, dataset, creation time), from which ``runs recover`` rebuilds it.
+RUN_RECORD_FILE = "run.json"
 
 _RUN_SELECT = (
     "SELECT r.id, r.name, j.status, r.config, r.dataset_ref, r.dataset_fingerprint, r.device, j.pid, j.host, "
@@ -238,6 +240,10 @@ class RunRegistry(Database):
                          one_line(error) if error else None),
                     )
                     self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+                    write_run_record(self.run_dir(run_id), {
+                        "id": run_id, "name": name, "config": dict(config), "dataset_ref": dataset_ref,
+                        "dataset_fingerprint": dataset_fingerprint, "created": created,
+                    })
             except sqlite3.IntegrityError:
                 continue
             return run_id
@@ -272,6 +278,11 @@ class RunRegistry(Database):
             sql += f" WHERE j.status IN ({', '.join('?' * len(params))})"
         return [_run_from_row(r) for r in self._read(sql + " ORDER BY r.created DESC, r.rowid DESC", params)]
 
+    def unrecorded_run_folders(self) -> list[str]:
+        """Run folders under ``runs/`` the database has no record of (``runs recover`` adds them back)."""
+        known = {row[0] for row in self._read("SELECT id FROM runs")}
+        return [name for name in self.run_folders() if name not in known]
+
     def runs_using_dataset(self, dataset_id: str) -> list[RunRecord]:
         """Runs whose dataset reference is ``stored:<dataset_id>``, newest first."""
         rows = self._read(_RUN_SELECT + " WHERE r.dataset_ref = ? ORDER BY r.created DESC", (f"stored:{dataset_id}",))
@@ -283,6 +294,9 @@ class RunRegistry(Database):
         with self._write() as conn:
             if conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
                 raise StoreError(f"no run '{run_id}' to rename")
+            record = read_run_record(self.run_dir(run_id))
+            if record is not None:
+                write_run_record(self.run_dir(run_id), {**record, "name": name})
 
     def delete(self, run_id: str) -> None:
         """Delete a run, its jobs and its artifact directory.
@@ -529,6 +543,26 @@ class RunRegistry(Database):
             index=pd.Index([r.id for r in runs], name="run"),
         )
         return RunComparison(params=params, metrics=metrics)
+
+
+def write_run_record(run_dir: Path, record: Mapping[str, Any]) -> None:
+    """Write a run's own record (``run.json``) atomically; a failure is logged, the database stays the source of truth."""
+    path = run_dir / RUN_RECORD_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(dict(record), sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except (OSError, TypeError, ValueError) as exc:
+        logger.warning("could not write %s: %s", path, exc)
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any] | None:
+    """A run's ``run.json`` as a dict, or None when it is missing or not a JSON object."""
+    try:
+        record = json.loads((run_dir / RUN_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _check_kind(kind: str) -> str:
