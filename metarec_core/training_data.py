@@ -9,6 +9,8 @@ import pandas as pd
 from metarec_core.dataset import Dataset
 from metarec_core.features import FeatureEncoder
 from metarec_core.models import EntityTensors, FeatureContext
+from metarec_core.errors import DataError
+from metarec_core.loaders import check_rating_values
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
 from metarec_core.train_config import TrainConfig
 
@@ -31,11 +33,31 @@ def prepare_data(
     config: TrainConfig, dataset: Dataset, *, text_vectors: np.ndarray | None = None, split: ColdStartSplit | None = None,
 ) -> TrainingData:
     """Split a dataset (seeded; or take the given split), carve validation users from the training users and encode features."""
+    try:
+        check_rating_values(dataset.ratings["rating"].to_numpy(), column="rating")
+    except DataError as exc:  # a dataset built in Python skips the loader's checks
+        raise DataError(f"dataset '{dataset.name}': {exc}") from exc
+    active_users = int(dataset.ratings["user"].nunique())
+    if active_users < 2:
+        raise DataError(
+            f"dataset '{dataset.name}' has ratings of {active_users} user(s); a cold-start split needs at least 2 users with "
+            "ratings (some to train on, one new to test on); use a larger dataset"
+        )
     if split is None:
         split = split_cold_start(
             dataset,
             SplitConfig(scenario=config.scenario, cold_fraction=config.cold_fraction, support_size=config.eval_support_size, seed=config.seed),
         )
+    if len(split.train) == 0:
+        raise DataError(
+            f"dataset '{dataset.name}' ({dataset.n_users} users, {dataset.n_items} items, {len(dataset.ratings)} ratings) leaves "
+            f"nothing to train on in the {config.scenario} split: every rating belongs to a new user or item; a cold-start "
+            "split needs at least 2 users and items with ratings beside the new ones; use a larger dataset or lower cold_fraction"
+        )
+    try:
+        split.check_nonempty()
+    except DataError as exc:
+        raise DataError(f"dataset '{dataset.name}' ({dataset.n_users} users, {len(dataset.ratings)} ratings): {exc}") from exc
     train = split.train
     counts = train.groupby("user").size()
     eligible = counts.index[counts > config.eval_support_size].to_numpy(np.int64)

@@ -89,3 +89,29 @@ def test_whiten_gives_decorrelated_unit_variance_components():
 def test_whiten_keeps_at_most_the_available_components():
     vectors = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
     assert whiten(vectors, 32).shape == (5, 3)
+
+
+def test_absurd_ratings_of_a_dataset_built_in_python_are_a_data_error_before_training(tiny_scenario):
+    import pytest
+
+    from metarec_core.errors import DataError
+
+    ratings = tiny_scenario.dataset.ratings.copy()
+    ratings.loc[3, "rating"] = 1e30
+    bad = dataclasses.replace(tiny_scenario.dataset, ratings=ratings)
+    with pytest.raises(DataError, match=r"dataset '.*': column 'rating', row 4: 1 rating\(s\) are beyond ±1,000,000"):
+        prepare_data(TrainConfig(device="cpu"), bad)
+
+
+def test_a_dataset_too_small_for_a_cold_start_split_is_refused_with_what_it_needs(tiny_scenario):
+    import pytest
+
+    from metarec_core.errors import DataError
+
+    data = tiny_scenario.dataset
+    one_user = dataclasses.replace(data, ratings=data.ratings[data.ratings["user"] == 0].reset_index(drop=True))
+    with pytest.raises(DataError, match=r"has ratings of 1 user\(s\); a cold-start split needs at least 2 users with ratings"):
+        prepare_data(TrainConfig(device="cpu", eval_support_size=3), one_user)
+    few = data.ratings.groupby("user").head(3).reset_index(drop=True)  # 3 ratings per user: none reaches K=5 + 1 query
+    with pytest.raises(DataError, match=r"no user can be evaluated in the user-cold scenario with support 5"):
+        prepare_data(TrainConfig(device="cpu", eval_support_size=5), dataclasses.replace(data, ratings=few))
