@@ -516,3 +516,36 @@ def test_side_tables_and_feature_kinds(home: Path, tiny_scenario) -> None:
     saved = RunStore().load_dataset(at.session_state["dataset_key"].split(":", 1)[1])
     assert [s.name for s in saved.item_features] == ["title", "price"]  # tags ignored as asked
     assert saved.n_items == data.n_items  # side-table-only items kept as cold items
+
+
+@pytest.mark.parametrize("damage", ["junk", "zero length beside run folders"])
+def test_a_damaged_store_gets_its_message_and_a_way_back_on_every_page(home: Path, damage: str) -> None:
+    from metarec_core.store import RunStore
+    from tests.store_fakes import CONFIG
+
+    home.mkdir(parents=True)
+    if damage == "junk":
+        (home / "store.sqlite3").write_bytes(b"junk\n")
+    else:
+        store = RunStore(home)
+        run_id = store.create_run(CONFIG, "builtin:synthetic", name="kept run")
+        store.close()
+        (home / "store.sqlite3").write_bytes(b"")
+    at = new_app()
+    for page in PAGES:
+        open_page(at, page)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert len(at.error) == 1, page
+        text = at.error[0].value.replace("\\", "")  # shown Markdown-escaped
+        assert "store.sqlite3" in text and "runs recover" in text and "Next step" in text, page
+        assert "Something went wrong" not in text and "Traceback" not in text, page
+        assert [b.key for b in at.button] == ["store_recover"], page
+    at.button(key="store_recover").click().run()
+    assert not at.exception and not at.error
+    assert "The store was rebuilt from its folders" in at.success[0].value
+    aside = list(home.glob("store.sqlite3.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == (b"junk\n" if damage == "junk" else b"")
+    if damage != "junk":
+        assert RunStore(home).get_run(run_id).name == "kept run"
+    open_page(at, "data")
+    assert_clean(at)
