@@ -121,11 +121,21 @@ def cmd_list(args: argparse.Namespace) -> int:
             print("no runs yet; queue one with: python -m metarec_core train --background ...")
         return 0
     rows = [
-        [r.id, r.name, r.status, _progress_text(r), r.dataset_ref, r.device or "", _when(r.created), _duration(r), r.error or ""]
+        [r.id, r.name, _listed_status(store, r), _progress_text(r), r.dataset_ref, r.device or "", _when(r.created), _duration(r), r.error or ""]
         for r in runs
     ]
     print(format_table(["id", "name", "status", "progress", "dataset", "device", "created", "duration", "error"], rows))
     return 0
+
+
+def _listed_status(store: RunStore, run: RunRecord) -> str:
+    """A run's status, marked when a finished run's folder or weights are gone (``runs show`` says more)."""
+    if run.status not in ("completed", "cancelled"):
+        return run.status
+    run_dir = store.run_dir(run.id)
+    if not run_dir.is_dir():
+        return f"{run.status} (folder missing)"
+    return run.status if (run_dir / "weights.safetensors").is_file() else f"{run.status} (no weights)"
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
@@ -155,8 +165,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**run.to_json(), "run_dir": str(store.run_dir(run.id)), "final_metrics": final, "problems": list(problems)})
         return 0
+    damaged = run.status in ("completed", "cancelled") and any("artifact" in p or "run directory" in p for p in problems)
+    status = f"{run.status}, files damaged (see problems)" if damaged else run.status
     fields = [
-        ("id", run.id), ("name", run.name), ("status", run.status), ("dataset", run.dataset_ref),
+        ("id", run.id), ("name", run.name), ("status", status), ("dataset", run.dataset_ref),
         ("dataset fingerprint", run.dataset_fingerprint or ""), ("device", run.device or ""),
         ("created", _when(run.created)), ("started", _when(run.started)), ("finished", _when(run.finished)),
         ("duration", _duration(run)), ("progress", _progress_text(run)), ("artifacts", str(store.run_dir(run.id))),

@@ -504,8 +504,8 @@ class RunRegistry(Database):
     def check_run(self, run_id: str) -> tuple[str, ...]:
         """Problems with a run's stored data and artifacts, as sentences (empty when all is well).
 
-        Reports a missing artifact directory, expected artifacts missing or empty,
-        and lines of ``metrics.jsonl`` that are incomplete (e.g. half-written by a
+        Reports a missing artifact directory, expected artifacts missing, empty or
+        damaged (:func:`metarec_core.artifacts.check_run_files`), and lines of ``metrics.jsonl`` that are incomplete (e.g. half-written by a
         killed worker) or hold values that are not numbers. None of these stop
         listing, showing or exporting the run.
         """
@@ -515,12 +515,15 @@ class RunRegistry(Database):
             return (f"artifact directory '{run_dir}' is missing",)
         problems: list[str] = []
         if run.status in ("completed", "cancelled"):
+            from metarec_core.artifacts import check_run_files
+
             for name in EXPECTED_ARTIFACTS:
                 path = run_dir / name
                 if not path.is_file():
                     problems.append(f"artifact '{name}' is missing from '{run_dir}'")
                 elif path.stat().st_size == 0:
                     problems.append(f"artifact '{name}' in '{run_dir}' is empty")
+            problems.extend(check_run_files(run_dir))
         problems.extend(self._metrics.log(run_dir).problems)
         return tuple(problems)
 
