@@ -549,3 +549,23 @@ def test_a_damaged_store_gets_its_message_and_a_way_back_on_every_page(home: Pat
         assert RunStore(home).get_run(run_id).name == "kept run"
     open_page(at, "data")
     assert_clean(at)
+
+
+def test_the_sidebar_picks_a_run_that_has_its_files(home: Path) -> None:
+    import shutil
+
+    from metarec_core.store import RunStore
+    from tests.store_fakes import CONFIG, finish_fake_run
+
+    store = RunStore(home)
+    older = store.create_run(CONFIG, "builtin:synthetic", name="older")
+    newer = store.create_run(CONFIG, "builtin:synthetic", name="newer")
+    for run_id in (older, newer):
+        finish_fake_run(store, run_id)
+    shutil.rmtree(store.run_dir(newer))  # deleted behind the store's back
+    at = new_app()
+    assert not at.exception
+    assert at.session_state["run_id"] == older
+    picker = at.sidebar.selectbox(key="sidebar_run")
+    assert any(o.startswith("newer") and "files missing" in o for o in picker.options)
+    assert not any(o.startswith("older") and "files missing" in o for o in picker.options)
