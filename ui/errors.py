@@ -95,6 +95,7 @@ def store_ready() -> bool:
     try:
         cache.store()
     except MetarecError as exc:
+        st.title(t("store.problem"))
         show_error(exc)
         if isinstance(exc, StoreDamagedError) and st.button(t("store.recover"), type="primary", icon=":material/build:", key="store_recover"):
             recover_now()
