@@ -1,6 +1,7 @@
 """Loaders: interaction and side-table files (CSV, TSV, Parquet) in, a validated Dataset out."""
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -106,7 +107,8 @@ def read_table(source: Source, *, name: str | None = None, max_bytes: int = DEFA
     The format comes from the file name's extension, else from the content
     (Parquet's magic bytes; the delimiter of a text file is sniffed from its
     header line among ``,``, tab, ``;`` and ``|``). Text is decoded as UTF-8,
-    UTF-8 with a byte-order mark, UTF-16 with a byte-order mark, then Latin-1.
+    UTF-8 with a byte-order mark, UTF-16 with a byte-order mark, then GB18030
+    (GBK) when that gives Chinese text, then Latin-1 (both with a warning).
 
     Parameters
     ----------
@@ -249,11 +251,37 @@ def _decode_check(raw: bytes, label: str, warnings: list[str]) -> tuple[bytes, s
         raw.decode("utf-8")
         return raw, "utf8"
     except UnicodeDecodeError as exc:
+        if _looks_chinese(raw):
+            warnings.append(
+                f"{label}: not valid UTF-8 (first bad byte at offset {exc.start}); read it as GB18030 (GBK) Chinese text. "
+                "If names look wrong, save the file as UTF-8."
+            )
+            return raw, "gb18030"
         warnings.append(
             f"{label}: not valid UTF-8 (first bad byte at offset {exc.start}); read it as Latin-1. "
             "If accented text looks wrong, save the file as UTF-8."
         )
         return raw, "latin-1"
+
+
+def _looks_chinese(raw: bytes) -> bool:
+    """Whether bytes that are not UTF-8 decode strictly as GB18030 into mostly common Chinese characters (the first MB is checked)."""
+    try:
+        text = codecs.getincrementaldecoder("gb18030")().decode(raw[: 1 << 20], final=len(raw) <= 1 << 20)
+    except UnicodeDecodeError:
+        return False
+    non_ascii = [c for c in text if ord(c) > 127]
+    cjk = sum(1 for c in non_ascii if _common_chinese(c))
+    return bool(non_ascii) and cjk >= 0.8 * len(non_ascii)
+
+
+def _common_chinese(char: str) -> bool:
+    """A character of GB2312 (the common simplified Chinese set); Latin-1 text read as GB18030 gives rare ones."""
+    try:
+        char.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_text(raw: bytes, label: str, suffix: str, warnings: list[str]) -> pd.DataFrame:

@@ -455,3 +455,13 @@ def test_a_list_of_labels_in_a_side_table_becomes_a_multilabel_feature():
     from metarec_core.summary import summarize
 
     assert summarize(data).n_items == 3  # what the Data page draws (it failed on unhashable values)
+
+
+def test_gbk_text_is_read_as_chinese_and_latin1_stays_latin1():
+    ratings = "user,item,rating\n张三,电影一,4\n李四,电影二,3\n张三,电影二,5\n王五,电影一,2\n"
+    for codec in ("gbk", "gb18030"):
+        data = load_dataset(ratings.encode(codec), source_names={"interactions": "评分.csv"})
+        assert data.users.external_ids == ("张三", "李四", "王五") and data.items.external_ids == ("电影一", "电影二")
+        assert any("read it as GB18030 (GBK) Chinese text" in w for w in data.warnings)
+    latin = load_dataset("user,item,rating\ncafé,1,4\nnaïve,2,3\ncafé,2,5\n".encode("latin-1"))
+    assert latin.users.external_ids == ("café", "naïve") and any("Latin-1" in w for w in latin.warnings)
