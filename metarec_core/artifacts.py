@@ -310,7 +310,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
         shape = ModelShape(**shape_values)
         model = PreferenceModel(shape, config_from_dict(ModelConfig, meta["model_config"]))
     except (KeyError, TypeError, ValueError, ConfigError, RuntimeError, MemoryError, OverflowError) as exc:
-        raise DataError(_damaged(run_dir / MODEL_FILE, run_dir, f"does not describe a model ({type(exc).__name__}: {exc})")) from exc
+        reason = str(exc).replace("got an unexpected keyword argument", "got the unknown field")
+        raise DataError(_damaged(run_dir / MODEL_FILE, run_dir, f"does not describe a model ({type(exc).__name__}: {reason})")) from exc
     state = {k: v for k, v in tensors.items() if not k.startswith(INNER_LR_PREFIX)}
     try:
         model.load_state_dict(state)

@@ -237,9 +237,9 @@ def _safe_members(zf: zipfile.ZipFile, source: str, max_bytes: int) -> dict[str,
             len(parts) >= 2 and parts[0] in ("artifacts", "dataset")
         )
         if not allowed:
-            raise DataError(f"unexpected entry '{name}'; a run export holds run.json, config.json, metrics.csv, artifacts/ and dataset/", source=source)
+            raise DataError(f"entry '{name}' does not belong in a run export (it holds run.json, config.json, metrics.csv, artifacts/ and dataset/); refusing to import", source=source)
         if parts[0] == "dataset" and (len(parts) != 2 or parts[1] not in DATASET_FILES):
-            raise DataError(f"unexpected dataset entry '{name}'", source=source)
+            raise DataError(f"dataset entry '{name}' does not belong in a run export; refusing to import", source=source)
         if name in members:
             raise DataError(f"entry '{name}' appears twice", source=source)
         total += info.file_size

@@ -309,7 +309,20 @@ class Database:
                 f"the run store '{self.db_path}' was written by a newer metarec (schema {version}, "
                 f"this one reads {SCHEMA_VERSION}); upgrade metarec or set METAREC_HOME elsewhere"
             )
+        if version == 0:
+            try:
+                foreign = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from exc
+            if foreign:  # checked before anything is written (not even the journal mode)
+                raise self._not_ours()
         self._upgrade(conn)
+
+    def _not_ours(self) -> StoreError:
+        return StoreError(
+            f"{self.db_path.name} in '{self.home}' holds tables but no schema version; it is not a metarec "
+            "store: move it away or set METAREC_HOME elsewhere"
+        )
 
     def _check_integrity(self, conn: sqlite3.Connection) -> None:
         """A quick check of the database's pages and indexes and of the tables the schema creates; no lock taken."""
@@ -363,10 +376,7 @@ class Database:
                     return  # another process got there first
                 if version == 0:
                     if tx.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
-                        raise StoreError(
-                            f"{self.db_path.name} in '{self.home}' holds tables but no schema version; it is not a metarec "
-                            "store: move it away or set METAREC_HOME elsewhere"
-                        )
+                        raise self._not_ours()
                     for statement in SCHEMA.split(";"):
                         if statement.strip():
                             tx.execute(statement)
