@@ -173,3 +173,21 @@ def test_reads_go_on_and_a_write_names_the_process_holding_the_lock(
 def test_lock_holder_is_none_without_a_lock(tmp_path: Path) -> None:
     store_with_runs(tmp_path, 1)
     assert database.lock_holder(tmp_path / "store.sqlite3") is None
+
+
+def test_a_write_under_a_held_lock_and_a_full_disk_are_not_called_damage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarec_core.jobs import submit
+
+    store_with_runs(tmp_path, 1)
+    monkeypatch.setattr(database, "WRITE_BUSY_TIMEOUT", 0.2)
+    holder = _hold_write_lock(tmp_path / "store.sqlite3")
+    try:
+        with pytest.raises(StoreBusyError, match="not damaged"):
+            submit(RunStore(tmp_path), {"num_epochs": 1}, "builtin:synthetic")  # what the Train page's button calls
+    finally:
+        holder.kill()
+        holder.wait()
+    full = RunStore(tmp_path)._translate(sqlite3.OperationalError("database or disk is full"))
+    assert not isinstance(full, StoreDamagedError) and "is full" in str(full) and "free some space and retry" in str(full)
+    io_error = RunStore(tmp_path)._translate(sqlite3.OperationalError("disk I/O error"))
+    assert not isinstance(io_error, StoreDamagedError) and "check the disk" in str(io_error)

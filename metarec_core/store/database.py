@@ -274,6 +274,16 @@ class Database:
                 f"another process{f' ({holder})' if holder else ''} is writing to the run store '{self.db_path}' and "
                 "kept it locked longer than this command waits; the store is not damaged: retry once that process has finished"
             )
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
+            return StoreError(
+                f"the disk holding the run store '{self.db_path}' is full ({text}); nothing was written and the store is "
+                "not damaged: free some space and retry"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in text:
+            return StoreError(
+                f"the system could not read or write the run store '{self.db_path}' ({text}); check the disk and its free "
+                "space, then retry"
+            )
         if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
             return StoreError(f"cannot write the run store '{self.db_path}' ({text}); make it writable or set METAREC_HOME elsewhere")
         return self.damaged(text)
