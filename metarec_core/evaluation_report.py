@@ -343,6 +343,7 @@ class EvaluationResult:
         import json
 
         from metarec_core.configs import config_from_dict
+        from metarec_core.errors import ConfigError
 
         folder = Path(folder)
         try:
@@ -354,8 +355,8 @@ class EvaluationResult:
                 config=config_from_dict(EvaluationConfig, meta["config"]),
                 warnings=tuple(meta.get("warnings", ())),
             )
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"cannot read the evaluation in '{folder}' ({exc}); evaluate the run again") from exc
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:  # missing, truncated or edited files
+            raise DataError(f"cannot read the evaluation in '{folder}' ({type(exc).__name__}: {exc}); evaluate the run again") from exc
 
 
 def _plain(value: Any) -> Any:

@@ -15,7 +15,7 @@ from metarec_core.store import RUN_STATUSES, RunRecord, RunStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``worker`` and ``runs list|show|cancel|delete|rename|compare|export|import|dispatch|wait|evaluate|datasets``."""
+    """Add ``worker`` and ``runs list|show|cancel|delete|rename|compare|export|import|dispatch|wait|evaluate|recover|datasets``."""
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument("--home", type=Path, help="run store directory (default: METAREC_HOME or the user data dir)")
     as_json = argparse.ArgumentParser(add_help=False)

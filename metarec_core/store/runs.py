@@ -504,10 +504,11 @@ class RunRegistry(Database):
     def check_run(self, run_id: str) -> tuple[str, ...]:
         """Problems with a run's stored data and artifacts, as sentences (empty when all is well).
 
-        Reports a missing artifact directory, expected artifacts missing, empty or
-        damaged (:func:`metarec_core.artifacts.check_run_files`), and lines of ``metrics.jsonl`` that are incomplete (e.g. half-written by a
-        killed worker) or hold values that are not numbers. None of these stop
-        listing, showing or exporting the run.
+        Reports a missing artifact directory, expected artifacts missing, empty
+        or damaged (:func:`metarec_core.artifacts.check_run_files`: headers and
+        JSON only), and lines of ``metrics.jsonl`` that are incomplete (e.g.
+        half-written by a killed worker) or hold values that are not numbers.
+        None of these stop listing, showing or exporting the run.
         """
         run = self.get_run(run_id)
         run_dir = self.run_dir(run_id)
@@ -515,7 +516,7 @@ class RunRegistry(Database):
             return (f"artifact directory '{run_dir}' is missing",)
         problems: list[str] = []
         if run.status in ("completed", "cancelled"):
-            from metarec_core.artifacts import check_run_files
+            from metarec_core.artifacts import check_run_files  # here: torch loads only when a run is checked
 
             for name in EXPECTED_ARTIFACTS:
                 path = run_dir / name
