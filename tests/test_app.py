@@ -573,3 +573,22 @@ def test_the_sidebar_picks_a_run_that_has_its_files(home: Path) -> None:
     picker = at.sidebar.selectbox(key="sidebar_run")
     assert any(o.startswith("newer") and "files missing" in o for o in picker.options)
     assert not any(o.startswith("older") and "files missing" in o for o in picker.options)
+
+
+def test_a_store_damaged_while_the_app_runs_gets_the_recover_button(home: Path) -> None:
+    from metarec_core.store import RunStore
+    from tests.store_fakes import CONFIG
+
+    store = RunStore(home)
+    store.create_run(CONFIG, "builtin:synthetic", name="a run")
+    store.close()
+    at = new_app()
+    open_page(at, "runs")
+    assert not at.exception and not any(b.key == "store_recover" for b in at.button)
+    (home / "store.sqlite3").write_bytes(b"junk " * 1000)  # damaged behind the running app's back
+    for name in ("-wal", "-shm"):
+        (home / f"store.sqlite3{name}").unlink(missing_ok=True)
+    open_page(at, "runs")
+    assert not at.exception
+    assert [b.key for b in at.button] == ["store_recover"]
+    assert "is damaged" in at.error[0].value and "Something went wrong" not in at.error[0].value
