@@ -191,3 +191,26 @@ def test_a_write_under_a_held_lock_and_a_full_disk_are_not_called_damage(tmp_pat
     assert not isinstance(full, StoreDamagedError) and "is full" in str(full) and "free some space and retry" in str(full)
     io_error = RunStore(tmp_path)._translate(sqlite3.OperationalError("disk I/O error"))
     assert not isinstance(io_error, StoreDamagedError) and "check the disk" in str(io_error)
+
+
+def test_listing_does_not_wait_to_mark_a_dead_workers_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ids = store_with_runs(tmp_path, 2)
+    store = RunStore(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert store.claim_job(ids[0], pid=dead.pid)  # its worker is gone: the next look marks it failed
+    store.close()
+    holder = _hold_write_lock(tmp_path / "store.sqlite3")
+    try:
+        started = time.monotonic()
+        assert main(["runs", "list", "--home", str(tmp_path)]) == 0
+        assert time.monotonic() - started < 10.0  # not the 30 s a write waits
+        captured = capsys.readouterr()
+        assert ids[0] in captured.out and ids[1] in captured.out
+        assert "the store is busy; runs whose worker died may still show as running" in captured.err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["runs", "list", "--home", str(tmp_path)]) == 0
+    assert "busy" not in capsys.readouterr().err
+    assert RunStore(tmp_path).get_run(ids[0]).status == "failed"  # marked on the next look

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec_core.configs import flatten_settings
+from metarec_core.errors import StoreBusyError
 from metarec_core.jobs import EVALUATION_SHOTS, EvaluationState, delete_run
 from metarec_core.store import RUN_STATUSES, RunRecord, RunStore
 
@@ -103,7 +104,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from metarec_core.jobs import mark_stale_jobs
 
     store = _store(args)
-    mark_stale_jobs(store)
+    try:
+        mark_stale_jobs(store)
+    except StoreBusyError:  # listing is a read: it does not wait for a writer to mark dead workers' runs
+        print("note: the store is busy; runs whose worker died may still show as running", file=sys.stderr)
     runs = store.list_runs(args.status)
     if args.json:
         _print_json([r.to_json() for r in runs])

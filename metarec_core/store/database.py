@@ -240,11 +240,14 @@ class Database:
         return rows[0] if rows else None
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction, committed on success; :class:`sqlite3.IntegrityError` passes through."""
+    def _write(self, *, wait: float | None = None) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction, committed on success; :class:`sqlite3.IntegrityError` passes through.
+
+        ``wait``: seconds to wait for another writer (default :data:`WRITE_BUSY_TIMEOUT`).
+        """
         conn = self._conn()
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(WRITE_BUSY_TIMEOUT * 1000)}")
+            conn.execute(f"PRAGMA busy_timeout = {int((WRITE_BUSY_TIMEOUT if wait is None else wait) * 1000)}")
             try:
                 conn.execute("BEGIN IMMEDIATE")
             finally:

@@ -42,6 +42,8 @@ FINISHED_STATUSES = ("completed", "failed", "cancelled")
 JOB_KINDS = ("train", "evaluate")
 #: Artifacts a completed (or cancelled) run directory is expected to hold.
 EXPECTED_ARTIFACTS = ("config.json", "model.json", "weights.safetensors", "context.safetensors", "metrics.jsonl")
+#: Seconds marking a dead worker's job failed waits for another writer (it is retried on the next look).
+STALE_WRITE_WAIT = 2.0
 #: The run's own record in its folder (name, config, dataset, creation time), from which ``runs recover`` rebuilds it.
 RUN_RECORD_FILE = "run.json"
 
@@ -448,8 +450,12 @@ class RunRegistry(Database):
             return done
 
     def fail_if_stale(self, run_id: str, heartbeat: float | None, error: str, *, kind: str = "train") -> bool:
-        """Mark a running job failed if its heartbeat is still ``heartbeat`` (compare-and-set)."""
-        with self._write() as conn:
+        """Mark a running job failed if its heartbeat is still ``heartbeat`` (compare-and-set).
+
+        Waits at most :data:`STALE_WRITE_WAIT` seconds for another writer (listing
+        calls it and must not hang on a busy store); :class:`StoreBusyError` after that.
+        """
+        with self._write(wait=STALE_WRITE_WAIT) as conn:
             return conn.execute(
                 "UPDATE jobs SET status = 'failed', error = ?, finished = ? "
                 "WHERE run_id = ? AND kind = ? AND status = 'running' AND heartbeat IS ?",
