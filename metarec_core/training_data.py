@@ -10,7 +10,7 @@ from metarec_core.dataset import Dataset
 from metarec_core.features import FeatureEncoder
 from metarec_core.models import EntityTensors, FeatureContext
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
-from metarec_core.train_config import TrainConfig
+from metarec_core.train_config import TrainConfig, resolve_scenario
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,11 @@ class TrainingData:
 def prepare_data(
     config: TrainConfig, dataset: Dataset, *, text_vectors: np.ndarray | None = None, split: ColdStartSplit | None = None,
 ) -> TrainingData:
-    """Split a dataset (seeded; or take the given split), carve validation users from the training users and encode features."""
+    """Split a dataset (seeded; or take the given split), carve validation users from the training users and encode features.
+
+    A config with ``scenario="auto"`` is resolved first (:func:`~metarec_core.train_config.resolve_scenario`).
+    """
+    config = resolve_scenario(config, dataset, split).config
     if split is None:
         split = split_cold_start(
             dataset,
