@@ -20,7 +20,7 @@ Methods:
 * **default without text** — the same settings with ``use_text=False``;
 * **previous default** — ``scenario="user-cold"`` (what the default did
   before ``auto``: trained and validated for new users);
-* **new-items settings, user-cold split** — the new-items settings with the
+* **new-items settings on a user-cold split** — the new-items settings with the
   run's own split made of new users instead of new items (every rated item's
   ratings stay in training);
 * **genre baseline** — ``GenreBaseline``: the user's shrunk mean training
@@ -83,7 +83,7 @@ from machine import code_version, machine, machine_line, write_report  # noqa: E
 DEFAULT = "default (scenario auto)"
 NO_TEXT = "default without text"
 PREVIOUS = "previous default (user-cold)"
-USER_SPLIT = "new-items settings, user-cold split"
+USER_SPLIT = "new-items settings on a user-cold split"
 GENRE = "genre baseline (user mean + genre offset)"
 BIAS = "bias baseline"
 RUNS = (DEFAULT, NO_TEXT, PREVIOUS, USER_SPLIT)
