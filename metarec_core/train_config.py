@@ -249,7 +249,7 @@ class ScenarioChoice:
 
     @property
     def message(self) -> str:
-        """One sentence for the log, the CLI and the app; empty when the config was not ``auto``."""
+        """One sentence for the log, the CLI and the app; empty unless ``auto`` switched the run to new items."""
         if not self.switched_on:
             return ""
         settings = ", ".join(f"{k}={v}" for k, v in self.switched_on.items())

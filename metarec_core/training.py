@@ -169,7 +169,9 @@ class Trainer:
         self.warm_items = torch.tensor(train["item"].to_numpy(np.int64), device=self.device)
         self.warm_ratings = torch.tensor(train["rating"].to_numpy(np.float32), device=self.device)
         self.valid_tasks, self.valid_positions = (
-            tasks_from_frames(self.data.valid_support, self.data.valid_query) if len(self.data.valid_query) else (None, None)
+            # Item-cold validation users are known users (their ID parameters count), as in the item-cold test.
+            tasks_from_frames(self.data.valid_support, self.data.valid_query, warm=config.scenario == "item-cold")
+            if len(self.data.valid_query) else (None, None)
         )
         # L0's weight per step: all of lambda_l0, or (l0_unit "pass") its share of one pass of the warm ratings.
         self.l0_weight = config.lambda_l0 * (

@@ -33,6 +33,8 @@ def prepare_data(
     """Split a dataset (seeded; or take the given split), carve validation users from the training users and encode features.
 
     A config with ``scenario="auto"`` is resolved first (:func:`~metarec_core.train_config.resolve_scenario`).
+    In the item-cold scenario validation mirrors the test: ``valid_fraction``
+    of the training items become validation items (:func:`validation_items`).
     """
     config = resolve_scenario(config, dataset, split).config
     if split is None:
@@ -40,6 +42,9 @@ def prepare_data(
             dataset,
             SplitConfig(scenario=config.scenario, cold_fraction=config.cold_fraction, support_size=config.eval_support_size, seed=config.seed),
         )
+    if split.config.scenario == "item-cold":
+        train, valid_support, valid_query = validation_items(split.train, config)
+        return _encoded(dataset, split, train, valid_support, valid_query, text_vectors)
     train = split.train
     counts = train.groupby("user").size()
     eligible = counts.index[counts > config.eval_support_size].to_numpy(np.int64)
@@ -55,6 +60,49 @@ def prepare_data(
     rank = shuffled.groupby("user").cumcount().to_numpy()
     valid_support = shuffled[rank < config.eval_support_size].reset_index(drop=True)
     valid_query = shuffled[rank >= config.eval_support_size].reset_index(drop=True)
+    return _encoded(dataset, split, train, valid_support, valid_query, text_vectors)
+
+
+def validation_items(train: pd.DataFrame, config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Item-cold validation: training rows, and validation tasks on held-out items, as the item-cold test has them.
+
+    ``valid_fraction`` of the items rated in ``train`` (seeded by
+    ``config.seed + 1``) become validation items: none of their ratings is
+    trained on. Every user who rated one and has at least
+    ``eval_support_size`` other training ratings is a validation user: their
+    support is that many of those other ratings (seeded; they stay in the
+    training rows, as a test user's support does), their query their ratings
+    of validation items. The epoch kept (``keep_best``) and early stopping
+    then follow how well items never trained on are scored.
+
+    Returns
+    -------
+    tuple of pandas.DataFrame
+        The training rows, the validation support and the validation query.
+    """
+    rng = np.random.default_rng(config.seed + 1)
+    items = np.unique(train["item"].to_numpy(np.int64))
+    n_valid = int(round(len(items) * config.valid_fraction))
+    if n_valid == 0 or n_valid >= len(items):
+        empty = train.iloc[:0].reset_index(drop=True)
+        return train.reset_index(drop=True), empty, empty
+    held = train["item"].isin(rng.choice(items, size=n_valid, replace=False)).to_numpy()
+    rest = train[~held].reset_index(drop=True)
+    shuffled = rest.iloc[rng.permutation(len(rest))]
+    rank = shuffled.groupby("user").cumcount().to_numpy()
+    support = shuffled[rank < config.eval_support_size]
+    counts = rest.groupby("user").size()
+    eligible = counts.index[counts >= config.eval_support_size]
+    query = train[held & train["user"].isin(eligible).to_numpy()].reset_index(drop=True)
+    support = support[support["user"].isin(query["user"].unique())].reset_index(drop=True)
+    return rest, support, query
+
+
+def _encoded(
+    dataset: Dataset, split: ColdStartSplit, train: pd.DataFrame, valid_support: pd.DataFrame, valid_query: pd.DataFrame,
+    text_vectors: np.ndarray | None,
+) -> TrainingData:
+    """The :class:`TrainingData` of these rows, with the dataset's features encoded."""
     user_encoder = FeatureEncoder.fit(dataset.user_table, dataset.user_features)
     item_encoder = FeatureEncoder.fit(dataset.item_table, tuple(s for s in dataset.item_features if s.kind != "text"))
     context = FeatureContext(
