@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec_core.baselines import Baseline, BiasBaseline, GlobalMean, ItemMean, MatrixFactorization
+from metarec_core.baselines import Baseline, BiasBaseline, GenreBaseline, GlobalMean, ItemMean, MatrixFactorization
 from metarec_core.configs import config_to_dict
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.metrics import DEFAULT_KS
@@ -23,10 +23,11 @@ BASELINES: dict[str, Callable[[], Baseline]] = {
     "global-mean": GlobalMean,
     "item-mean": ItemMean,
     "bias": BiasBaseline,
+    "genre": GenreBaseline,
     "mf": MatrixFactorization,
 }
 #: Baselines that need explicit ratings (skipped, with a warning, on implicit data).
-_EXPLICIT_ONLY = ("bias", "mf")
+_EXPLICIT_ONLY = ("bias", "genre", "mf")
 #: Columns of :attr:`EvaluationResult.frame`.
 RESULT_COLUMNS = ("method", "scenario", "shots", "seed", "metric", "value")
 #: Columns of :attr:`EvaluationResult.per_user_frame`.

@@ -129,6 +129,18 @@ def test_preset_and_sliders_drive_formula_and_timeline(home: Path) -> None:
     assert_clean(at)
 
 
+def test_train_page_says_when_the_default_trains_for_new_items(home: Path) -> None:
+    from metarec_core.store import RunStore
+
+    at = open_page(new_app(), "train")  # the built-in synthetic data: every item rated, nothing to say
+    assert at.session_state["cfg_scenario"] == "auto" and not any("no interactions yet" in i.value for i in at.info)
+    catalogue = make_synthetic(SyntheticConfig(n_users=60, n_items=40, ratings_per_user=(5, 20), cold_items=10, seed=2)).dataset
+    ref = "stored:" + RunStore(home).save_dataset(catalogue, name="new items")
+    at = open_page(new_app(ref), "train")
+    assert any("10 of 50 items in this dataset have no interactions yet" in i.value for i in at.info)
+    assert_clean(at)
+
+
 def test_language_switch_translates_every_page(home: Path) -> None:
     at = new_app()
     at.segmented_control(key="lang").set_value("zh").run()

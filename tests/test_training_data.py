@@ -40,6 +40,28 @@ def test_prepare_data_is_seeded(small_scenario):
     assert set(a.valid_support["user"]) != set(c.valid_support["user"]) or not a.split.query.equals(c.split.query)
 
 
+def test_item_cold_validation_holds_out_items_as_the_item_cold_test_does(small_scenario):
+    dataset = small_scenario.dataset
+    config = TrainConfig(scenario="item-cold", valid_fraction=0.1, eval_support_size=7, seed=3)
+    data = prepare_data(config, dataset)
+    trained_items = set(data.train["item"])
+    valid_items = set(data.valid_query["item"])
+    # About a tenth of the split's training items are validation items; none of their ratings is trained on.
+    split_items = set(data.split.train["item"])
+    assert valid_items and valid_items.isdisjoint(trained_items) and valid_items.isdisjoint(data.split.cold_items)
+    assert len(split_items - trained_items) == round(0.1 * len(split_items))
+    # Validation users are known users: K support ratings of trained items, which stay training rows.
+    assert (data.valid_support.groupby("user").size() == 7).all()
+    assert set(data.valid_support["user"]) == set(data.valid_query["user"])
+    assert rows(data.valid_support) <= rows(data.train) and not rows(data.valid_query) & rows(data.train)
+    assert rows(data.train) | rows(data.valid_query) <= rows(data.split.train)
+    assert len(data.train) + len(data.valid_query) <= len(data.split.train)
+    # Every rating of a validation item by a user with K other ratings is in the query.
+    held = data.split.train[data.split.train["item"].isin(valid_items)]
+    enough = data.train.groupby("user").size() >= 7
+    assert len(data.valid_query) == int(held["user"].map(enough).fillna(False).sum())
+
+
 def test_no_validation_users_when_the_fraction_is_zero(tiny_scenario):
     data = prepare_data(TrainConfig(valid_fraction=0.0), tiny_scenario.dataset)
     assert len(data.valid_support) == len(data.valid_query) == 0
@@ -114,4 +136,4 @@ def test_a_dataset_too_small_for_a_cold_start_split_is_refused_with_what_it_need
         prepare_data(TrainConfig(device="cpu", eval_support_size=3), one_user)
     few = data.ratings.groupby("user").head(3).reset_index(drop=True)  # 3 ratings per user: none reaches K=5 + 1 query
     with pytest.raises(DataError, match=r"no user can be evaluated in the user-cold scenario with support 5"):
-        prepare_data(TrainConfig(device="cpu", eval_support_size=5), dataclasses.replace(data, ratings=few))
+        prepare_data(TrainConfig(device="cpu", eval_support_size=5, scenario="user-cold"), dataclasses.replace(data, ratings=few))
