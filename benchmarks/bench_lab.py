@@ -108,7 +108,7 @@ def rate_once(page, n: int) -> dict:
     """One rating (alternately 5 and 2 stars) of the first item on offer; timings from the click."""
     stars = "5★" if n % 2 == 0 else "2★"
     sel = lists_selector(page)
-    before = page.evaluate("(s) => Array.from(document.querySelectorAll(s)).map(e => e.innerText).join('|')", sel)
+    before = page.evaluate("(s) => Array.from(document.querySelectorAll(s)).map(e => e.textContent).join('|')", sel)
     if page.locator(".st-key-lab-rate").count():
         button = page.locator(".st-key-lab-rate").get_by_role("button", name=stars, exact=True).first
     else:
@@ -120,7 +120,7 @@ def rate_once(page, n: int) -> dict:
     t0 = page.evaluate("() => performance.now()")
     button.click()
     changed = page.wait_for_function(
-        "([s, prev]) => { const now = Array.from(document.querySelectorAll(s)).map(e => e.innerText).join('|');"
+        "([s, prev]) => { const now = Array.from(document.querySelectorAll(s)).map(e => e.textContent).join('|');"
         " return now !== prev && performance.now(); }", arg=[sel, before], polling="raf", timeout=30_000,
     ).json_value()
     last = settle(page)
