@@ -22,8 +22,7 @@ REPLAY = "lab_replay"
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
-TITLE_CHARS = 30  # the rest of a card's line ends in an ellipsis
-BLURB_CHARS = 40
+TITLE_CHARS = 28  # what fits a card's line; a longer title ends in an ellipsis, in full on hover
 LIST_HEIGHT = 35 * (TOP_K + 1) + 3
 PANEL_HEIGHT = 300  # the map and the loss chart
 UNKNOWN = "—"
@@ -135,13 +134,11 @@ def map_base(run_id: str, weights_mtime: float, lang: str) -> tuple[list, np.nda
 
 
 # ---------------------------------------------------------------- pure helpers
-def short(text: str, limit: int = TITLE_CHARS) -> str:
-    """``text`` cut to ``limit`` characters with an ellipsis."""
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def lists_csv(lists: dict[str, pd.DataFrame], ratings: list[tuple[str, float]], titles: dict[str, str]) -> bytes:
     """The lab user's ratings and top lists as one CSV (``list``, ``rank``, ``item_id``, ``title``, ``value``).
+
+    ``value`` is the rating given, the predicted score, or the number of
+    ratings (popularity), by list.
 
     Titles that a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``,
     ``@…``) are written with a leading apostrophe.
@@ -150,9 +147,9 @@ def lists_csv(lists: dict[str, pd.DataFrame], ratings: list[tuple[str, float]], 
         text = str(text)
         return "'" + text if text.startswith(_FORMULA_START) else text
 
-    rows = [("ratings", n, i, cell(titles.get(i, i)), r) for n, (i, r) in enumerate(ratings, start=1)]
+    rows = [("ratings", n, i, cell(titles.get(i, i)), f"{r:g}") for n, (i, r) in enumerate(ratings, start=1)]
     for name, frame in lists.items():
-        rows += [(name, n, i, cell(titles.get(i, i)), v) for n, (i, v) in enumerate(zip(frame["item_id"], frame["value"]), start=1)]
+        rows += [(name, n, i, cell(titles.get(i, i)), f"{float(v):.6g}") for n, (i, v) in enumerate(zip(frame["item_id"], frame["value"]), start=1)]
     out = io.StringIO()
     pd.DataFrame(rows, columns=["list", "rank", "item_id", "title", "value"]).to_csv(out, index=False)
     return out.getvalue().encode("utf-8")
@@ -180,10 +177,10 @@ def item_card(data: LabData, item_id: str, scale: list[float], given: float | No
     """One item: its title, year or category, how many rated it, and a star button per rating value."""
     title = data.titles.get(item_id, item_id)
     with st.container(border=True, key=f"lab-card-{data.row_of[item_id]}", gap="xxsmall"):
-        st.markdown(f"**{plain(short(title))}**", help=plain(title) if len(title) > TITLE_CHARS else None)
+        st.markdown(f"**{plain(title)}**", help=plain(title) if len(title) > TITLE_CHARS else None)  # long ones end in "…"
         blurb = data.items["blurb"].iat[data.row_of[item_id]]
         count = t(worded("lab.card.count", implicit), n=data.n_ratings.get(item_id, 0))
-        st.caption(plain(short(" · ".join(p for p in (blurb, count) if p), BLURB_CHARS)))
+        st.caption(" · ".join(plain(p) for p in (blurb, count) if p))
         with st.container(horizontal=True, gap="xxsmall"):
             for value in scale:
                 st.button(
