@@ -524,7 +524,8 @@ def test_uploaded_titles_are_plain_text_everywhere_in_the_lab(home: Path) -> Non
         rendered = [e.value for kind in ("markdown", "caption", "info", "warning", "subheader") for e in at.get(kind)]
         rendered += [str(cell) for table in at.table for cell in np.ravel(table.value.to_numpy())]  # st.table reads Markdown
         assert not [text for text in rendered if payload in text], payload  # never raw where Markdown is read
-        assert any(plain(payload) in text for text in rendered), payload  # its card shows it, escaped
+        assert not [text for text in rendered if plain(payload) in text], payload  # nor escaped: a bare URL still becomes a link
+        assert payload in [e.value for e in at.get("text")], payload  # its card shows it as plain text
         assert any(payload in set(frame.iloc[:, 0]) for frame in lab_lists(at))  # the lists show it as it is
         hover = [str(v) for spec in plotly_specs(at) for tr in spec["data"] for v in np.ravel(tr.get("text") or [])]
         assert not [h for h in hover if "<b>bold</b>" in h]  # the map's labels escape HTML

@@ -22,7 +22,6 @@ REPLAY = "lab_replay"
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
-TITLE_CHARS = 28  # what fits a card's line; a longer title ends in an ellipsis, in full on hover
 LIST_HEIGHT = 35 * (TOP_K + 1) + 3
 PANEL_HEIGHT = 300  # the map and the loss chart
 UNKNOWN = "—"
@@ -37,7 +36,9 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 STYLE = """<style>
 [data-testid="stMainBlockContainer"] { padding: 2.4rem 2rem 1rem 2rem; }
 .st-key-lab-rate [class*="st-key-lab-card-"] { padding: 0.4rem 0.5rem; }
-.st-key-lab-rate [class*="st-key-lab-card-"] p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.st-key-lab-rate [class*="st-key-lab-card-"] [data-testid="stText"] { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.st-key-lab-rate [class*="st-key-lab-card-"] > div:first-child [data-testid="stText"] { font-weight: 600; }
+.st-key-lab-rate [class*="st-key-lab-card-"] > div:nth-child(2) [data-testid="stText"] { font-size: 0.875rem; opacity: 0.65; }
 .st-key-lab-rate [class*="st-key-lab-card-"] button { min-height: 1.8rem; padding: 0 0.32rem; }
 .st-key-lab-recommendations [data-testid="stMarkdownContainer"] p { font-size: 0.88rem; min-height: 3.2em; }
 </style>"""
@@ -177,10 +178,11 @@ def item_card(data: LabData, item_id: str, scale: list[float], given: float | No
     """One item: its title, year or category, how many rated it, and a star button per rating value."""
     title = data.titles.get(item_id, item_id)
     with st.container(border=True, key=f"lab-card-{data.row_of[item_id]}", gap="xxsmall"):
-        st.markdown(f"**{plain(title)}**", help=plain(title) if len(title) > TITLE_CHARS else None)  # long ones end in "…"
+        # st.text: no Markdown, HTML or LaTeX at all (escaped Markdown still turns a bare URL into a link).
+        st.text(title, width="stretch", wrap=False)
         blurb = data.items["blurb"].iat[data.row_of[item_id]]
         count = t(worded("lab.card.count", implicit), n=data.n_ratings.get(item_id, 0))
-        st.caption(" · ".join(plain(p) for p in (blurb, count) if p))
+        st.text(" · ".join(p for p in (blurb, count) if p), width="stretch", wrap=False)
         with st.container(horizontal=True, gap="xxsmall"):
             for value in scale:
                 st.button(
