@@ -10,7 +10,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 from pathlib import Path
