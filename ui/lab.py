@@ -157,6 +157,16 @@ def lists_csv(lists: dict[str, pd.DataFrame], ratings: list[tuple[str, float]], 
 
 
 # ---------------------------------------------------------------- drawing
+def stated_features(rec: Any) -> dict[str, object]:
+    """The demographics the lab user gave, read from the widgets' state (before the widgets are drawn)."""
+    values: dict[str, object] = {}
+    for vocab in rec.run.user_encoder.vocabs:
+        value = st.session_state.get(f"lab_feat_{vocab.spec.name}")
+        if vocab.spec.kind in ("numeric", "categorical") and value is not None and value != UNKNOWN:
+            values[vocab.spec.name] = value
+    return values
+
+
 def demographics(rec: Any) -> dict[str, object]:
     """Optional side features of the new user, from the run's user feature vocabularies."""
     values: dict[str, object] = {}
@@ -191,15 +201,15 @@ def item_card(data: LabData, item_id: str, scale: list[float], given: float | No
                 )
 
 
-def rating_area(rec: Any, data: LabData, implicit: bool) -> dict[str, object]:
-    """The search box, your demographics, the item cards (the suggestions, or the search hits); returns the demographics."""
+def rating_area(rec: Any, data: LabData, implicit: bool) -> None:
+    """The search box, your demographics, the item cards (the suggestions, or the search hits)."""
     ratings = st.session_state[RATINGS]
     given = dict(ratings)
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
     with row:
         query = st.text_input(t("lab.search"), key="lab_search", placeholder=t("lab.search.placeholder"), label_visibility="collapsed")
     with row.popover(t("lab.about_you"), icon=":material/person:"):
-        features = demographics(rec)
+        demographics(rec)
         if not rec.run.user_encoder.vocabs:
             st.caption(t("lab.about_you.none"))
     if query.strip():
@@ -221,7 +231,6 @@ def rating_area(rec: Any, data: LabData, implicit: bool) -> dict[str, object]:
     for n, item_id in enumerate(shown):
         with grid[n % 2]:
             item_card(data, item_id, scale, given.get(item_id), implicit)
-    return features
 
 
 def top_list(frame: pd.DataFrame, titles: dict[str, str], value_label: str, number_format: str) -> None:
@@ -282,42 +291,21 @@ def lab_view() -> None:
         dataset = datasets.run_dataset(run)
         implicit = rec.run.implicit
         st.session_state.setdefault(RATINGS, [])
+        ratings = list(st.session_state[RATINGS])
+        st.session_state.setdefault(REPLAY, len(ratings))
+        if st.session_state[REPLAY] > len(ratings):
+            st.session_state[REPLAY] = len(ratings)
+        upto = min(int(st.session_state[REPLAY]), len(ratings))
+        shown = ratings[:upto]
+        features = stated_features(rec)  # what the demographics widgets hold (drawn below, beside the cards)
+        started = time.perf_counter()
+        adapted = rec.adapt_user(shown, user_features=features)
+        top = rec.recommend(adapted, k=TOP_K)
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        top = top.assign(value=top["score"])
+
         left, right = st.columns([5, 7], gap="medium")
-        with left:
-            with st.container(key="lab-rate"):
-                features = rating_area(rec, data, implicit)
-            ratings = list(st.session_state[RATINGS])
-            st.session_state.setdefault(REPLAY, len(ratings))
-            if st.session_state[REPLAY] > len(ratings):
-                st.session_state[REPLAY] = len(ratings)
-            # Always there (disabled until it can move), so nothing shifts when it becomes useful.
-            upto = st.slider(t("lab.replay"), 0, max(1, len(ratings)), key=REPLAY, help=t("lab.replay.help"), disabled=len(ratings) < 2)
-            upto = min(int(upto), len(ratings))
-            shown = ratings[:upto]
-            bar = st.container(horizontal=True, gap="small", vertical_alignment="center")
-            with bar.popover(t(worded("lab.your_ratings", implicit), n=len(ratings)), icon=":material/list:"):
-                if ratings:
-                    table = pd.DataFrame({t("common.title"): [data.titles.get(i, i) for i, _ in ratings], t("common.rating"): [r for _, r in ratings]})
-                    if implicit:  # every value is 1 ("liked"): the column says nothing
-                        table = table.drop(columns=[t("common.rating")])
-                    st.dataframe(table, hide_index=True, height=min(35 * (len(ratings) + 1) + 3, 250))
-                else:
-                    st.caption(t("lab.start_hint"))
-            bar.button(t("lab.reset"), icon=":material/restart_alt:", key="lab_reset", on_click=reset)
-            download = bar.empty()
-
-            started = time.perf_counter()
-            adapted = rec.adapt_user(shown, user_features=features)
-            top = rec.recommend(adapted, k=TOP_K)
-            elapsed_ms = 1000 * (time.perf_counter() - started)
-            top = top.assign(value=top["score"])
-
-            info = st.columns(3)
-            info[0].metric(t(worded("lab.n_ratings", implicit)), len(shown))
-            info[1].metric(t("lab.adapt_ms"), f"{elapsed_ms:.0f} ms", help=t("lab.adapt_ms.help"))
-            info[2].metric(t("lab.support_loss"), f"{adapted.losses[-1]:.3f}" if shown and adapted.losses else "—")
-
-        with right:
+        with right:  # first: the lists reach the browser before the cards
             with st.container(key="lab-recommendations"):
                 columns = st.columns(3, gap="small")
                 with columns[0]:
@@ -331,6 +319,27 @@ def lab_view() -> None:
                     popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
                     pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
                     top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d")
+        with left:
+            with st.container(key="lab-rate"):
+                rating_area(rec, data, implicit)
+            # Always there (disabled until it can move), so nothing shifts when it becomes useful.
+            st.slider(t("lab.replay"), 0, max(1, len(ratings)), key=REPLAY, help=t("lab.replay.help"), disabled=len(ratings) < 2)
+            bar = st.container(horizontal=True, gap="small", vertical_alignment="center")
+            with bar.popover(t(worded("lab.your_ratings", implicit), n=len(ratings)), icon=":material/list:"):
+                if ratings:
+                    table = pd.DataFrame({t("common.title"): [data.titles.get(i, i) for i, _ in ratings], t("common.rating"): [r for _, r in ratings]})
+                    if implicit:  # every value is 1 ("liked"): the column says nothing
+                        table = table.drop(columns=[t("common.rating")])
+                    st.dataframe(table, hide_index=True, height=min(35 * (len(ratings) + 1) + 3, 250))
+                else:
+                    st.caption(t("lab.start_hint"))
+            bar.button(t("lab.reset"), icon=":material/restart_alt:", key="lab_reset", on_click=reset)
+            download = bar.empty()
+            info = st.columns(3)
+            info[0].metric(t(worded("lab.n_ratings", implicit)), len(shown))
+            info[1].metric(t("lab.adapt_ms"), f"{elapsed_ms:.0f} ms", help=t("lab.adapt_ms.help"))
+            info[2].metric(t("lab.support_loss"), f"{adapted.losses[-1]:.3f}" if shown and adapted.losses else "—")
+        with right:
             map_col, loss_col = st.columns([3, 2], gap="small")
             with map_col:
                 draw_map(run.id, stamp, rec, data, ratings, upto, features, top)
