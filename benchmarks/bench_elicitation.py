@@ -47,6 +47,14 @@ from metarec_core.training import fit  # noqa: E402
 from machine import code_version, machine, write_report  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LIMITS = (
+    "**What this protocol cannot see.** Every pool item is one the user rated, so every question gets an answer: the "
+    "popularity weight of `informative` (the chance the user knows the item) is only a handicap here, while random "
+    "questions on a real onboarding screen would often be about items the user does not know (no answer, a wasted "
+    "question). The comparison with `popular` is the fair one for the weight; the one with `random` and `variance` "
+    "shows what the uncertainty term alone buys. The pool is the earlier half of the user's history, the held-out half "
+    "the later: a drift in taste counts against every strategy alike."
+)
 SHOTS = (1, 3, 5, 10)
 STRATEGIES = ("informative", "variance", "popular", "random")
 
@@ -147,6 +155,7 @@ def main() -> None:
         "## Paired differences (same users, same held-out ratings)",
         "",
         "| difference | K | MAE (± s.e.) | nDCG@3 |", "|---|---|---|---|", *paired, "",
+        LIMITS, "",
         "## Machine", "", "```", json.dumps({**machine(), "code": code_version()}, indent=1, default=str), "```", "",
     ]
     report = {"users": len(users), "curve": {f"{s}|{k}|{m}|{a}": float(v) for (m, a), col in curve.items() for (s, k), v in col.items()}}
