@@ -18,7 +18,8 @@ Works on the lab before and after its redesign (a select box and a Rate
 button then; item cards with star buttons now), so one script measures both::
 
     python benchmarks/lab_fixtures.py /tmp/labhome
-    python benchmarks/bench_lab.py --home /tmp/labhome [--app-dir DIR] [--label after] [--ratings 10] [--shots DIR]
+    python benchmarks/bench_lab.py --home /tmp/labhome [--app-dir DIR] [--label after] [--ratings 10] [--shots DIR] [--json runs.jsonl]
+    python benchmarks/bench_lab.py --report runs.jsonl   # writes benchmarks/results/lab.md
 """
 from __future__ import annotations
 
@@ -156,16 +157,50 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "max": float(v.max())}
 
 
+def write_markdown(lines_file: Path, out: Path) -> None:
+    """``benchmarks/results/lab.md`` from the JSON lines of one or more runs of this script."""
+    runs = [json.loads(line) for line in lines_file.read_text().splitlines() if line.strip()]
+    rows = ["| lab | data | ratings | lists change: median / p95 / max (ms) | page settled: median / p95 / max (ms) | app's adapt + rank (ms), median | load before → after |",
+            "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        app = [float(x["app_ms"].split()[0]) for x in r["ratings"] if x["app_ms"]]
+        fmt = lambda s: f"{s['median']:.0f} / {s['p95']:.0f} / {s['max']:.0f}"  # noqa: E731
+        load_of = lambda text: text.split("load average:")[-1].strip()  # noqa: E731
+        rows.append(f"| {r['label']} | {r['data']} | {len(r['ratings'])} | {fmt(r['lists_ms'])} | {fmt(r['settled_ms'])} | "
+                    f"{np.median(app) if app else float('nan'):.0f} | {load_of(r['load_before'])} → {load_of(r['load_after'])} |")
+    text = "\n".join([
+        "# Cold-start lab in a browser: a rating, until the lists change and the page settles",
+        "",
+        "`python benchmarks/bench_lab.py --home HOME [--app-dir DIR] --label L --json runs.jsonl`, run stores from "
+        "`python benchmarks/lab_fixtures.py HOME` (3-epoch runs: meta + transfer and transfer only, on ML-100K and on a "
+        "60-item uploaded CSV). Headless Chromium at 1440×900, one session, alternately 5★ and 2★ on the first item on offer. "
+        "*Lists change*: from the click to the first frame where the top lists show a new ranking; *settled*: to the last DOM "
+        "change once the script run has finished and the page stayed quiet for 1 s. The app's own adapt + rank is the lab's metric. "
+        "`before` is the lab as it was (a select box, a Rate button, a whole-page rerun twice per rating), `after` is this one, "
+        "measured one after the other on the same machine: compare them as ratios within one table; the machine (2 cores) was "
+        "shared with other jobs, its load averages are in the last column.",
+        "",
+        *rows,
+        "",
+    ])
+    out.write_text(text)
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, required=True, help="a run store from benchmarks/lab_fixtures.py")
+    parser.add_argument("--home", type=Path, help="a run store from benchmarks/lab_fixtures.py")
     parser.add_argument("--app-dir", type=Path, default=REPO, help="the checkout whose app.py is served")
     parser.add_argument("--label", default="after")
     parser.add_argument("--ratings", type=int, default=10)
     parser.add_argument("--dataset", default=None, help="sidebar dataset label to pick (default: the built-in default)")
     parser.add_argument("--shots", type=Path, default=None, help="write screenshots after 0, 1, 3 ratings (EN and 中文) here")
     parser.add_argument("--json", type=Path, default=None, help="append this run's figures to a JSON lines file")
+    parser.add_argument("--report", type=Path, default=None, help="only write benchmarks/results/lab.md from this JSON lines file")
     args = parser.parse_args()
+    if args.report is not None:
+        write_markdown(args.report, RESULTS / "lab.md")
+        return
     from playwright.sync_api import sync_playwright
 
     port = free_port()

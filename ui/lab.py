@@ -16,8 +16,7 @@ from ui.errors import guard
 from ui.i18n import cohort_labels, language, t, worded
 from ui.markup import plain
 
-RATINGS = "lab_ratings"  # list of (item_id, rating) in the order given
-FEATURES = "lab_features"  # the new user's demographics
+RATINGS = "lab_ratings"  # list of (item_id, rating) in the order given; demographics live in the lab_feat_* widgets
 REPLAY = "lab_replay"
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
@@ -55,7 +54,6 @@ def reset() -> None:
     st.session_state[RATINGS] = []
     for key in MEMOS:
         st.session_state.pop(key, None)
-    st.session_state[FEATURES] = {}
     for key in [k for k in st.session_state if str(k).startswith("lab_feat_")]:
         del st.session_state[key]
     st.session_state.pop(REPLAY, None)
