@@ -518,6 +518,15 @@ def test_uploaded_titles_are_plain_text_everywhere_in_the_lab(home: Path) -> Non
     run_id = jobs.submit(store, TINY, ref, name="evil run")
     assert jobs.run_worker(store, run_id) == "completed"
     at = open_page(new_app(ref, run_id=run_id), "lab")
+    star_buttons(at)[0].click().run()
+    elsewhere = jobs.submit(store, TINY, "builtin:synthetic", name="elsewhere")
+    assert jobs.run_worker(store, elsewhere) == "completed"
+    at.session_state["dataset_key"], at.session_state["run_id"] = "builtin:synthetic", elsewhere
+    at = open_page(at, "lab")  # a run on another catalogue: the ratings of this one's items do not carry over
+    assert_clean(at)
+    assert at.metric[0].value == "0"
+    at.session_state["dataset_key"], at.session_state["run_id"] = ref, run_id
+    at = open_page(at, "lab")
     for payload in PAYLOADS:
         at.text_input(key="lab_search").set_value(payload.split()[-1]).run()  # its card
         assert_clean(at)

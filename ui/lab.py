@@ -18,6 +18,7 @@ from ui.markup import plain
 
 RATINGS = "lab_ratings"  # list of (item_id, rating) in the order given; demographics live in the lab_feat_* widgets
 REPLAY = "lab_replay"
+DATASET_OF = "lab_dataset"  # the dataset the lab user's ratings are of
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
@@ -288,7 +289,9 @@ def lab_view() -> None:
         data = lab_data(run.id, stamp)
         dataset = datasets.run_dataset(run)
         implicit = rec.run.implicit
-        st.session_state.setdefault(RATINGS, [])
+        if st.session_state.get(DATASET_OF) != run.dataset_ref:  # ratings of another catalogue's items cannot carry over
+            reset()
+            st.session_state[DATASET_OF] = run.dataset_ref
         ratings = list(st.session_state[RATINGS])
         st.session_state.setdefault(REPLAY, len(ratings))
         if st.session_state[REPLAY] > len(ratings):
