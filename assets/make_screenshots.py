@@ -102,8 +102,8 @@ def main() -> int:
                     box.press("Enter")
                     settle(page, 2000)
                 if name == "lab":
-                    for _ in range(3):  # rate three of the most-rated movies
-                        page.get_by_role("button", name="Rate" if args.lang == "en" else "评分").click()
+                    for stars in ("5★", "2★", "4★"):  # rate three of the movies it asks about first
+                        page.locator(".st-key-lab-rate").get_by_role("button", name=stars, exact=True).first.click()
                         settle(page, 800)
                     settle(page, 2500)
                 # Streamlit scrolls inside its main container: grow the window to the content, then shoot.

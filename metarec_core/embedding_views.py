@@ -198,3 +198,46 @@ def user_trail(
             memo[key] = (float(x), float(y))
         rows.append((*memo[key], str(n)))
     return pd.DataFrame(rows, columns=["x", "y", "label"])
+
+
+#: Side columns read as an item's year, and as its category (first found), by :func:`item_blurbs`.
+YEAR_COLUMNS = ("year", "release_year")
+CATEGORY_COLUMNS = ("genres", "genre", "category", "categories", "tags")
+
+
+def item_blurbs(frame: pd.DataFrame, *, max_categories: int = 2) -> list[str]:
+    """A short description of every item of an entity frame: its year and category, where the data has them.
+
+    The year comes from a ``year`` column (left out when the label already
+    shows it, as MovieLens titles do), the category from the first of
+    :data:`CATEGORY_COLUMNS` present (multi-label values ``a|b|c`` give their
+    first ``max_categories``). Items with neither get ``""``.
+
+    Parameters
+    ----------
+    frame
+        The ``items`` frame of :class:`RunEmbeddings` (``label`` and side features).
+    max_categories
+        How many labels of a multi-label category to keep.
+
+    Returns
+    -------
+    list of str
+        One description per row, e.g. ``"Animation, Children's"`` or ``"1995 · music"``.
+    """
+    labels = frame["label"].astype(str).tolist()
+    year_col = next((c for c in YEAR_COLUMNS if c in frame.columns), None)
+    cat_col = next((c for c in CATEGORY_COLUMNS if c in frame.columns), None)
+    years = frame[year_col].tolist() if year_col else [None] * len(frame)
+    cats = frame[cat_col].tolist() if cat_col else [None] * len(frame)
+    out = []
+    for label, year, cat in zip(labels, years, cats):
+        parts = []
+        if year is not None and not pd.isna(year):
+            text = str(int(year)) if isinstance(year, (int, float, np.integer, np.floating)) else str(year)
+            if text not in label:
+                parts.append(text)
+        if cat is not None and not (isinstance(cat, float) and np.isnan(cat)) and str(cat).strip():
+            parts.append(", ".join([c.strip() for c in str(cat).split("|") if c.strip()][:max_categories]))
+        out.append(" · ".join(parts))
+    return out

@@ -83,6 +83,64 @@ def fit_pca(vectors: np.ndarray) -> PCAProjection:
     return PCAProjection(mean=mean, components=components, explained=explained)  # type: ignore[arg-type]
 
 
+def view_window(
+    points: np.ndarray,
+    path: np.ndarray,
+    *,
+    nearest: int = 20,
+    include: np.ndarray | None = None,
+    margin: float = 0.08,
+    min_share: float = 0.15,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Axis ranges of a map zoomed on a path that still hold the path's whole length and the items nearest to it.
+
+    The box holds every point of ``path``, the ``nearest`` rows of ``points``
+    closest to the path (each item's distance to its nearest path point) and
+    any ``include`` points, widened by ``margin`` of its size on every side
+    and to at least ``min_share`` of the whole map's extent on each axis. A
+    path far outside the items (a new user's taste on a small dataset) still
+    shows items beside it.
+
+    Parameters
+    ----------
+    points
+        ``(n, 2)`` item coordinates.
+    path
+        ``(m, 2)`` positions of the moving point, ``m >= 1``.
+    nearest
+        How many items nearest to the path the view holds.
+    include
+        ``(k, 2)`` further points that must be in view (e.g. outlined items).
+    margin
+        Padding, as a share of the box's size.
+    min_share
+        Smallest view, as a share of the extent of points and path together.
+
+    Returns
+    -------
+    ((x0, x1), (y0, y1))
+        The ranges, ``x0 < x1`` and ``y0 < y1``.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    trail = np.asarray(path, dtype=np.float64).reshape(-1, 2)
+    if not len(trail):
+        raise DataError("view_window needs a path of at least one point")
+    held = [trail]
+    if len(pts) and nearest > 0:
+        gaps = np.sqrt(((pts[:, None, :] - trail[None, :, :]) ** 2).sum(-1)).min(axis=1)
+        held.append(pts[np.argsort(gaps, kind="stable")[: int(nearest)]])
+    if include is not None and len(include):
+        held.append(np.asarray(include, dtype=np.float64).reshape(-1, 2))
+    box = np.concatenate(held)
+    everything = np.concatenate([pts, trail]) if len(pts) else trail
+    full = np.ptp(everything, axis=0)
+    full = np.where(full > 0, full, 1.0)
+    lo, hi = box.min(axis=0), box.max(axis=0)
+    centre, half = (lo + hi) / 2, (hi - lo) / 2 * (1 + 2 * margin)
+    half = np.maximum(half, full * min_share / 2)
+    return (float(centre[0] - half[0]), float(centre[0] + half[0])), (float(centre[1] - half[1]), float(centre[1] + half[1]))
+
+
 def _frame(coordinates: np.ndarray, ids: Sequence[str] | None) -> pd.DataFrame:
     ids = [str(i) for i in ids] if ids is not None else [str(i) for i in range(len(coordinates))]
     if len(ids) != len(coordinates):

@@ -250,10 +250,11 @@ class Recommender:
         """The loss at every inner step of adapting to ``ratings``, on the support and on the newest rating.
 
         ``support``: the support loss before each inner step and after the
-        last (``state.losses``). ``query`` (ratings only, from two ratings on):
-        the squared error on the newest rating, predicted by the model adapted
-        on the ratings before it, after 0, 1, ... steps — what the model
-        expected before it was told.
+        last (``state.losses``). ``query`` (ratings only, from the first one
+        on): the squared error on the newest rating, predicted by the model
+        adapted on the ratings before it (none for the first rating: the
+        meta-learned start), after 0, 1, ... steps — what the model expected
+        before it was told.
 
         Parameters
         ----------
@@ -272,7 +273,7 @@ class Recommender:
         ratings = list(ratings)
         state = state if state is not None else self.adapt_user(ratings, user_features=user_features)
         rows = [("support", s, float(v)) for s, v in enumerate(state.losses)]
-        if len(ratings) >= 2 and not self.run.implicit:
+        if ratings and not self.run.implicit:
             item_id, truth = ratings[-1]
             before = self.adapt_user(ratings[:-1], user_features=user_features)
             predicted = self.step_scores(before, self.item_indices([item_id]))[:, 0]

@@ -259,7 +259,9 @@ def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> Non
     assert "AUC" in table.columns and "MAE" not in table.columns and 0.0 < float(table["AUC"].iloc[0]) <= 1.0
     at = open_page(at, "lab")
     assert_clean(at)
-    at.button(key="lab_rate").click().run()
+    stars = [b for b in at.button if str(b.key).startswith("lab_star_")]
+    assert len(stars) == 6 and all(b.label == "liked ★" for b in stars)  # one button per card: liked
+    stars[0].click().run()
     assert_clean(at)
     assert any("items you liked" in c.value for c in at.caption)  # not the rating-query caption
     assert at.metric[0].label == "items you liked" and at.metric[0].value == "1"
@@ -426,36 +428,132 @@ def test_recommendations_before_and_after_adaptation(trained: dict) -> None:
     assert len(at.metric) == 2  # query MAE and nDCG@3 with their change
 
 
+def star_buttons(at: AppTest) -> list:
+    """The lab's star buttons, card by card (five per card on a 1-5 scale)."""
+    return [b for b in at.button if str(b.key).startswith("lab_star_")]
+
+
+def lab_lists(at: AppTest) -> list[pd.DataFrame]:
+    """The lab's top lists (this run, the other run when there is one, popularity), not the table of your ratings."""
+    return [d.value for d in at.dataframe if d.value.columns[-1] in ("score", "ratings", "interactions")]
+
+
 def test_lab_adapts_on_every_rating(trained: dict) -> None:
     from metarec_core.train_config import TrainConfig
 
     at = open_page(trained["at"], "lab")
     assert_clean(at)
-    start = at.table[0].value  # no ratings yet: the meta-learned start
+    start = lab_lists(at)[0]  # no ratings yet: the meta-learned start
+    assert at.slider(key="lab_replay").proto.disabled  # there from the start, so nothing moves when it is needed
+    rated = []
     for n in range(1, 4):
-        at.selectbox(key="lab_item").select_index(n).run()
-        at.segmented_control(key="lab_rating").set_value(1.0 if n % 2 else 5.0).run()
-        at.button(key="lab_rate").click().run()
+        buttons = star_buttons(at)
+        assert len(buttons) == 6 * 5 and all(b.label.endswith("★") for b in buttons)  # six cards, 1★ … 5★ each
+        button = buttons[5 * (n - 1) + (0 if n % 2 else 4)]  # the first star, then the fifth, of the next card
+        rated.append(button.key)
+        button.click().run()
         assert_clean(at)
         assert at.metric[0].value == str(n)
         assert float(at.metric[1].value.split()[0]) < 1000  # adapt + rank, milliseconds
-        assert len(at.dataframe[0].value) == n  # your ratings
-    top = at.table[0].value
+        mine = next(d.value for d in at.dataframe if "rating" in d.value.columns)
+        assert len(mine) == n and mine["rating"].tolist()[-1] == (1.0 if n % 2 else 5.0)  # your ratings
+        losses = next(s for s in plotly_specs(at) if any("support" in str(tr.get("name")) for tr in s["data"]))
+        assert {"support", "query"} <= {tr["name"].split()[0] for tr in losses["data"]}  # two lines from the first rating
+    top = lab_lists(at)[0]
     assert not top.equals(start)  # the recommendations moved with the ratings
-    losses = next(s for s in plotly_specs(at) if any("support" in str(tr.get("name")) for tr in s["data"]))
     support = next(tr for tr in losses["data"] if "support" in tr["name"])
     y = values(support["y"])
     assert len(y) == 1 + int(TrainConfig().inner_steps) and y[-1] <= y[0]  # adaptation lowers the support loss
-    assert at.slider(key="lab_replay").value == 3
+    assert at.slider(key="lab_replay").value == 3 and not at.slider(key="lab_replay").proto.disabled
     the_map = next(s for s in plotly_specs(at) if any(tr.get("name") == "You (a new user)" for tr in s["data"]))
     trail = next(tr for tr in the_map["data"] if tr.get("name") == "You (a new user)")
     xy = np.column_stack([values(trail["x"]), values(trail["y"])])
     assert xy.shape == (4, 2) and np.ptp(xy, axis=0).max() > 0  # one point per number of ratings, and it moves
-    assert the_map["layout"]["xaxis"]["range"]  # zoomed in on the path
+    assert [v for v in trail["text"] if v] == ["3"]  # one label (the newest step): labels never overlap
+    assert len(trail["hovertext"]) == 4  # each step's number on hover
+    (x0, x1), (y0, y1) = the_map["layout"]["xaxis"]["range"], the_map["layout"]["yaxis"]["range"]  # zoomed in on the path
+    assert ((x0 < xy[:, 0]) & (xy[:, 0] < x1) & (y0 < xy[:, 1]) & (xy[:, 1] < y1)).all()  # the whole path in view
     outlined = next(tr for tr in the_map["data"] if tr.get("name") == "★")
     assert len(values(outlined["x"])) == len(top)  # the current top recommendations are outlined
+    at.slider(key="lab_replay").set_value(1).run()
+    assert at.metric[0].value == "1" and len(lab_lists(at)[0]) == len(top)  # replay: the model after one rating
     at.button(key="lab_reset").click().run()
     assert at.metric[0].value == "0"
+
+
+def test_lab_asks_first_about_the_items_the_core_ranks_most_informative(trained: dict) -> None:
+    from metarec_core import elicitation
+    from ui import cache, lab
+
+    at = open_page(trained["at"], "lab")
+    at.button(key="lab_reset").click().run()
+    data = lab.lab_data(trained["run_id"], cache.weights_stamp(trained["run_id"]))
+
+    def cards() -> list[int]:
+        """Item rows of the cards in reading order (two columns: row by row, left to right)."""
+        rows = [int(str(b.key).split("_")[2]) for b in star_buttons(at)][::5]
+        left, right = rows[: (len(rows) + 1) // 2], rows[(len(rows) + 1) // 2:]
+        return [r for pair in zip(left, right + [None]) for r in pair if r is not None]
+
+    def expected(rated: list[int]) -> list[int]:
+        among = np.flatnonzero(data.known_share > 0)
+        return elicitation.next_items(data.item_vectors, data.known_share, rated, prior=data.prior, noise_var=data.noise_var,
+                                      k=6, among=among)["item"].tolist()
+
+    assert cards() == expected([]) and any(c.value.startswith("Ask me next") for c in at.caption)
+    first = cards()[0]
+    star_buttons(at)[3].click().run()  # 4★ on the first suggestion
+    assert first not in cards() and cards() == expected([first])  # asked once, then the next most informative
+    at.text_input(key="lab_search").set_value("1").run()  # a search shows its hits instead, most rated first
+    hits = cards()
+    assert hits and all("1" in data.items["label"].iat[r] for r in hits)
+    assert any("matching" in c.value for c in at.caption)
+    assert [b.proto.label for b in at.get("download_button")] == ["Lists (CSV)"]
+    at.text_input(key="lab_search").set_value("").run()
+    at.button(key="lab_reset").click().run()
+
+
+#: Titles that Markdown, HTML or LaTeX would turn into an image fetch, a link, bold text or a formula.
+PAYLOADS = ("![pic](http://127.0.0.1:1/x.png) item13", "[clickme](http://127.0.0.1:1/) item2", r"$\href{http://127.0.0.1:1/}{tex}$ item3",
+            "<b>bold</b> item4", "**star** _under_ item5")
+
+
+def test_uploaded_titles_are_plain_text_everywhere_in_the_lab(home: Path) -> None:
+    from metarec_core import jobs
+    from metarec_core.loaders import build_dataset, read_table
+    from metarec_core.store import RunStore
+    from ui.markup import plain
+
+    ratings = pd.read_csv(io.BytesIO(tiny_csv()))
+    popular = ratings["movieId"].value_counts().index[: len(PAYLOADS)]  # on every top list, and searchable
+    items = pd.DataFrame({"movieId": ratings["movieId"].unique()})
+    items["title"] = [PAYLOADS[list(popular).index(i)] if i in popular else f"item {i}" for i in items["movieId"]]
+    store = RunStore()
+    dataset = build_dataset(read_table(tiny_csv(), name="r.csv"), None, read_table(items.to_csv(index=False).encode(), name="i.csv"), name="evil")
+    ref = "stored:" + store.save_dataset(dataset, name="evil")
+    run_id = jobs.submit(store, TINY, ref, name="evil run")
+    assert jobs.run_worker(store, run_id) == "completed"
+    at = open_page(new_app(ref, run_id=run_id), "lab")
+    star_buttons(at)[0].click().run()
+    elsewhere = jobs.submit(store, TINY, "builtin:synthetic", name="elsewhere")
+    assert jobs.run_worker(store, elsewhere) == "completed"
+    at.session_state["dataset_key"], at.session_state["run_id"] = "builtin:synthetic", elsewhere
+    at = open_page(at, "lab")  # a run on another catalogue: the ratings of this one's items do not carry over
+    assert_clean(at)
+    assert at.metric[0].value == "0"
+    at.session_state["dataset_key"], at.session_state["run_id"] = ref, run_id
+    at = open_page(at, "lab")
+    for payload in PAYLOADS:
+        at.text_input(key="lab_search").set_value(payload.split()[-1]).run()  # its card
+        assert_clean(at)
+        rendered = [e.value for kind in ("markdown", "caption", "info", "warning", "subheader") for e in at.get(kind)]
+        rendered += [str(cell) for table in at.table for cell in np.ravel(table.value.to_numpy())]  # st.table reads Markdown
+        assert not [text for text in rendered if payload in text], payload  # never raw where Markdown is read
+        assert not [text for text in rendered if plain(payload) in text], payload  # nor escaped: a bare URL still becomes a link
+        assert payload in [e.value for e in at.get("text")], payload  # its card shows it as plain text
+        assert any(payload in set(frame.iloc[:, 0]) for frame in lab_lists(at))  # the lists show it as it is
+        hover = [str(v) for spec in plotly_specs(at) for tr in spec["data"] for v in np.ravel(tr.get("text") or [])]
+        assert not [h for h in hover if "<b>bold</b>" in h]  # the map's labels escape HTML
 
 
 def test_lab_labels_each_column_by_what_its_run_is(trained: dict) -> None:
@@ -475,7 +573,7 @@ def test_lab_labels_each_column_by_what_its_run_is(trained: dict) -> None:
         text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
         assert "Transfer only (λ1 = 0) (this run" in text
         assert "Meta + transfer (another run" in text and plain("tiny <b>run</b>") in text  # compared with the meta + transfer run
-        assert len(at.table) == 3
+        assert len(lab_lists(at)) == 3 and not at.table  # this run, the other run, popularity
         at.session_state["run_id"] = trained["run_id"]
         at = at.run()
         text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)

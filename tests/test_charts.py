@@ -218,3 +218,22 @@ def test_validation_figure_ticks_whole_epochs() -> None:
     metrics = pd.DataFrame({"phase": ["validate"] * 2, "key": ["valid_mae"] * 2, "epoch": [1, 2], "step": [10, 20], "value": [0.8, 0.78]})
     fig = charts.validation_figure(metrics, "valid_mae")
     assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"
+
+
+def test_lab_map_draws_one_label_hovers_every_step_and_starts_in_the_window() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 0.5], "label": ["<b>a</b>", "b", "c"], "cohort": ["warm", "new", "warm"]})
+    base, hover = charts.embedding_base(frame, color="cohort", hover=["cohort"], group_colours=charts.COHORT_COLOURS)
+    trail = pd.DataFrame({"x": [0.1, 0.2, 0.3], "y": [0.1, 0.1, 0.2], "label": ["0", "1", "2"]})
+    outlined = pd.DataFrame({"x": [2.0], "y": [0.5], "hover": hover[[2]]})
+    fig = charts.lab_map_figure(base, trail=trail, outlined=outlined, window=((-1.0, 3.0), (-1.0, 2.0)), trail_label="you",
+                                step_hover=["after 0", "after 1", "after <i>2</i>"], revision="run:True")
+    you = next(tr for tr in fig.data if tr.name == "you")
+    assert list(you.text) == ["", "", "2"]  # only the newest step is labelled: labels cannot overlap
+    assert list(you.hovertext)[-1] == "after &lt;i&gt;2&lt;/i&gt;"  # hover text escaped
+    ring = next(tr for tr in fig.data if tr.name == "★")
+    assert ring.type == "scatter" and list(ring.x) == [2.0]  # SVG: drawn above the WebGL item layer
+    assert "&lt;b&gt;a&lt;/b&gt;" in hover[0]
+    assert list(fig.layout.xaxis.range) == [-1.0, 3.0] and fig.layout.uirevision == "run:True"
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y >= 1.0  # above the plot, clear of the points

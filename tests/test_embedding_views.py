@@ -78,3 +78,16 @@ def test_user_trail_projects_every_prefix_and_reuses_the_memo(rec, monkeypatch) 
     pd.testing.assert_frame_equal(user_trail(rec, ratings, pca, upto=2, memo=memo), trail)
     monkeypatch.undo()
     assert len(user_trail(rec, ratings, pca, memo=memo)) == 4  # upto defaults to every rating
+
+
+def test_item_blurbs_give_the_year_and_category_where_the_data_has_them() -> None:
+    import pandas as pd
+
+    from metarec_core.embedding_views import item_blurbs
+
+    movies = pd.DataFrame({"label": ["Toy Story (1995)", "Heat"], "year": pd.array([1995, 1995], dtype="Int64"),
+                           "genres": ["Animation|Children's|Comedy", None]})
+    assert item_blurbs(movies) == ["Animation, Children's", "1995"]  # the year is not repeated after a title that shows it
+    shop = pd.DataFrame({"label": ["a", "b"], "category": ["music", "books"]})
+    assert item_blurbs(shop) == ["music", "books"]
+    assert item_blurbs(pd.DataFrame({"label": ["x"]})) == [""]

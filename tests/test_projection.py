@@ -99,3 +99,25 @@ def test_umap_separates_clusters_from_a_precomputed_matrix(tmp_path) -> None:
     within = max(np.linalg.norm(xy[labels == c] - means[c], axis=1).mean() for c in range(3))
     between = min(np.linalg.norm(means[a] - means[b]) for a in range(3) for b in range(a + 1, 3))
     assert between > 3 * within
+
+
+def test_the_zoomed_view_holds_the_whole_path_and_the_items_nearest_to_it() -> None:
+    rng = np.random.default_rng(1)
+    items = rng.uniform(-0.6, 0.8, size=(60, 2))
+    path = np.array([[-1.2, 0.1], [-1.05, 0.05], [-1.01, 0.0]])  # outside the items' range, as on a small upload
+    (x0, x1), (y0, y1) = projection.view_window(items, path, nearest=8)
+    inside = (items[:, 0] >= x0) & (items[:, 0] <= x1) & (items[:, 1] >= y0) & (items[:, 1] <= y1)
+    assert np.all((path[:, 0] > x0) & (path[:, 0] < x1) & (path[:, 1] > y0) & (path[:, 1] < y1))
+    nearest = np.argsort(np.linalg.norm(items[:, None] - path[None], axis=-1).min(1))[:8]
+    assert inside[nearest].all() and inside.sum() >= 8
+    assert inside.sum() < len(items)  # still a zoom, not the whole map
+
+
+def test_the_view_is_never_a_point_and_holds_extra_points() -> None:
+    items = np.array([[0.0, 0.0], [10.0, 10.0]])
+    (x0, x1), (y0, y1) = projection.view_window(items, np.array([[5.0, 5.0]]), nearest=0)
+    assert x1 - x0 == pytest.approx(1.5) and y1 - y0 == pytest.approx(1.5)  # min_share of the 10-wide map
+    (x0, x1), _ = projection.view_window(items, np.array([[5.0, 5.0]]), nearest=0, include=np.array([[9.0, 5.0]]))
+    assert x0 < 5.0 < 9.0 < x1
+    with pytest.raises(DataError):
+        projection.view_window(items, np.zeros((0, 2)))

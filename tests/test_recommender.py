@@ -118,7 +118,10 @@ def test_step_losses_are_the_support_trace_and_the_newest_ratings_error_before_i
     assert list(query["loss"]) == pytest.approx(list((predicted - ratings[-1][1]) ** 2))
     assert len(query) == rec.run.config.inner_steps + 1
     pd.testing.assert_frame_equal(rec.step_losses(ratings), losses)  # the state is only a shortcut
-    assert set(rec.step_losses(ratings[:1])["set"]) == {"support"}  # one rating: nothing to predict it from
+    first = rec.step_losses(ratings[:1])  # one rating: predicted from the meta-learned start
+    start = rec.step_scores(rec.adapt_user([]), rec.item_indices([ratings[0][0]]))[:, 0]
+    assert list(first.loc[first["set"] == "query", "loss"]) == pytest.approx(list((start - ratings[0][1]) ** 2))
+    assert len(first[first["set"] == "query"]) == rec.run.config.inner_steps + 1
 
 
 def test_query_quality_scores_the_adapted_user_on_held_out_ratings(trained):

@@ -377,6 +377,56 @@ def hover_text(frame: pd.DataFrame, title: str, fields: Sequence[str]) -> list[s
     return ["<br>".join([f"<b>{titles[i]}</b>", *(p[i] for p in parts)]) for i in range(len(frame))]
 
 
+def embedding_base(
+    points: pd.DataFrame,
+    *,
+    color: str | None = None,
+    hover: Sequence[str] = (),
+    title: str = "label",
+    group_colours: Mapping[str, str] | None = None,
+    other_label: str = "other",
+    group_labels: Mapping[str, str] | None = None,
+) -> tuple[list, np.ndarray]:
+    """The base layer of an embedding map: one WebGL trace per colour group, and the escaped hover labels.
+
+    Built once per run and language by the lab (the costly part of a map of
+    thousands of points); see :func:`embedding_figure` for the parameters.
+    """
+    traces: list = []
+    text = np.asarray(hover_text(points, title, hover), dtype=object)  # arrays validate much faster than lists
+    base = dict(mode="markers", hoverinfo="text", hovertemplate="%{text}<extra></extra>")
+    if color is None:
+        traces.append(go.Scattergl(x=points["x"], y=points["y"], text=text, marker=dict(size=5, color="#7b2cbf", opacity=0.6), name="", **base))
+    elif pd.api.types.is_numeric_dtype(points[color]) and not pd.api.types.is_bool_dtype(points[color]):
+        traces.append(
+            go.Scattergl(
+                x=points["x"], y=points["y"], text=text, name=esc(color),
+                marker=dict(size=5, color=points[color], colorscale="Viridis", showscale=True, opacity=0.7,
+                            colorbar=dict(title=esc(color), thickness=12)),
+                **base,
+            )
+        )
+    else:
+        values = points[color].astype(object).where(points[color].notna(), "—").astype(str)
+        common = values.value_counts().index[: MAX_GROUPS - 1]
+        values = values.where(values.isin(common), other_label) if values.nunique() > MAX_GROUPS - 1 else values
+        order = list(values.value_counts().index)
+        if other_label in order:
+            order.remove(other_label)
+            order.append(other_label)
+        for g, group in enumerate(order):
+            mask = (values == group).to_numpy()
+            colour = (group_colours or {}).get(group, GROUP_COLOURS[g % len(GROUP_COLOURS)] if group != other_label else "#ced4da")
+            traces.append(
+                go.Scattergl(
+                    x=points["x"].to_numpy()[mask], y=points["y"].to_numpy()[mask], text=text[mask],
+                    name=esc((group_labels or {}).get(group, group)),
+                    marker=dict(size=5, color=colour, opacity=0.65), **base,
+                )
+            )
+    return traces, text
+
+
 def embedding_figure(
     points: pd.DataFrame,
     *,
@@ -418,38 +468,10 @@ def embedding_figure(
         Start zoomed in on the trail (the rest of the map stays there: zoom
         out, or use the autoscale button).
     """
-    fig = go.Figure()
-    text = np.asarray(hover_text(points, title, hover), dtype=object)  # arrays validate much faster than lists
+    traces, text = embedding_base(points, color=color, hover=hover, title=title, group_colours=group_colours,
+                                  other_label=other_label, group_labels=group_labels)
+    fig = go.Figure(data=traces)
     base = dict(mode="markers", hoverinfo="text", hovertemplate="%{text}<extra></extra>")
-    if color is None:
-        fig.add_trace(go.Scattergl(x=points["x"], y=points["y"], text=text, marker=dict(size=5, color="#7b2cbf", opacity=0.6), name="", **base))
-    elif pd.api.types.is_numeric_dtype(points[color]) and not pd.api.types.is_bool_dtype(points[color]):
-        fig.add_trace(
-            go.Scattergl(
-                x=points["x"], y=points["y"], text=text, name=esc(color),
-                marker=dict(size=5, color=points[color], colorscale="Viridis", showscale=True, opacity=0.7,
-                            colorbar=dict(title=esc(color), thickness=12)),
-                **base,
-            )
-        )
-    else:
-        values = points[color].astype(object).where(points[color].notna(), "—").astype(str)
-        common = values.value_counts().index[: MAX_GROUPS - 1]
-        values = values.where(values.isin(common), other_label) if values.nunique() > MAX_GROUPS - 1 else values
-        order = list(values.value_counts().index)
-        if other_label in order:
-            order.remove(other_label)
-            order.append(other_label)
-        for g, group in enumerate(order):
-            mask = (values == group).to_numpy()
-            colour = (group_colours or {}).get(group, GROUP_COLOURS[g % len(GROUP_COLOURS)] if group != other_label else "#ced4da")
-            fig.add_trace(
-                go.Scattergl(
-                    x=points["x"].to_numpy()[mask], y=points["y"].to_numpy()[mask], text=text[mask],
-                    name=esc((group_labels or {}).get(group, group)),
-                    marker=dict(size=5, color=colour, opacity=0.65), **base,
-                )
-            )
     if len(highlight):
         rows = points.iloc[list(highlight)]
         fig.add_trace(
@@ -491,7 +513,74 @@ def embedding_figure(
 
 
 # ---------------------------------------------------------------- the lab
-def inner_loss_figure(losses: pd.DataFrame, *, labels: Mapping[str, str], x_title: str = "", y_title: str = "") -> go.Figure:
+def lab_map_figure(
+    base: Sequence,
+    *,
+    trail: pd.DataFrame,
+    outlined: pd.DataFrame | None = None,
+    window: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    trail_label: str = "",
+    step_hover: Sequence[str] = (),
+    revision: str = "",
+    height: int = 330,
+) -> go.Figure:
+    """The lab's map: the cached item layer, the outlined top items, and the new user's path on top.
+
+    Parameters
+    ----------
+    base
+        The item traces of :func:`embedding_base` (built once per run).
+    trail
+        ``x``, ``y`` and ``label`` (number of ratings) of each step of the path.
+    outlined
+        ``x``, ``y`` and ``hover`` (escaped) of the items drawn with an outline (the current top items).
+    window
+        ``((x0, x1), (y0, y1))`` to start in (see :func:`metarec_core.projection.view_window`); ``None``: the whole map.
+    trail_label
+        Legend name of the path.
+    step_hover
+        Hover text of each step (escaped here); only the newest step carries a text label, so labels never overlap.
+    revision
+        Plotly's ``uirevision``: a zoom or pan the presenter made survives the next rating while it stays the same.
+    """
+    fig = go.Figure(data=list(base))
+    if outlined is not None and len(outlined):
+        # SVG, not WebGL: a handful of points drawn above the item layer on every renderer.
+        fig.add_trace(
+            go.Scatter(
+                x=outlined["x"], y=outlined["y"], text=list(outlined["hover"]), mode="markers", name="★", showlegend=False,
+                hoverinfo="text", hovertemplate="%{text}<extra></extra>",
+                marker=dict(size=14, color="rgba(0,0,0,0)", symbol="circle", line=dict(color="#111111", width=2)),
+            )
+        )
+    if len(trail):
+        n = len(trail)
+        fig.add_trace(
+            go.Scatter(
+                x=trail["x"], y=trail["y"], mode="lines+markers+text", name=esc(trail_label),
+                text=[""] * (n - 1) + [esc(trail["label"].iloc[-1])], textposition="top center",
+                hovertext=[esc(h) for h in step_hover] if len(step_hover) == n else None,
+                hoverinfo="text" if len(step_hover) == n else "skip",
+                textfont=dict(size=13, color=COHORT_COLOURS["you"]),
+                line=dict(color=COHORT_COLOURS["you"], width=2),
+                marker=dict(size=[8] * (n - 1) + [16], color=COHORT_COLOURS["you"], symbol="diamond", line=dict(color="#ffffff", width=1)),
+            )
+        )
+    if window is not None:
+        fig.update_xaxes(range=list(window[0]))
+        fig.update_yaxes(range=list(window[1]))
+    fig.update_layout(
+        height=height, margin=dict(l=4, r=4, t=28, b=4), uirevision=revision or None,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, itemsizing="constant", bgcolor="rgba(255,255,255,0.8)"),
+        xaxis=dict(showticklabels=False, zeroline=False, showgrid=False), yaxis=dict(showticklabels=False, zeroline=False, showgrid=False),
+        dragmode="pan",
+    )
+    return fig
+
+
+def inner_loss_figure(
+    losses: pd.DataFrame, *, labels: Mapping[str, str], x_title: str = "", y_title: str = "", height: int = 320,
+) -> go.Figure:
     """Loss per inner step of adaptation: one line per set (``support``, ``query``).
 
     Parameters
@@ -509,7 +598,7 @@ def inner_loss_figure(losses: pd.DataFrame, *, labels: Mapping[str, str], x_titl
             go.Scatter(x=part["step"], y=part["loss"], mode="lines+markers", name=labels.get(name, name), line=dict(color=colours.get(name, "#264653")))
         )
     fig.update_layout(
-        height=320, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, xaxis_dtick=1,
+        height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, xaxis_dtick=1,
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
     )
     return fig

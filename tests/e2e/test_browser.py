@@ -150,20 +150,29 @@ def test_upload_train_lab_and_a_second_session(server: str, browser, tmp_path: P
     assert page.get_by_text("Final metrics on held-out new users").count() == 1
     assert page.locator("[data-testid='stPlotlyChart'] .scatterlayer .trace").count() >= 2
 
-    # The lab: three ratings, and the recommendations follow them.
+    # The lab: three ratings on its star buttons, and the recommendations follow them.
     open_page(page, "Cold-start lab")
-    top = page.locator("[data-testid='stTable']").first
-    start = top.inner_text()
+    lists = page.locator(".st-key-lab-recommendations")
+    start = lists.text_content()
     assert metric(page, "your ratings") == "0"
     for n, stars in enumerate(("5★", "1★", "5★"), start=1):
-        page.get_by_role("radio", name=stars, exact=True).click()
-        idle(page)
-        page.get_by_role("button", name="Rate", exact=True).click()
+        page.locator(".st-key-lab-rate").get_by_role("button", name=stars, exact=True).first.click()
         idle(page)
         assert metric(page, "your ratings") == str(n)
         assert page.locator("[data-testid='stException']").count() == 0
-    assert top.inner_text() != start
+    assert lists.text_content() != start
     assert int(metric(page, "adapt + rank all items").split()[0]) < 1000
+    # On this uploaded dataset the zoomed map holds the whole path and items beside it.
+    view = page.evaluate("""() => {
+      const gd = document.querySelector('.st-key-lab-map .js-plotly-plot');
+      const [x0, x1] = gd._fullLayout.xaxis.range, [y0, y1] = gd._fullLayout.yaxis.range;
+      const inside = (x, y) => x > x0 && x < x1 && y > y0 && y < y1;
+      const you = gd._fullData.find(tr => tr.name && tr.name.startsWith('You'));
+      const items = gd._fullData.filter(tr => tr.type === 'scattergl');
+      let n = 0; for (const tr of items) for (let i = 0; i < tr.x.length; i++) if (inside(tr.x[i], tr.y[i])) n++;
+      return {path: Array.from(you.x).map((x, i) => inside(x, you.y[i])), items: n};
+    }""")
+    assert view["path"] == [True] * 4 and view["items"] >= 10, view
 
     # A second browser context is a second session: default dataset, no lab ratings.
     other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()

@@ -1,0 +1,26 @@
+"""The lab's pure parts: the CSV of the lab user's lists and the star buttons' labels."""
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+
+from ui import lab
+
+
+def test_the_lists_csv_holds_the_ratings_then_each_list_in_rank_order() -> None:
+    lists = {"this run": pd.DataFrame({"item_id": ["b", "c"], "value": [4.5, 4.25]}),
+             "popularity": pd.DataFrame({"item_id": ["c", "a"], "value": [30, 20]})}
+    titles = {"a": "Alpha, the film", "b": "=HYPERLINK(\"http://x\")", "c": "[link](http://x) c"}
+    out = pd.read_csv(io.BytesIO(lab.lists_csv(lists, [("a", 5.0)], titles)), dtype=str, keep_default_na=False)
+    assert out["list"].tolist() == ["ratings", "this run", "this run", "popularity", "popularity"]
+    assert out["rank"].tolist() == ["1", "1", "2", "1", "2"] and out["item_id"].tolist() == ["a", "b", "c", "c", "a"]
+    assert out["value"].tolist() == ["5", "4.5", "4.25", "30", "20"]
+    assert out["title"].tolist()[0] == "Alpha, the film"  # commas quoted, text kept as it is
+    assert out["title"].tolist()[1] == "'=HYPERLINK(\"http://x\")"  # a spreadsheet must not run it as a formula
+    assert out["title"].tolist()[2] == "[link](http://x) c"
+
+
+def test_every_star_label_ends_in_a_star() -> None:
+    assert [lab.star_label(v, False) for v in (1.0, 4.0, 5.0)] == ["1★", "4★", "5★"]
+    assert lab.star_label(1.0, True).endswith(" ★")

@@ -1,0 +1,397 @@
+"""The Cold-start lab's parts: the lab user's state, the cached run data, item cards, top lists, map, losses and the download."""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from metarec_core import elicitation, embedding_views, popularity, projection
+from ui import cache, charts, datasets, runs, state
+from ui.errors import guard
+from ui.i18n import cohort_labels, language, t, worded
+from ui.markup import plain
+
+RATINGS = "lab_ratings"  # list of (item_id, rating) in the order given; demographics live in the lab_feat_* widgets
+REPLAY = "lab_replay"
+DATASET_OF = "lab_dataset"  # the dataset the lab user's ratings are of
+MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
+TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
+N_CARDS = 6
+LIST_HEIGHT = 35 * (TOP_K + 1) + 3
+PANEL_HEIGHT = 300  # the map and the loss chart
+UNKNOWN = "—"
+#: The run each kind is compared with, and the preset that trains one.
+COMPARED_KIND = {"both": "transfer", "meta": "transfer", "transfer": "both"}
+PRESET_OF_KIND = {"transfer": "transfer only", "both": "new users (meta + transfer)"}
+#: Characters that make a spreadsheet read a cell as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+#: The lab's layout at 1440x900: less padding around the page, compact item cards and star buttons (static, no data).
+STYLE = """<style>
+[data-testid="stMainBlockContainer"] { padding: 2.4rem 2rem 1rem 2rem; }
+.st-key-lab-rate [class*="st-key-lab-card-"] { padding: 0.4rem 0.5rem; }
+.st-key-lab-rate [class*="st-key-lab-card-"] [data-testid="stText"] { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.st-key-lab-rate [class*="st-key-lab-card-"] > div:first-child [data-testid="stText"] { font-weight: 600; }
+.st-key-lab-rate [class*="st-key-lab-card-"] > div:nth-child(2) [data-testid="stText"] { font-size: 0.875rem; opacity: 0.65; }
+.st-key-lab-rate [class*="st-key-lab-card-"] button { min-height: 1.8rem; padding: 0 0.32rem; }
+.st-key-lab-recommendations [data-testid="stMarkdownContainer"] p { font-size: 0.88rem; min-height: 3.2em; }
+</style>"""
+
+
+def style() -> None:
+    """Apply the lab's layout (a style element takes no space on the page)."""
+    st.html(STYLE)
+
+
+# ---------------------------------------------------------------- the lab user
+def reset() -> None:
+    """Forget the lab user (ratings and demographics)."""
+    st.session_state[RATINGS] = []
+    for key in MEMOS:
+        st.session_state.pop(key, None)
+    for key in [k for k in st.session_state if str(k).startswith("lab_feat_")]:
+        del st.session_state[key]
+    st.session_state.pop(REPLAY, None)
+
+
+def add_rating(item_id: str, rating: float) -> None:
+    """Add (or replace) the lab user's rating of an item, and show the model after all of them."""
+    ratings = [(i, r) for i, r in st.session_state.get(RATINGS, []) if i != item_id]
+    st.session_state[RATINGS] = ratings + [(item_id, float(rating))]
+    st.session_state[REPLAY] = len(st.session_state[RATINGS])
+
+
+def memo(name: str, run_id: str, stamp: float) -> dict:
+    """A session's store of results for one run and weights version (a run still training gets fresh ones)."""
+    held = st.session_state.get(name)
+    if not held or held[0] != (run_id, stamp):
+        held = st.session_state[name] = ((run_id, stamp), {})
+    return held[1]
+
+
+def rating_scale(rec: Any) -> list[float]:
+    """The rating values a user can give (1..5 on ML-100K; just "liked" on implicit data)."""
+    if rec.run.implicit:
+        return [1.0]
+    lo, hi = rec.run.rating_range
+    return [float(v) for v in np.arange(np.ceil(lo), np.floor(hi) + 1)] or [lo, hi]
+
+
+def star_label(value: float, implicit: bool) -> str:
+    """A star button's label: ``4★`` (every star button's label ends in ★), ``liked ★`` on implicit data."""
+    return f"{t('lab.liked')} ★" if implicit else f"{value:g}★"
+
+
+# ---------------------------------------------------------------- cached per run
+@dataclass(frozen=True)
+class LabData:
+    """What the lab reads of a run on every rating, computed once per run and weights version."""
+
+    items: pd.DataFrame  # the run's item frame with ``x``, ``y`` (PCA) and ``blurb``
+    titles: dict[str, str]
+    n_ratings: dict[str, int]
+    row_of: dict[str, int]
+    pca: projection.PCAProjection
+    known_share: np.ndarray  # share of the dataset's users who rated each item
+    prior: np.ndarray  # covariance of the run's users' taste vectors
+    noise_var: float
+    item_vectors: np.ndarray
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def lab_data(run_id: str, weights_mtime: float) -> LabData:
+    """The run's items, their map coordinates and the elicitation's prior, for one version of its weights."""
+    run = cache.store().get_run(run_id)
+    embeddings = cache.run_embeddings(run_id, weights_mtime)
+    dataset = cache.load_dataset_ref(run.dataset_ref)
+    coords = projection.cached_projection(cache.store().run_dir(run_id), "items", "pca", embeddings.item_vectors)
+    items = pd.concat([coords[["x", "y"]].reset_index(drop=True), embeddings.items.reset_index(drop=True)], axis=1)
+    items["blurb"] = embedding_views.item_blurbs(embeddings.items)
+    ids = items["id"].tolist()
+    ratings = dataset.ratings["rating"].to_numpy(float)
+    spread = float(np.var(ratings)) if len(ratings) else 0.0
+    return LabData(
+        items=items, titles=dict(zip(ids, items["label"].astype(str))), n_ratings=dict(zip(ids, items["n_ratings"].astype(int))),
+        row_of={i: n for n, i in enumerate(ids)}, pca=projection.fit_pca(embeddings.item_vectors),
+        known_share=items["n_ratings"].to_numpy(float) / max(1, dataset.n_users),
+        prior=elicitation.taste_prior(embeddings.user_vectors), noise_var=spread if spread > 1e-6 else 1.0,
+        item_vectors=embeddings.item_vectors,
+    )
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def map_base(run_id: str, weights_mtime: float, lang: str) -> tuple[list, np.ndarray]:
+    """The map's item layer (WebGL traces, hover labels) of a run, once per weights version and language."""
+    data = lab_data(run_id, weights_mtime)
+    return charts.embedding_base(data.items, color="cohort", hover=["id", "n_ratings"], title="label",
+                                 group_colours=charts.COHORT_COLOURS, group_labels=cohort_labels())
+
+
+# ---------------------------------------------------------------- pure helpers
+def lists_csv(lists: dict[str, pd.DataFrame], ratings: list[tuple[str, float]], titles: dict[str, str]) -> bytes:
+    """The lab user's ratings and top lists as one CSV (``list``, ``rank``, ``item_id``, ``title``, ``value``).
+
+    ``value`` is the rating given, the predicted score, or the number of
+    ratings (popularity), by list.
+
+    Titles that a spreadsheet would run as a formula (``=…``, ``+…``, ``-…``,
+    ``@…``) are written with a leading apostrophe.
+    """
+    def cell(text: object) -> str:
+        text = str(text)
+        return "'" + text if text.startswith(_FORMULA_START) else text
+
+    rows = [("ratings", n, i, cell(titles.get(i, i)), f"{r:g}") for n, (i, r) in enumerate(ratings, start=1)]
+    for name, frame in lists.items():
+        rows += [(name, n, i, cell(titles.get(i, i)), f"{float(v):.6g}") for n, (i, v) in enumerate(zip(frame["item_id"], frame["value"]), start=1)]
+    out = io.StringIO()
+    pd.DataFrame(rows, columns=["list", "rank", "item_id", "title", "value"]).to_csv(out, index=False)
+    return out.getvalue().encode("utf-8")
+
+
+# ---------------------------------------------------------------- drawing
+def stated_features(rec: Any) -> dict[str, object]:
+    """The demographics the lab user gave, read from the widgets' state (before the widgets are drawn)."""
+    values: dict[str, object] = {}
+    for vocab in rec.run.user_encoder.vocabs:
+        value = st.session_state.get(f"lab_feat_{vocab.spec.name}")
+        if vocab.spec.kind in ("numeric", "categorical") and value is not None and value != UNKNOWN:
+            values[vocab.spec.name] = value
+    return values
+
+
+def demographics(rec: Any) -> dict[str, object]:
+    """Optional side features of the new user, from the run's user feature vocabularies."""
+    values: dict[str, object] = {}
+    for vocab in rec.run.user_encoder.vocabs:
+        name = vocab.spec.name
+        if vocab.spec.kind == "numeric":
+            value = st.number_input(name, value=None, step=1.0, key=f"lab_feat_{name}", placeholder=UNKNOWN)
+        elif vocab.spec.kind == "categorical":
+            value = st.selectbox(name, [UNKNOWN, *vocab.vocabulary], key=f"lab_feat_{name}")
+            value = None if value == UNKNOWN else value
+        else:
+            continue
+        if value is not None:
+            values[name] = value
+    return values
+
+
+def item_card(data: LabData, item_id: str, scale: list[float], given: float | None, implicit: bool) -> None:
+    """One item: its title, year or category, how many rated it, and a star button per rating value."""
+    title = data.titles.get(item_id, item_id)
+    with st.container(border=True, key=f"lab-card-{data.row_of[item_id]}", gap="xxsmall"):
+        # st.text: no Markdown, HTML or LaTeX at all (escaped Markdown still turns a bare URL into a link).
+        st.text(title, width="stretch", wrap=False)
+        blurb = data.items["blurb"].iat[data.row_of[item_id]]
+        count = t(worded("lab.card.count", implicit), n=data.n_ratings.get(item_id, 0))
+        st.text(" · ".join(p for p in (blurb, count) if p), width="stretch", wrap=False)
+        with st.container(horizontal=True, gap="xxsmall"):
+            for value in scale:
+                st.button(
+                    star_label(value, implicit), key=f"lab_star_{data.row_of[item_id]}_{value:g}",
+                    type="primary" if given == value else "secondary", on_click=add_rating, args=(item_id, value),
+                )
+
+
+def rating_area(rec: Any, data: LabData, implicit: bool) -> None:
+    """The search box, your demographics, the item cards (the suggestions, or the search hits)."""
+    ratings = st.session_state[RATINGS]
+    given = dict(ratings)
+    row = st.container(horizontal=True, gap="small", vertical_alignment="center")
+    with row:
+        query = st.text_input(t("lab.search"), key="lab_search", placeholder=t("lab.search.placeholder"), label_visibility="collapsed")
+    with row.popover(t("lab.about_you"), icon=":material/person:"):
+        demographics(rec)
+        if not rec.run.user_encoder.vocabs:
+            st.caption(t("lab.about_you.none"))
+    if query.strip():
+        rows = embedding_views.search(data.items, query, limit=None, most_rated_first=True)
+        shown = data.items["id"].iloc[rows[:N_CARDS]].tolist()
+        if shown:
+            st.caption(t("lab.search.hits", n=len(rows), shown=len(shown), query=plain(query)))
+        else:
+            st.caption(t("lab.search.none", query=plain(query)))
+    else:
+        rated = [data.row_of[i] for i, _ in ratings if i in data.row_of]
+        among = np.flatnonzero(data.known_share > 0)
+        asked = elicitation.next_items(data.item_vectors, data.known_share, rated, prior=data.prior, noise_var=data.noise_var,
+                                       k=N_CARDS, among=among)
+        shown = data.items["id"].iloc[asked["item"]].tolist()
+        st.caption(t(worded("lab.ask", implicit)))
+    scale = rating_scale(rec)
+    grid = st.columns(2, gap="small")
+    for n, item_id in enumerate(shown):
+        with grid[n % 2]:
+            item_card(data, item_id, scale, given.get(item_id), implicit)
+
+
+def top_list(frame: pd.DataFrame, titles: dict[str, str], value_label: str, number_format: str) -> None:
+    """One top list as a dataframe (cells are never read as Markdown)."""
+    title = t("common.title")
+    table = pd.DataFrame({title: [titles.get(i, i) for i in frame["item_id"]], value_label: frame["value"].to_numpy()})
+    st.dataframe(
+        table, hide_index=True, height=LIST_HEIGHT,
+        column_config={title: st.column_config.TextColumn(title, width=136),
+                       value_label: st.column_config.NumberColumn(value_label, format=number_format, width=56)},
+    )
+
+
+def other_run_list(run: Any, this_kind: str, shown: list, features: dict, titles: dict[str, str]) -> pd.DataFrame | None:
+    """The run of the other kind (adapted the same way), or what to do to get one."""
+    other_kind = COMPARED_KIND[this_kind]
+    same_data = runs.runs_for(run.dataset_ref)
+    other = runs.comparison_run(run, other_kind, same_data)
+    other_label = t(f"lab.kind.{other_kind}")
+    st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
+    if other is None:
+        pending = [r for r in same_data if r.is_active and runs.run_kind(r) == other_kind]
+        if pending:
+            st.caption(t("lab.other_pending", kind=other_label, name=plain(pending[0].name)))
+        else:
+            st.caption(t("lab.no_other", kind=other_label))
+            if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
+                from metarec_core.train_config import preset_config
+
+                with guard():
+                    keep = st.session_state.get(state.RUN)
+                    runs.start_run(preset_config(PRESET_OF_KIND[other_kind]), name=other_label)
+                    st.session_state[state.RUN] = keep
+                    st.toast(t("lab.other_started", kind=other_label))
+        return None
+    other_rec = cache.recommender(other.id, cache.weights_stamp(other.id))
+    known = [(i, r) for i, r in shown if i in other_rec.items]
+    top = other_rec.recommend(other_rec.adapt_user(known, user_features=features), k=TOP_K)
+    top = top.assign(value=top["score"])
+    top_list(top, titles, t("common.score"), "%.2f")
+    st.caption(t("lab.other_caption", name=plain(other.name)))
+    return top
+
+
+def lab_view() -> None:
+    """The lab below its title: rate beside the results; one rating reruns only this fragment, once."""
+    with guard():
+        run = state.current_run()
+        rec = state.current_recommender() if run is not None else None
+        if rec is None:
+            st.info(t("lab.no_run"))
+            from ui import onboarding
+
+            onboarding.offer_default_training()
+            return
+        stamp = cache.weights_stamp(run.id)
+        data = lab_data(run.id, stamp)
+        dataset = datasets.run_dataset(run)
+        implicit = rec.run.implicit
+        if st.session_state.get(DATASET_OF) != run.dataset_ref:  # ratings of another catalogue's items cannot carry over
+            reset()
+            st.session_state[DATASET_OF] = run.dataset_ref
+        ratings = list(st.session_state[RATINGS])
+        st.session_state.setdefault(REPLAY, len(ratings))
+        if st.session_state[REPLAY] > len(ratings):
+            st.session_state[REPLAY] = len(ratings)
+        upto = min(int(st.session_state[REPLAY]), len(ratings))
+        shown = ratings[:upto]
+        features = stated_features(rec)  # what the demographics widgets hold (drawn below, beside the cards)
+        started = time.perf_counter()
+        adapted = rec.adapt_user(shown, user_features=features)
+        top = rec.recommend(adapted, k=TOP_K)
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        top = top.assign(value=top["score"])
+
+        left, right = st.columns([5, 7], gap="medium")
+        with right:  # first: the lists reach the browser before the cards
+            with st.container(key="lab-recommendations"):
+                columns = st.columns(3, gap="small")
+                with columns[0]:
+                    kind = rec.run.config.kind
+                    st.markdown(f"**{t('lab.col.this', kind=t(f'lab.kind.{kind}'))}**")
+                    top_list(top, data.titles, t("common.score"), "%.2f")
+                with columns[1]:
+                    other_top = other_run_list(run, kind, shown, features, data.titles)
+                with columns[2]:
+                    st.markdown(f"**{t('lab.col.popular')}**")
+                    popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
+                    pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
+                    top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d")
+        with left:
+            with st.container(key="lab-rate"):
+                rating_area(rec, data, implicit)
+            # Always there (disabled until it can move), so nothing shifts when it becomes useful.
+            st.slider(t("lab.replay"), 0, max(1, len(ratings)), key=REPLAY, help=t("lab.replay.help"), disabled=len(ratings) < 2)
+            bar = st.container(horizontal=True, gap="small", vertical_alignment="center")
+            with bar.popover(t(worded("lab.your_ratings", implicit), n=len(ratings)), icon=":material/list:"):
+                if ratings:
+                    table = pd.DataFrame({t("common.title"): [data.titles.get(i, i) for i, _ in ratings], t("common.rating"): [r for _, r in ratings]})
+                    if implicit:  # every value is 1 ("liked"): the column says nothing
+                        table = table.drop(columns=[t("common.rating")])
+                    st.dataframe(table, hide_index=True, height=min(35 * (len(ratings) + 1) + 3, 250))
+                else:
+                    st.caption(t("lab.start_hint"))
+            bar.button(t("lab.reset"), icon=":material/restart_alt:", key="lab_reset", on_click=reset)
+            download = bar.empty()
+            info = st.columns(3)
+            info[0].metric(t(worded("lab.n_ratings", implicit)), len(shown))
+            info[1].metric(t("lab.adapt_ms"), f"{elapsed_ms:.0f} ms", help=t("lab.adapt_ms.help"))
+            info[2].metric(t("lab.support_loss"), f"{adapted.losses[-1]:.3f}" if shown and adapted.losses else "—")
+        with right:
+            map_col, loss_col = st.columns([3, 2], gap="small")
+            with map_col:
+                draw_map(run.id, stamp, rec, data, ratings, upto, features, top)
+            with loss_col:
+                draw_losses(run.id, stamp, rec, shown, features, adapted, implicit)
+
+        lists = {"this run": top, "popularity": pop}
+        if other_top is not None:
+            lists["other run"] = other_top
+        download.download_button(
+            t("lab.download"), lists_csv(lists, shown, data.titles), file_name="lab_lists.csv", mime="text/csv",
+            icon=":material/download:", key="lab_download", on_click="ignore",
+        )
+
+
+def draw_map(run_id: str, stamp: float, rec: Any, data: LabData, ratings: list, upto: int, features: dict, top: pd.DataFrame) -> None:
+    """Your path among the items, zoomed so that it and the items nearest to it show."""
+    with st.container(key="lab-map"):
+        head = st.container(horizontal=True, vertical_alignment="center", gap="small")
+        head.markdown(f"**{t('lab.map')}**")
+        focus = head.toggle(t("lab.zoom"), value=True, key="lab_zoom", help=t("lab.zoom.help"))
+        trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features, memo=memo(MEMOS[1], run_id, stamp))
+        rows = [data.row_of[i] for i in top["item_id"] if i in data.row_of]
+        base, hover = map_base(run_id, stamp, language())
+        outlined = pd.DataFrame({"x": data.items["x"].to_numpy()[rows], "y": data.items["y"].to_numpy()[rows], "hover": hover[rows]})
+        window = None
+        if focus:
+            window = projection.view_window(data.items[["x", "y"]].to_numpy(), trail[["x", "y"]].to_numpy(),
+                                            include=outlined[["x", "y"]].to_numpy())
+        steps = [t("lab.map.step", n=int(n)) for n in trail["label"]]
+        st.plotly_chart(
+            charts.lab_map_figure(base, trail=trail, outlined=outlined, window=window, trail_label=t("lab.you"), step_hover=steps,
+                                  revision=f"{run_id}:{focus}", height=PANEL_HEIGHT),
+            config={"scrollZoom": True, "displayModeBar": False}, key="lab_map",
+        )
+        st.caption(t("lab.map.caption") + (" " + t("lab.map.zoomed") if focus else ""))
+
+
+def draw_losses(run_id: str, stamp: float, rec: Any, shown: list, features: dict, adapted: Any, implicit: bool) -> None:
+    """The loss per inner step of adapting to your ratings."""
+    st.markdown(f"**{t('lab.losses')}**")
+    if not shown:
+        st.caption(t("lab.losses.empty"))
+        return
+    losses_memo = memo(MEMOS[0], run_id, stamp)
+    key = (tuple(shown), tuple(sorted(features.items())))
+    if key not in losses_memo:
+        losses_memo[key] = rec.step_losses(shown, user_features=features, state=adapted)
+    st.plotly_chart(
+        charts.inner_loss_figure(losses_memo[key], labels={"support": t("lab.loss.support"), "query": t("lab.loss.query")},
+                                 x_title=t("lab.inner_step"), y_title=t("common.loss"), height=PANEL_HEIGHT),
+        config={"displayModeBar": False}, key="lab_losses",
+    )
+    st.caption(t(worded("lab.losses.caption", implicit)))
