@@ -93,6 +93,8 @@ BIAS = "bias, shrinkage tuned"
 ALS = "ALS k=10 + fold-in, penalties tuned"
 LENSKIT = "LensKit BiasedMF (ALS k=10) + fold-in, tuned"
 SURPRISE = "Surprise SVD, retrained on train + support, tuned"
+#: Short names of the methods, for ``--methods``.
+METHOD_KEYS = {"default": DEFAULT, "transfer": TRANSFER, "bias": BIAS, "als": ALS, "lenskit": LENSKIT, "surprise": SURPRISE}
 #: LensKit BiasedMFScorer settings searched on the validation users (every pair; one ALS fit each).
 LENSKIT_GRID = {"regularization": (0.03, 0.1, 0.3, 1.0), "damping": (2.0, 5.0, 10.0, 25.0)}
 #: Surprise SVD regularisation searched on the training users (one fit each; other settings Surprise's defaults).
@@ -415,7 +417,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-epochs", type=int, default=None, help="smoke tests only: override num_epochs of both runs (reported)")
     parser.add_argument("--no-peers", action="store_true", help="skip the LensKit and Surprise rows")
     parser.add_argument("--out", default=None, help="output path without extension (default benchmarks/results/cold_start_<data>)")
+    parser.add_argument(
+        "--methods", default=",".join(METHOD_KEYS),
+        help=f"comma-separated methods to run, among {', '.join(METHOD_KEYS)} (default all; the default is always run)",
+    )
     args = parser.parse_args(argv)
+    wanted = {k.strip() for k in args.methods.split(",") if k.strip()} | {"default"}
+    unknown = wanted - set(METHOD_KEYS)
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(sorted(unknown))}; choose among {', '.join(METHOD_KEYS)}")
+    chosen = {METHOD_KEYS[k] for k in wanted}
     seeds = [int(s) for s in args.seeds.split(",")]
     label, stem = DATASETS[args.dataset]
     out = args.out or str(RESULTS / stem)
@@ -426,10 +437,14 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_dataset(args.dataset)
     notes: list[str] = []
     peers: dict[str, Callable] = {}
+    if len(chosen) < len(METHOD_KEYS):
+        notes.append(f"Only these methods were run (--methods): {', '.join(k for k in METHOD_KEYS if METHOD_KEYS[k] in chosen)}.")
     if args.no_peers:
         notes.append("Outside peers (LensKit, Surprise) were skipped (--no-peers).")
     else:
         for name, (runner, why) in ((LENSKIT, lenskit_peer()), (SURPRISE, surprise_peer())):
+            if name not in chosen:
+                continue
             if runner is None:
                 notes.append(why)
             else:
@@ -455,6 +470,7 @@ def main(argv: list[str] | None = None) -> None:
                 (ALS, lambda: run_als(dataset, data, seed)),
             ]
             jobs += [(name, (lambda r=runner: r(dataset, data, seed))) for name, runner in peers.items()]
+            jobs = [(name, job) for name, job in jobs if name in chosen]
             per_seed[str(seed)], scores[seed] = {}, {}
             for name, job in jobs:
                 predictions, info = job()

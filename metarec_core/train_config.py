@@ -15,6 +15,8 @@ SCHEDULES = ("alternating", "sequential", "joint")
 DEVICES = ("auto", "cpu", "cuda")
 #: Run kinds (:attr:`TrainConfig.kind`), from the λ values.
 RUN_KINDS = ("both", "transfer", "meta")
+#: How a step updates the ID tables (:attr:`TrainConfig.table_updates`), the default first.
+TABLE_UPDATES = ("rows", "dense")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,16 @@ class TrainConfig:
     the next. ``cpu_threads`` sets torch's CPU threads for the run (0 leaves torch's
     choice): on this model's small tensors one thread is fastest, and two
     threads on a busy 2-core machine were several times slower.
+
+    ``table_updates`` says how a step updates the user and item ID tables:
+    ``rows`` (default) touches only the rows the step's batch looks up: Adam
+    moves those rows (row-wise, lazy Adam: the other rows keep their value and
+    moments), ``L0`` charges each of them its prior for every step since it
+    was last looked up (the same sum over steps as charging every row at every
+    step, since a row that is not looked up does not change), and the weight
+    average catches them up exactly; so a step costs what its batch costs,
+    whatever the number of users and items. ``dense`` updates every row at
+    every step (runs saved before this setting).
     """
 
     lambda_meta: float = 1.0
@@ -121,6 +133,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     cpu_threads: int = 1
+    # How the ID tables are updated (see the class docstring).
+    table_updates: str = "rows"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -162,6 +176,8 @@ class TrainConfig:
             raise ValueError("min_support_size must be between 0 (fixed support size) and support_size")
         if not 0.0 <= self.cold_fraction < 1.0 or not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError("cold_fraction and valid_fraction must be in [0, 1)")
+        if self.table_updates not in TABLE_UPDATES:
+            raise ValueError(f"table_updates must be one of {TABLE_UPDATES}, got '{self.table_updates}'")
         if self.lambda_meta == 0 and self.lambda_trans == 0:
             raise ValueError("lambda_meta and lambda_trans cannot both be 0: nothing would be trained")
 
