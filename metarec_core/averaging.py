@@ -82,7 +82,8 @@ class WeightAverage:
             self._log_decay = torch.cat([self._log_decay, torch.zeros_like(self._log_decay)])
         self._log_decay[self.steps] = self._log_decay[self.steps - 1] + math.log(decay)
         with torch.no_grad():
-            torch._foreach_lerp_(self._means, self._lives, 1.0 - decay)  # one fused update over every dense tensor
+            if self._means:
+                torch._foreach_lerp_(self._means, self._lives, 1.0 - decay)  # one fused update over every dense tensor
             for table, idx in (rows or {}).items():
                 name = "model." + table
                 if name not in self._since or idx.numel() == 0:

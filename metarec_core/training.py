@@ -163,8 +163,8 @@ class Trainer:
         trainable = [p for n, p in own.items() if n not in self.row_tables] + (list(self.inner_lr.values()) if config.learn_inner_lr else [])
         self.optimizer = _adam(trainable, config.lr, self.device)
         self.row_optimizer = RowAdam([own[n] for n in self.row_tables], lr=config.lr) if self.row_tables else None
-        # Their lookups give sparse gradients (the rows looked up), not a zero-filled copy of each table per use.
-        _sparse_tables(self.model, self.row_tables, True)
+        # Table lookups give sparse gradients (the rows looked up), not a zero-filled copy of the table per use.
+        _sparse_tables(self.model, tuple(ID_TABLES), True)
         self.slots = {side: torch.full((own[n].shape[0],), -1, dtype=torch.long, device=self.device) for n, side in ID_TABLES.items()}
         # Per ID table (rows mode, when it is in L0): the last step whose L0 share each row has been charged.
         self.l0_paid = {
@@ -245,19 +245,54 @@ class Trainer:
         up does not change, so charging its per-step prior when it is next looked
         up adds the same sum over steps as charging it at every step. That part is
         returned as a value only; its gradient goes straight to those rows (see
-        :meth:`row_updates`).
+        :meth:`row_updates`). With "dense" the tables' part covers every row, also
+        as a value only (see :meth:`dense_table_gradients`).
         """
         if self.l0_weight == 0:
             return torch.zeros((), device=self.device)
-        skipped = {"global_bias"} | (set(ID_TABLES) if self.config.lambda_id > 0 or self.row_tables else set())
-        own = dict(self.model.named_parameters())
-        total = self.l0_weight * l2_penalty({n: p for n, p in own.items() if n not in skipped}, self.anchor)
+        own = self.params
+        total = self.l0_weight * l2_penalty({n: p for n, p in own.items() if n != "global_bias" and n not in ID_TABLES}, self.anchor)
+        if self.config.lambda_id > 0:
+            return total
+        tables = torch.zeros((), device=self.device)  # a value only: its gradient is added by hand
         with torch.no_grad():
-            for name, idx in (touched or {}).items():
-                if name in self.l0_paid and idx.numel():
-                    steps, offset = self._l0_rows(name, idx)
-                    total = total + self.l0_weight * (steps * offset.pow(2).sum(dim=1)).sum()
-        return total
+            if self.row_tables:
+                for name, idx in (touched or {}).items():
+                    if name in self.l0_paid and idx.numel():
+                        steps, offset = self._l0_rows(name, idx)
+                        tables += (steps * offset.pow(2).sum(dim=1)).sum()
+            else:
+                for name in ID_TABLES:
+                    tables += self._l0_offset(name).pow(2).sum()
+        return total + self.l0_weight * tables
+
+    def _l0_offset(self, name: str) -> torch.Tensor:
+        """ID table ``name`` minus its anchor (L2-SP), or the table itself: what its L0 share penalises."""
+        table = self.params[name].detach()
+        ref = self.anchor.get(name) if self.anchor is not None else None
+        return table - ref if ref is not None and ref.shape == table.shape else table
+
+    def dense_table_gradients(self) -> None:
+        """Dense table updates: each ID table's gradient as one dense tensor, its L0 share's ``2·w·(θ − θ_source)`` plus the rows looked up.
+
+        The lookups leave sparse gradients; L0's part is added here rather than
+        through autograd, so a step makes one table-sized pass instead of one per
+        lookup and per term. A table with neither (no lookup, no L0) keeps no gradient.
+        """
+        with_l0 = self.l0_weight > 0 and self.config.lambda_id == 0
+        with torch.no_grad():
+            for name in ID_TABLES:
+                table = self.params[name]
+                grad = table.grad
+                if not with_l0 and (grad is None or not grad.is_sparse):
+                    continue
+                dense = self._l0_offset(name).mul(2.0 * self.l0_weight) if with_l0 else torch.zeros_like(table)
+                if grad is not None:
+                    if grad.is_sparse:
+                        dense.index_add_(0, grad._indices()[0], grad._values())
+                    else:
+                        dense.add_(grad)
+                table.grad = dense
 
     def _l0_rows(self, name: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For rows ``idx`` of ID table ``name``: the steps of L0 each is owed, and its offset from the anchor (or from 0)."""
@@ -417,6 +452,8 @@ class Trainer:
         if self.row_optimizer is not None:
             self.row_optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if not self.row_tables:
+            self.dense_table_gradients()
         if self.average is not None:
             self.average.catch_up(touched)  # before the rows change
         self.optimizer.step()
@@ -472,7 +509,7 @@ class Trainer:
             epochs_completed = epoch + 1
         if self.average is not None:
             self.average.apply()
-        _sparse_tables(self.model, self.row_tables, False)  # the returned model's tables give dense gradients again
+        _sparse_tables(self.model, tuple(ID_TABLES), False)  # the returned model's tables give dense gradients again
         # A stopped run's last steps were never validated: it keeps its best validated epoch.
         if config.keep_best and self.best.epoch and (stopped or self.best.epoch != epochs_completed):
             self.best.restore(self.model, self.inner_lr)
