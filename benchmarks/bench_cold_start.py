@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import math
 import os
 import sys
@@ -403,7 +404,7 @@ def render(report: dict) -> str:
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     if report["overrides"]:
-        lines += ["", f"**Smoke-test overrides in effect: {report['overrides']}; these are not the default configuration's figures.**"]
+        lines += ["", f"**Settings overridden (--num-epochs, --set): {report['overrides']}; these are not the default configuration's figures.**"]
     return "\n".join(lines) + "\n"
 
 
@@ -421,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         "--methods", default=",".join(METHOD_KEYS),
         help=f"comma-separated methods to run, among {', '.join(METHOD_KEYS)} (default all; the default is always run)",
     )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig setting of both runs (repeatable; reported)")
     args = parser.parse_args(argv)
     wanted = {k.strip() for k in args.methods.split(",") if k.strip()} | {"default"}
     unknown = wanted - set(METHOD_KEYS)
@@ -431,6 +433,14 @@ def main(argv: list[str] | None = None) -> None:
     label, stem = DATASETS[args.dataset]
     out = args.out or str(RESULTS / stem)
     overrides = {} if args.num_epochs is None else {"num_epochs": args.num_epochs}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not hasattr(TrainConfig, key):
+            parser.error(f"--set needs KEY=VALUE with a TrainConfig setting as KEY, got '{item}'")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     torch.set_num_threads(1)  # scoring the saved runs; fit sets its own (TrainConfig.cpu_threads)
     started = time.perf_counter()
     load_start = os.getloadavg()[0]

@@ -162,7 +162,7 @@ class Trainer:
         own = self.params = dict(self.model.named_parameters())
         trainable = [p for n, p in own.items() if n not in self.row_tables] + (list(self.inner_lr.values()) if config.learn_inner_lr else [])
         self.optimizer = _adam(trainable, config.lr, self.device)
-        self.row_optimizer = RowAdam([own[n] for n in self.row_tables], lr=config.lr) if self.row_tables else None
+        self.row_optimizer = RowAdam([own[n] for n in self.row_tables], lr=config.lr, coast=True) if self.row_tables else None
         # Table lookups give sparse gradients (the rows looked up), not a zero-filled copy of the table per use.
         _sparse_tables(self.model, tuple(ID_TABLES), True)
         self.slots = {side: torch.full((own[n].shape[0],), -1, dtype=torch.long, device=self.device) for n, side in ID_TABLES.items()}

@@ -60,3 +60,26 @@ def test_row_gradient_of_a_sparse_lookup_equals_the_dense_gradient_on_those_rows
     assert torch.allclose(from_sparse, results[1].grad[rows], atol=1e-6)
     assert torch.equal(slots, torch.full((10,), -1, dtype=torch.long))  # the scratch vector is left as found
     assert torch.allclose(row_gradient(results[1], rows, slots), results[1].grad[rows])
+
+
+def test_coasting_moves_a_left_out_row_as_dense_adam_does_on_its_momentum():
+    """A row left out for 25 steps: with coast, its next update lands where dense Adam (zero gradient meanwhile) puts it."""
+    table = torch.nn.Parameter(torch.randn(2, 3))
+    twin = torch.nn.Parameter(table.detach().clone())
+    plain = torch.nn.Parameter(table.detach().clone())
+    rows, dense = RowAdam([table], lr=0.01, coast=True), torch.optim.Adam([twin], lr=0.01)
+    lazy = RowAdam([plain], lr=0.01)
+    both, first = torch.tensor([0, 1]), torch.tensor([0])
+    for k, g in enumerate(grads(560, (2, 3))):
+        left_out = 500 <= k < 525  # row 1 is not looked up in these steps
+        touched = first if left_out else both
+        rows.step([(touched, g[touched])])
+        lazy.step([(touched, g[touched])])
+        twin.grad = g.clone()
+        if left_out:
+            twin.grad[1] = 0.0
+        dense.step()
+        if k == 525:
+            assert torch.allclose(table[1], twin[1], rtol=0.02, atol=1e-4)
+            assert not torch.allclose(plain[1], twin[1], rtol=0.02, atol=1e-4)  # without coasting the row lags behind
+    assert torch.allclose(table[0], twin[0], atol=1e-5)
