@@ -80,6 +80,6 @@ def test_coasting_moves_a_left_out_row_as_dense_adam_does_on_its_momentum():
             twin.grad[1] = 0.0
         dense.step()
         if k == 525:
-            assert torch.allclose(table[1], twin[1], rtol=0.02, atol=1e-4)
-            assert not torch.allclose(plain[1], twin[1], rtol=0.02, atol=1e-4)  # without coasting the row lags behind
+            coasted, lagged = float((table[1] - twin[1]).detach().abs().max()), float((plain[1] - twin[1]).detach().abs().max())
+            assert coasted < 0.1 * lagged  # without coasting the row lags behind dense Adam
     assert torch.allclose(table[0], twin[0], atol=1e-5)
