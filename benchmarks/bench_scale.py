@@ -41,6 +41,7 @@ import datetime as dt
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -172,10 +173,15 @@ def run_size(size: str, epochs: int, device: str, timeout: float | None, overrid
                    "--device", device, "--record", str(out)]
         command += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={json.dumps(value)}")]
         started = time.perf_counter()
+        # Its own process group, so that a timeout stops the training grandchild too, not only the wrapper.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
             return {"size": size, "error": f"stopped after the {timeout:.0f}s timeout"}
+        done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         wall = time.perf_counter() - started
         peak = next((int(line.split()[1]) * 1024 for line in done.stdout.splitlines() if line.startswith("peak-rss-kb")), None)
         if done.returncode != 0 or not out.is_file():
