@@ -317,7 +317,7 @@ def render(report: dict) -> str:
         f"# Cold-start quality on {report['dataset_label']}: new users (user-cold), {p['support']}-shot",
         "",
         f"Written by `benchmarks/bench_cold_start.py --dataset {report['dataset']} --seeds {','.join(map(str, seeds))}"
-        f"{' --num-epochs ' + str(report['overrides']['num_epochs']) if report['overrides'] else ''}` on {report['date']} "
+        f"{_override_args(report['overrides'])}` on {report['date']} "
         f"at commit {code['commit']}{' (uncommitted changes in ' + ', '.join(dirty) + ')' if dirty else ''}.",
         f"Machine: {report['machine_line']}. Load average (1 min) {report['load_start']:.2f} at the start and "
         f"{report['load_end']:.2f} at the end; the cores are shared, so wall times are upper bounds. "
@@ -409,6 +409,14 @@ def render(report: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _override_args(overrides: dict) -> str:
+    """The command-line options that set ``overrides`` (``--num-epochs``, ``--set``), as the report's command shows them."""
+    return "".join(
+        f" --num-epochs {v}" if k == "num_epochs" else f" --set {k}={json.dumps(v) if not isinstance(v, str) else v}"
+        for k, v in overrides.items()
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
