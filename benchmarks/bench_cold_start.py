@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import math
 import os
 import sys
@@ -93,6 +94,8 @@ BIAS = "bias, shrinkage tuned"
 ALS = "ALS k=10 + fold-in, penalties tuned"
 LENSKIT = "LensKit BiasedMF (ALS k=10) + fold-in, tuned"
 SURPRISE = "Surprise SVD, retrained on train + support, tuned"
+#: Short names of the methods, for ``--methods``.
+METHOD_KEYS = {"default": DEFAULT, "transfer": TRANSFER, "bias": BIAS, "als": ALS, "lenskit": LENSKIT, "surprise": SURPRISE}
 #: LensKit BiasedMFScorer settings searched on the validation users (every pair; one ALS fit each).
 LENSKIT_GRID = {"regularization": (0.03, 0.1, 0.3, 1.0), "damping": (2.0, 5.0, 10.0, 25.0)}
 #: Surprise SVD regularisation searched on the training users (one fit each; other settings Surprise's defaults).
@@ -314,7 +317,7 @@ def render(report: dict) -> str:
         f"# Cold-start quality on {report['dataset_label']}: new users (user-cold), {p['support']}-shot",
         "",
         f"Written by `benchmarks/bench_cold_start.py --dataset {report['dataset']} --seeds {','.join(map(str, seeds))}"
-        f"{' --num-epochs ' + str(report['overrides']['num_epochs']) if report['overrides'] else ''}` on {report['date']} "
+        f"{_override_args(report['overrides'])}` on {report['date']} "
         f"at commit {code['commit']}{' (uncommitted changes in ' + ', '.join(dirty) + ')' if dirty else ''}.",
         f"Machine: {report['machine_line']}. Load average (1 min) {report['load_start']:.2f} at the start and "
         f"{report['load_end']:.2f} at the end; the cores are shared, so wall times are upper bounds. "
@@ -401,11 +404,19 @@ def render(report: dict) -> str:
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     if report["overrides"]:
-        lines += ["", f"**Smoke-test overrides in effect: {report['overrides']}; these are not the default configuration's figures.**"]
+        lines += ["", f"**Settings overridden (--num-epochs, --set): {report['overrides']}; these are not the default configuration's figures.**"]
     return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- main
+
+
+def _override_args(overrides: dict) -> str:
+    """The command-line options that set ``overrides`` (``--num-epochs``, ``--set``), as the report's command shows them."""
+    return "".join(
+        f" --num-epochs {v}" if k == "num_epochs" else f" --set {k}={json.dumps(v) if not isinstance(v, str) else v}"
+        for k, v in overrides.items()
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -415,21 +426,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-epochs", type=int, default=None, help="smoke tests only: override num_epochs of both runs (reported)")
     parser.add_argument("--no-peers", action="store_true", help="skip the LensKit and Surprise rows")
     parser.add_argument("--out", default=None, help="output path without extension (default benchmarks/results/cold_start_<data>)")
+    parser.add_argument(
+        "--methods", default=",".join(METHOD_KEYS),
+        help=f"comma-separated methods to run, among {', '.join(METHOD_KEYS)} (default all; the default is always run)",
+    )
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig setting of both runs (repeatable; reported)")
     args = parser.parse_args(argv)
+    wanted = {k.strip() for k in args.methods.split(",") if k.strip()} | {"default"}
+    unknown = wanted - set(METHOD_KEYS)
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(sorted(unknown))}; choose among {', '.join(METHOD_KEYS)}")
+    chosen = {METHOD_KEYS[k] for k in wanted}
     seeds = [int(s) for s in args.seeds.split(",")]
     label, stem = DATASETS[args.dataset]
     out = args.out or str(RESULTS / stem)
     overrides = {} if args.num_epochs is None else {"num_epochs": args.num_epochs}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not hasattr(TrainConfig, key):
+            parser.error(f"--set needs KEY=VALUE with a TrainConfig setting as KEY, got '{item}'")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     torch.set_num_threads(1)  # scoring the saved runs; fit sets its own (TrainConfig.cpu_threads)
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     dataset = load_dataset(args.dataset)
     notes: list[str] = []
     peers: dict[str, Callable] = {}
+    if len(chosen) < len(METHOD_KEYS):
+        notes.append(f"Only these methods were run (--methods): {', '.join(k for k in METHOD_KEYS if METHOD_KEYS[k] in chosen)}.")
     if args.no_peers:
         notes.append("Outside peers (LensKit, Surprise) were skipped (--no-peers).")
     else:
         for name, (runner, why) in ((LENSKIT, lenskit_peer()), (SURPRISE, surprise_peer())):
+            if name not in chosen:
+                continue
             if runner is None:
                 notes.append(why)
             else:
@@ -455,6 +488,7 @@ def main(argv: list[str] | None = None) -> None:
                 (ALS, lambda: run_als(dataset, data, seed)),
             ]
             jobs += [(name, (lambda r=runner: r(dataset, data, seed))) for name, runner in peers.items()]
+            jobs = [(name, job) for name, job in jobs if name in chosen]
             per_seed[str(seed)], scores[seed] = {}, {}
             for name, job in jobs:
                 predictions, info = job()

@@ -10,7 +10,7 @@ Sizes (``--sizes``, comma-separated, default all, smallest first):
 
 Every size trains ``TrainConfig(num_epochs=--epochs)`` (the defaults otherwise:
 alternating schedule, one meta pass and two transfer passes per epoch, batch
-512, meta-batch 32 tasks, Newton inner step, ``cpu_threads=1``) in its own
+2048, meta-batch 32 tasks, Newton inner step, ``cpu_threads=1``) in its own
 subprocess, so that each has a fresh heap; the parent reads that child's peak
 resident memory from ``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss`` (through
 a one-child wrapper process, so the number is that child's alone). From
@@ -29,6 +29,10 @@ linear).
 Run from the repository root (one heavy job at a time on a shared machine)::
 
     python benchmarks/bench_scale.py [--sizes ml-100k,ml-1m] [--epochs 2] [--device auto] [--out benchmarks/results/scale]
+    python benchmarks/bench_scale.py --sizes synthetic-3m --set table_updates=rows --out /tmp/scale_rows  # a setting changed
+
+``--set KEY=VALUE`` (repeatable) overrides a ``TrainConfig`` setting for every
+size (the value is read as JSON, else as a string); the report names it.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ import datetime as dt
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -104,7 +109,7 @@ def phase_times(events: list[tuple[str, float]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def child(size: str, epochs: int, device: str, out: Path) -> None:
+def child(size: str, epochs: int, device: str, out: Path, overrides: dict | None = None) -> None:
     """Train one size and write its measurements as JSON to ``out`` (run in a fresh process)."""
     import torch
 
@@ -119,7 +124,7 @@ def child(size: str, epochs: int, device: str, out: Path) -> None:
     dataset = load_size(SIZES[size])
     load_s = time.perf_counter() - started
     loaded_rss = current_rss()
-    config = config_from_dict(TrainConfig, {"num_epochs": epochs, "device": device, "seed": 0})
+    config = config_from_dict(TrainConfig, {**(overrides or {}), "num_epochs": epochs, "device": device, "seed": 0})
     footprint = estimate(config, data_shape(dataset, config))
     events: list[tuple[str, float]] = []
     t0 = time.perf_counter()
@@ -160,17 +165,23 @@ _WRAPPER = (
 )
 
 
-def run_size(size: str, epochs: int, device: str, timeout: float | None) -> dict:
+def run_size(size: str, epochs: int, device: str, timeout: float | None, overrides: dict | None = None) -> dict:
     """One size in a fresh subprocess; its record plus the peak RSS read from RUSAGE_CHILDREN."""
     with tempfile.TemporaryDirectory(prefix="metarec-scale-") as tmp:
         out = Path(tmp) / "record.json"
         command = [sys.executable, "-c", _WRAPPER, sys.executable, __file__, "--child", size, "--epochs", str(epochs),
                    "--device", device, "--record", str(out)]
+        command += [arg for key, value in (overrides or {}).items() for arg in ("--set", f"{key}={json.dumps(value)}")]
         started = time.perf_counter()
+        # Its own process group, so that a timeout stops the training grandchild too, not only the wrapper.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
             return {"size": size, "error": f"stopped after the {timeout:.0f}s timeout"}
+        done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         wall = time.perf_counter() - started
         peak = next((int(line.split()[1]) * 1024 for line in done.stdout.splitlines() if line.startswith("peak-rss-kb")), None)
         if done.returncode != 0 or not out.is_file():
@@ -202,7 +213,9 @@ def render(report: dict) -> str:
         f"Written by `benchmarks/bench_scale.py` on {report['date']} at commit {report['code']['commit']}. Machine: "
         f"{report['machine']['cpu']}, nproc {report['machine']['nproc']}, Python {report['machine']['python']}, torch "
         f"{report['machine']['torch']}. Load average {report['load_at_start']:.2f} at the start, "
-        f"{report['load_at_end']:.2f} at the end. `TrainConfig(num_epochs={report['epochs']})`, device `{report['device']}`, "
+        f"{report['load_at_end']:.2f} at the end. `TrainConfig(num_epochs={report['epochs']}"
+        + "".join(f", {k}={v!r}" for k, v in report.get("overrides", {}).items())
+        + f")`, device `{report['device']}`, "
         "every size in its own process.",
         "",
         "## Per size",
@@ -270,11 +283,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per size (default: no limit)")
     parser.add_argument("--out", default=str(RESULTS / "scale"), help="output path without extension (.md and .json)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig setting (repeatable)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--record", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set needs KEY=VALUE, got '{item}'")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     if args.child:
-        child(args.child, args.epochs, args.device, Path(args.record))
+        child(args.child, args.epochs, args.device, Path(args.record), overrides)
         return
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -286,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for size in sizes:
         print(f"{size}: training {args.epochs} epoch(s)...", flush=True)
-        record = run_size(size, args.epochs, args.device, args.timeout)
+        record = run_size(size, args.epochs, args.device, args.timeout, overrides)
         results.append(record)
         if "error" in record:
             print(f"{size}: {record['error']}", flush=True)
@@ -295,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(), "code": code_version(), "load_at_start": load_at_start, "load_at_end": os.getloadavg()[0],
-        "epochs": args.epochs, "device": args.device, "sizes": sizes, "results": results,
+        "epochs": args.epochs, "device": args.device, "sizes": sizes, "results": results, "overrides": overrides,
     }
     write_report(args.out, report, render(report))
 

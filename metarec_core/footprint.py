@@ -7,7 +7,9 @@ instead of the process being killed half-way through ``fit``.
 
 What a run holds at its peak (float32 numbers, 4 bytes each; ``P`` parameters):
 
-* the model: parameters, their gradients and Adam's two moments (``4P``),
+* the model: parameters, their gradients and Adam's two moments (``4P``;
+  with ``table_updates="rows"`` the ID tables' gradients hold only the rows
+  a step looks up, and each user and item row carries a few int64 counters),
   the learned inner rates (with their gradient and moments), the weight
   average (``ema_decay > 0``), the best epoch's copy (``keep_best``) and the
   source run's anchor (``source_run``);
@@ -268,6 +270,7 @@ def _knobs(config: "TrainConfig") -> dict:
         "cold_fraction": float(config.cold_fraction),
         "loss": config.loss,
         "use_text": bool(config.use_text),
+        "rows": getattr(config, "table_updates", "dense") == "rows",
     }
 
 
@@ -287,7 +290,9 @@ def _parts(k: dict, shape: DataShape, cuda: bool) -> tuple[dict[str, float], set
 
     parts: dict[str, float] = {}
     parts["parameters"] = _F32 * p
-    parts["gradients"] = _F32 * p
+    # Row updates: the ID tables' gradients are the looked-up rows only (sparse), and L0 runs over the other tensors.
+    tables = (shape.n_users + shape.n_items) * (d + 1) if k["rows"] else 0
+    parts["gradients"] = _F32 * (p - tables)
     parts["Adam moments"] = 2 * _F32 * p
     parts["inner rates"] = _F32 * scope * (4 if k["learn_inner_lr"] else 1)
     if k["ema"]:
@@ -328,7 +333,7 @@ def _parts(k: dict, shape: DataShape, cuda: bool) -> tuple[dict[str, float], set
         eval_tasks = 13.0 * n_test * (k["eval_support_size"] + widest)  # item int64, rating float32, mask bool
     if k["newton"]:
         evaluation += 3 * _F32 * chunk * scope * scope
-    penalty = _F32 * p if k["l0"] else 0.0  # ‖θ‖² or ‖θ − θ_source‖² holds one parameter-sized temporary
+    penalty = _F32 * (p - tables) if k["l0"] else 0.0  # ‖θ‖² or ‖θ − θ_source‖² holds one parameter-sized temporary
     swap = _F32 * p if k["ema"] else 0.0  # validation swaps the average in and keeps the live weights aside
     step = max(transfer + penalty, meta + penalty, evaluation + eval_tasks + swap)
     label = max(
@@ -341,6 +346,9 @@ def _parts(k: dict, shape: DataShape, cuda: bool) -> tuple[dict[str, float], set
         + shape.n_items * (_I64 * len(mshape.item_categorical) + _I64 * shape.item_label_slots + _F32 * mshape.item_numeric + _F32 * mshape.text_dim)
     )
     parts["feature context"] = context
+    if k["rows"]:
+        # Per user or item row: the step it was last charged L0 and last averaged (two tables a side), a scratch slot.
+        parts["row bookkeeping"] = 5 * _I64 * (shape.n_users + shape.n_items)
     if k["use_text"] and shape.raw_text_dim:
         # Encoded vectors, and their float64 centred copy and SVD for whitening.
         parts["text vectors"] = shape.n_items * shape.raw_text_dim * (_F32 + 2 * 8)

@@ -1,6 +1,8 @@
 """Held-out scoring shared by ``fit`` and evaluation: adapt on each task's support, score its query, compute metrics."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import torch
@@ -13,18 +15,49 @@ from metarec_core.train_config import TrainConfig
 from metarec_core.training_data import TrainingData
 
 
+#: Scored (task, query item) slots per chunk of :func:`predict_tasks`: bounds its memory whatever the longest query.
+SLOTS_PER_CHUNK = 65_536
+
+
 def predict_tasks(model: PreferenceModel, inner_lr, config: TrainConfig, tasks: TaskBatch, context: FeatureContext, kind: str, *, chunk: int = 256) -> np.ndarray:
-    """Adapt to each task's support set and score its query items -> ``(T, Q)`` numpy array."""
+    """Adapt to each task's support set and score its query items -> ``(T, Q)`` numpy array.
+
+    Tasks are scored in chunks of at most ``chunk`` tasks of similar query
+    length, each cut to the width of its longest query and to at most
+    :data:`SLOTS_PER_CHUNK` scored slots, so a few users with thousands of
+    ratings neither pad everyone else's query to their length nor set the
+    memory of a chunk. Padding slots of the result are 0.
+    """
     model.eval()
-    out = []
+    n = len(tasks)
+    if n == 0:
+        return np.zeros((0, 0), np.float32)
+    out = np.zeros(tuple(tasks.query_items.shape), np.float32)
+    query_lengths = tasks.query_mask.sum(dim=1).cpu().numpy()
+    support_lengths = tasks.support_mask.sum(dim=1).cpu().numpy()
+    order = np.argsort(query_lengths, kind="stable")
     with torch.no_grad():
-        for start in range(0, len(tasks), chunk):
-            part = tasks.select(slice(start, start + chunk))
+        start = 0
+        while start < n:
+            stop = start + 1
+            while stop < n and stop - start < chunk and (stop + 1 - start) * max(int(query_lengths[order[stop]]), 1) <= SLOTS_PER_CHUNK:
+                stop += 1
+            rows = order[start:stop]
+            width = max(int(query_lengths[rows].max()), 1)
+            support_width = max(int(support_lengths[rows].max()), 1)
+            part = tasks.select(rows)
+            part = dataclasses.replace(
+                part,
+                support_items=part.support_items[:, :support_width], support_ratings=part.support_ratings[:, :support_width],
+                support_mask=part.support_mask[:, :support_width],
+                query_items=part.query_items[:, :width], query_ratings=part.query_ratings[:, :width], query_mask=part.query_mask[:, :width],
+            )
             adapted = adapt(
                 model, dict(model.named_parameters()), part.support(), context, lr=inner_lr, loss=kind, **config.inner_loop(),
             )
-            out.append(score(model, adapted, part.query(), context).cpu().numpy())
-    return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
+            out[rows, :width] = score(model, adapted, part.query(), context).cpu().numpy()
+            start = stop
+    return out
 
 
 def query_metrics(query: pd.DataFrame, predictions: np.ndarray, kind: str, rating_range: tuple[float, float]) -> dict[str, float]:

@@ -27,6 +27,8 @@ SCENARIO_CHOICES = ("auto", "user-cold", "item-cold", "both-cold", "warm")
 DEVICES = ("auto", "cpu", "cuda")
 #: Run kinds (:attr:`TrainConfig.kind`), from the λ values.
 RUN_KINDS = ("both", "transfer", "meta")
+#: How a step updates the ID tables (:attr:`TrainConfig.table_updates`), the default first.
+TABLE_UPDATES = ("dense", "rows")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,22 @@ class TrainConfig:
     the next. ``cpu_threads`` sets torch's CPU threads for the run (0 leaves torch's
     choice): on this model's small tensors one thread is fastest, and two
     threads on a busy 2-core machine were several times slower.
+
+    ``table_updates`` says how a step updates the user and item ID tables.
+    ``dense`` (default) moves every row at every step, as Adam with ``L0`` on
+    the whole tables does (rows the batch did not look up still shrink under
+    ``L0`` and coast on their momentum). ``rows`` touches only the rows the
+    step's batch looks up: Adam moves those rows (row-wise Adam; a row left
+    out of some steps first takes, in closed form, the steps dense Adam would
+    have taken on its momentum meanwhile), ``L0`` charges each of them its
+    prior for every step since it was last looked up (the same sum over steps
+    as charging every row at every step, since a row that is not looked up
+    does not change), and the weight average catches them up exactly; so a
+    step costs what its batch costs, whatever the number of users and items
+    (on 100k users × 50k items about 2× less CPU per step than ``dense``).
+    What it leaves out is ``L0``'s pull on a row between its lookups, so it
+    is not the dense run: on ML-1M (seeds 0–2) MAE 0.7262 / nDCG@3 0.7816
+    against 0.7251 / 0.7849 dense, so it is for catalogues too big for dense steps.
     """
 
     lambda_meta: float = 1.0
@@ -140,6 +158,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     cpu_threads: int = 1
+    # How the ID tables are updated (see the class docstring).
+    table_updates: str = "dense"
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -183,6 +203,8 @@ class TrainConfig:
             raise ValueError("min_support_size must be between 0 (fixed support size) and support_size")
         if not 0.0 <= self.cold_fraction < 1.0 or not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError("cold_fraction and valid_fraction must be in [0, 1)")
+        if self.table_updates not in TABLE_UPDATES:
+            raise ValueError(f"table_updates must be one of {TABLE_UPDATES}, got '{self.table_updates}'")
         if self.lambda_meta == 0 and self.lambda_trans == 0:
             raise ValueError("lambda_meta and lambda_trans cannot both be 0: nothing would be trained")
 

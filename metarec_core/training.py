@@ -23,6 +23,7 @@ from metarec_core.losses import l2_penalty, occurrence_penalty, pointwise_loss
 from metarec_core.meta import meta_loss
 from metarec_core.models import PreferenceModel, shape_for
 from metarec_core.progress import ProgressEvent, TimeLeft
+from metarec_core.row_adam import RowAdam, row_gradient
 from metarec_core.schedule import batch, n_batches, plan
 from metarec_core.scoring import catalogue_auc, evaluate_held_out, predict_tasks, query_metrics
 from metarec_core.splits import ColdStartSplit
@@ -158,8 +159,20 @@ class Trainer:
         self.anchor = source_anchor(config, self.model, self.device)
         self.inner_lr = initial_inner_rates(self.model, config, self.device)
         source_inner_rates(config, self.inner_lr)
-        trainable = list(self.model.parameters()) + (list(self.inner_lr.values()) if config.learn_inner_lr else [])
+        # With table_updates "rows" the ID tables get a row-wise Adam of their own and every other tensor the fused one.
+        self.row_tables = tuple(ID_TABLES) if config.table_updates == "rows" else ()
+        own = self.params = dict(self.model.named_parameters())
+        trainable = [p for n, p in own.items() if n not in self.row_tables] + (list(self.inner_lr.values()) if config.learn_inner_lr else [])
         self.optimizer = _adam(trainable, config.lr, self.device)
+        self.row_optimizer = RowAdam([own[n] for n in self.row_tables], lr=config.lr, coast=True) if self.row_tables else None
+        # Table lookups give sparse gradients (the rows looked up), not a zero-filled copy of the table per use.
+        _sparse_tables(self.model, tuple(ID_TABLES), True)
+        self.slots = {side: torch.full((own[n].shape[0],), -1, dtype=torch.long, device=self.device) for n, side in ID_TABLES.items()}
+        # Per ID table (rows mode, when it is in L0): the last step whose L0 share each row has been charged.
+        self.l0_paid = {
+            n: torch.zeros(own[n].shape[0], dtype=torch.long, device=self.device)
+            for n in self.row_tables if config.lambda_id == 0
+        }
 
         self.user_ratings = UserRatings(self.data.train, dataset.n_users)
         self.meta_users = np.flatnonzero(self.user_ratings.count() > config.support_size)
@@ -184,7 +197,7 @@ class Trainer:
         )
         self.total_steps = sum(n for _, _, n in self.plan)
         self.clock = TimeLeft(self.plan)
-        self.scheduler = self._lr_schedule()
+        self.schedulers = self._lr_schedules()
         self.artifacts = self._artifacts(shape)
         self.best = BestEpoch()
         self.stages = _stages(self.plan)
@@ -194,21 +207,25 @@ class Trainer:
         self.validated_prior = config.lambda_meta == 0 and self.valid_tasks is not None
         # Inner rates that no gradient trains (fixed, or chosen on validation) are not averaged.
         averaged_rates = self.inner_lr if config.learn_inner_lr and not self.validated_prior else {}
-        self.average = WeightAverage(self.model, averaged_rates, config.ema_decay) if config.ema_decay > 0 else None
+        self.average = WeightAverage(self.model, averaged_rates, config.ema_decay, rows=self.row_tables) if config.ema_decay > 0 else None
         self.step = 0
         self._pending: list[ProgressEvent] = []
         self._flushed = time.perf_counter()
         self._on_progress: Callable[[ProgressEvent], None] | None = None
 
     # ------------------------------------------------------------------ set-up
-    def _lr_schedule(self) -> torch.optim.lr_scheduler.LambdaLR | None:
-        """Cosine decay of the outer learning rate to ``final_lr_fraction`` of ``lr`` by the last step."""
+    def _lr_schedules(self) -> list[torch.optim.lr_scheduler.LambdaLR]:
+        """Cosine decay of the outer learning rate to ``final_lr_fraction`` of ``lr`` by the last step (one per optimiser)."""
         fraction, total = self.config.final_lr_fraction, self.total_steps
         if fraction >= 1.0:
-            return None
-        return torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: fraction + (1 - fraction) * 0.5 * (1 + math.cos(math.pi * min(k, total) / max(total, 1))),
-        )
+            return []
+        optimizers = [self.optimizer] + ([self.row_optimizer] if self.row_optimizer is not None else [])
+        return [
+            torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda k: fraction + (1 - fraction) * 0.5 * (1 + math.cos(math.pi * min(k, total) / max(total, 1))),
+            )
+            for optimizer in optimizers
+        ]
 
     def _artifacts(self, shape) -> RunArtifacts:
         data, dataset = self.data, self.dataset
@@ -223,13 +240,107 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------ loss terms
-    def l0_term(self) -> torch.Tensor:
-        """``L0``: L2-SP towards the source run's weights, or plain L2 (the global bias is not penalised)."""
+    def l0_term(self, touched: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``L0``: L2-SP towards the source run's weights, or plain L2 (the global bias is not penalised).
+
+        With ``table_updates`` "rows" the ID tables' part covers only the rows in
+        ``touched`` (table name → unique row indices), each weighted by the steps
+        since it was last charged (see :meth:`charge_l0`): a row that is not looked
+        up does not change, so charging its per-step prior when it is next looked
+        up adds the same sum over steps as charging it at every step. That part is
+        returned as a value only; its gradient goes straight to those rows (see
+        :meth:`row_updates`). With "dense" the tables' part covers every row, also
+        as a value only (see :meth:`dense_table_gradients`).
+        """
         if self.l0_weight == 0:
             return torch.zeros((), device=self.device)
-        skipped = {"global_bias"} | (set(ID_TABLES) if self.config.lambda_id > 0 else set())
-        params = {n: p for n, p in self.model.named_parameters() if n not in skipped}
-        return self.l0_weight * l2_penalty(params, self.anchor)
+        own = self.params
+        total = self.l0_weight * l2_penalty({n: p for n, p in own.items() if n != "global_bias" and n not in ID_TABLES}, self.anchor)
+        if self.config.lambda_id > 0:
+            return total
+        tables = torch.zeros((), device=self.device)  # a value only: its gradient is added by hand
+        with torch.no_grad():
+            if self.row_tables:
+                for name, idx in (touched or {}).items():
+                    if name in self.l0_paid and idx.numel():
+                        steps, offset = self._l0_rows(name, idx)
+                        tables += (steps * offset.pow(2).sum(dim=1)).sum()
+            else:
+                for name in ID_TABLES:
+                    tables += self._l0_offset(name).pow(2).sum()
+        return total + self.l0_weight * tables
+
+    def _l0_offset(self, name: str) -> torch.Tensor:
+        """ID table ``name`` minus its anchor (L2-SP), or the table itself: what its L0 share penalises."""
+        table = self.params[name].detach()
+        ref = self.anchor.get(name) if self.anchor is not None else None
+        return table - ref if ref is not None and ref.shape == table.shape else table
+
+    def dense_table_gradients(self) -> None:
+        """Dense table updates: each ID table's gradient as one dense tensor, its L0 share's ``2·w·(θ − θ_source)`` plus the rows looked up.
+
+        The lookups leave sparse gradients; L0's part is added here rather than
+        through autograd, so a step makes one table-sized pass instead of one per
+        lookup and per term. A table with neither (no lookup, no L0) keeps no gradient.
+        """
+        with_l0 = self.l0_weight > 0 and self.config.lambda_id == 0
+        with torch.no_grad():
+            for name in ID_TABLES:
+                table = self.params[name]
+                grad = table.grad
+                if not with_l0 and (grad is None or not grad.is_sparse):
+                    continue
+                dense = self._l0_offset(name).mul(2.0 * self.l0_weight) if with_l0 else torch.zeros_like(table)
+                if grad is not None:
+                    if grad.is_sparse:
+                        dense.index_add_(0, grad._indices()[0], grad._values())
+                    else:
+                        dense.add_(grad)
+                table.grad = dense
+
+    def _l0_rows(self, name: str, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For rows ``idx`` of ID table ``name``: the steps of L0 each is owed, and its offset from the anchor (or from 0)."""
+        table = self.params[name].detach()
+        offset = table.index_select(0, idx)
+        ref = self.anchor.get(name) if self.anchor is not None else None
+        if ref is not None and ref.shape == table.shape:
+            offset = offset - ref.index_select(0, idx)
+        return (self.step + 1 - self.l0_paid[name].index_select(0, idx)).to(table.dtype), offset
+
+    def row_updates(self, touched: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """For each ID table (rows mode): its touched rows and their gradient, the loss's plus their L0 share's."""
+        own = self.params
+        updates: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for name in self.row_tables:
+            idx = touched.get(name)
+            if idx is None or idx.numel() == 0:
+                updates.append(None)
+                continue
+            grad = row_gradient(own[name], idx, self.slots[ID_TABLES[name]])
+            if name in self.l0_paid and self.l0_weight:
+                steps, offset = self._l0_rows(name, idx)
+                grad = grad + (2.0 * self.l0_weight) * steps.reshape((-1,) + (1,) * (offset.dim() - 1)) * offset
+            updates.append((idx, grad))
+        return updates
+
+    def charge_l0(self, touched: dict[str, torch.Tensor]) -> None:
+        """Record that the rows in ``touched`` have been charged their L0 share up to this step."""
+        for name, idx in touched.items():
+            if name in self.l0_paid and idx.numel():
+                self.l0_paid[name].index_fill_(0, idx, self.step + 1)
+
+    def touched_rows(self, items: list[torch.Tensor], users: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The unique rows of each ID table a step looks up, from the item and user indices of its batch ("rows" mode)."""
+        if not self.row_tables:
+            return {}
+        config = self.config.model
+        rows: dict[str, torch.Tensor] = {}
+        for side, indices, used in (("items", items, config.use_item_ids), ("users", users, config.use_user_ids)):
+            unique = torch.unique(torch.cat(indices)) if used and indices else None
+            for name, table_side in ID_TABLES.items():
+                if table_side == side and unique is not None:
+                    rows[name] = unique
+        return rows
 
     def id_term(self, items: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
         """Per-occurrence L2 of the ID rows a batch touches, times ``lambda_id`` (see ``occurrence_penalty``).
@@ -260,8 +371,11 @@ class Trainer:
             **config.inner_loop(),
         )
 
-    def transfer_term(self, rows: torch.Tensor) -> torch.Tensor:
-        """``L_trans`` on a batch of warm rows (indices into the training rows; BCE with sampled negatives on implicit data)."""
+    def transfer_term(self, rows: torch.Tensor, looked_up: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> torch.Tensor:
+        """``L_trans`` on a batch of warm rows (indices into the training rows; BCE with sampled negatives on implicit data).
+
+        ``looked_up``, when given, gets the batch's item and user indices appended (the ID rows it reads).
+        """
         device, negatives = self.device, self.config.negatives
         users, items, targets = self.warm_users[rows], self.warm_items[rows], self.warm_ratings[rows]
         if self.kind == "bce":
@@ -269,6 +383,9 @@ class Trainer:
             users = torch.cat([users, users.repeat(negatives)])
             items = torch.cat([items, sampled])
             targets = torch.cat([targets, torch.zeros(len(sampled), device=device)])
+        if looked_up is not None:
+            looked_up[0].append(items)
+            looked_up[1].append(users)
         predictions = self.model(users, items.unsqueeze(1), self.context, warm=True).squeeze(1)
         return pointwise_loss(predictions, targets, self.kind)
 
@@ -301,6 +418,7 @@ class Trainer:
         config = self.config
         self.model.train()
         terms: dict[str, torch.Tensor] = {}
+        looked_up: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])  # item and user indices the batch reads
         if phase in ("meta", "joint"):
             tasks = self.meta_tasks(batch(meta_order, b, config.meta_batch_size))
             try:
@@ -310,16 +428,20 @@ class Trainer:
                     f"the inner loop's Newton step could not be solved in the {phase} phase, epoch {epoch + 1}, step {self.step + 1} "
                     f"({exc}); lower inner_lr (now {config.inner_lr}) or use inner_solver 'gradient', and train again"
                 ) from exc
+            seen = torch.cat([tasks.support_items[tasks.support_mask], tasks.query_items[tasks.query_mask]])
+            looked_up[0].append(seen)
+            if tasks.warm:
+                looked_up[1].append(tasks.users)
             if config.lambda_id > 0:
-                seen = torch.cat([tasks.support_items[tasks.support_mask], tasks.query_items[tasks.query_mask]])
                 terms["id"] = config.lambda_meta * self.id_term(seen)
         if phase in ("transfer", "joint"):
             rows = batch(warm_order, b, config.batch_size)
-            terms["trans"] = self.transfer_term(rows)
+            terms["trans"] = self.transfer_term(rows, looked_up)
             if config.lambda_id > 0:
                 warm_id = config.lambda_trans * self.id_term(self.warm_items[rows], self.warm_users[rows])
                 terms["id"] = terms["id"] + warm_id if "id" in terms else warm_id
-        terms["l0"] = self.l0_term()
+        touched = self.touched_rows(*looked_up)
+        terms["l0"] = self.l0_term(touched)
         total = config.lambda_meta * terms.get("meta", 0.0) + config.lambda_trans * terms.get("trans", 0.0) + terms["l0"] + terms.get("id", 0.0)
         terms["total"] = total
         # One device-to-host copy per step carries every term (the finiteness check and the progress event).
@@ -331,16 +453,26 @@ class Trainer:
                     f"lower the learning rate (lr={config.lr}, inner_lr={config.inner_lr}) and train again"
                 )
         self.optimizer.zero_grad(set_to_none=True)
+        if self.row_optimizer is not None:
+            self.row_optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if not self.row_tables:
+            self.dense_table_gradients()
+        if self.average is not None:
+            self.average.catch_up(touched)  # before the rows change
         self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
+        if self.row_optimizer is not None:
+            self.row_optimizer.step(self.row_updates(touched))
+            self.row_optimizer.zero_grad(set_to_none=True)
+        self.charge_l0(touched)
+        for scheduler in self.schedulers:
+            scheduler.step()
         if config.learn_inner_lr:
             with torch.no_grad():
                 for value in self.inner_lr.values():
                     value.clamp_(min=0.0)
         if self.average is not None:
-            self.average.update()
+            self.average.update(touched)
         self.step += 1
         self.clock.stepped(phase)
         self.emit(ProgressEvent(
@@ -381,6 +513,7 @@ class Trainer:
             epochs_completed = epoch + 1
         if self.average is not None:
             self.average.apply()
+        _sparse_tables(self.model, tuple(ID_TABLES), False)  # the returned model's tables give dense gradients again
         # A stopped run's last steps were never validated: it keeps its best validated epoch.
         if config.keep_best and self.best.epoch and (stopped or self.best.epoch != epochs_completed):
             self.best.restore(self.model, self.inner_lr)
@@ -437,6 +570,12 @@ def _adam(parameters: list[torch.Tensor], lr: float, device: torch.device) -> to
     except (RuntimeError, TypeError, ValueError):
         log.info("fused Adam is not available on %s: using the per-tensor implementation", device)
         return torch.optim.Adam(parameters, lr=lr)
+
+
+def _sparse_tables(model: PreferenceModel, names: tuple[str, ...], sparse: bool) -> None:
+    """Make the ID embedding tables ``names`` (parameter names) give sparse gradients, or dense ones again."""
+    for name in names:
+        getattr(model, name.split(".")[0]).sparse = sparse
 
 
 def _by_epoch(blocks: list[tuple[int, str, int]]) -> list[tuple[int, list[tuple[str, int]]]]:

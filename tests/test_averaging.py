@@ -91,3 +91,31 @@ def test_best_epoch_on_implicit_data_keeps_the_highest_auc_and_ignores_epochs_wi
     assert best.epoch == 2
     best.restore(model, rates)
     assert float(model.weight.detach()) == 2.0 and float(rates["user_offset"]) == 20.0
+
+
+def test_a_lazily_averaged_table_equals_the_average_updated_at_every_step():
+    """Rows that change only now and then: averaging them row by row gives the every-step average, at any read."""
+    torch.manual_seed(0)
+    lazy_model, dense_model = torch.nn.Embedding(8, 3), torch.nn.Embedding(8, 3)
+    with torch.no_grad():
+        dense_model.weight.copy_(lazy_model.weight)
+    lazy = WeightAverage(lazy_model, {}, decay=0.95, rows=("weight",))
+    dense = WeightAverage(dense_model, {}, decay=0.95)
+    generator = torch.Generator().manual_seed(1)
+    for step in range(1, 120):
+        rows = torch.unique(torch.randint(0, 6, (2,), generator=generator))  # rows 6 and 7 never change
+        change = torch.randn(len(rows), 3, generator=generator)
+        lazy.catch_up({"weight": rows})
+        with torch.no_grad():
+            lazy_model.weight.index_add_(0, rows, change)
+            dense_model.weight.index_add_(0, rows, change)
+        lazy.update({"weight": rows})
+        dense.update()
+        if step in (5, 60):  # reading the average mid-run (validation) brings every row up to date
+            with lazy.applied(), dense.applied():
+                assert torch.allclose(lazy_model.weight, dense_model.weight, atol=1e-5)
+    lazy.apply()
+    dense.apply()
+    assert torch.allclose(lazy_model.weight, dense_model.weight, atol=1e-5)
+    with pytest.raises(ValueError, match="no parameter named nothing"):
+        WeightAverage(lazy_model, {}, decay=0.9, rows=("nothing",))

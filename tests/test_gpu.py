@@ -8,6 +8,7 @@ numbers agree within a tolerance, not bit for bit.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,23 @@ def test_recommender_on_cuda_ranks_like_the_cpu(trained):
         np.testing.assert_allclose(gpu.score_items(b), cpu.score_items(a), rtol=1e-4, atol=1e-4)
         top_cpu, top_gpu = cpu.recommend(a, k=10), gpu.recommend(b, k=10)
         assert len(set(top_cpu["item_id"]) & set(top_gpu["item_id"])) >= 9  # ties aside, the same list
+
+
+@pytest.mark.parametrize("table_updates", ["dense", "rows"])
+def test_training_steps_move_the_weights_alike_on_cuda(trained, table_updates):
+    """A few meta and transfer steps of the Trainer (sparse table lookups, its table updates) end at the same weights."""
+    from metarec_core.training import Trainer
+
+    config, dataset, *_ = trained
+    weights = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        trainer = Trainer(dataclasses.replace(config, device=device, table_updates=table_updates), dataset)
+        meta_order = trainer.rng.permutation(trainer.meta_users)
+        warm_order = torch.as_tensor(trainer.rng.permutation(len(trainer.warm_users)), device=trainer.device)
+        for b in range(3):
+            trainer.train_step("meta", 0, b, meta_order, warm_order)
+            trainer.train_step("transfer", 0, b, meta_order, warm_order)
+        weights[device] = {n: p.detach().cpu() for n, p in trainer.model.named_parameters()}
+    for name, value in weights["cpu"].items():
+        torch.testing.assert_close(weights["cuda"][name], value, rtol=1e-3, atol=1e-4, msg=name)

@@ -59,6 +59,32 @@ def test_predict_tasks_equals_adapting_and_scoring_each_task_alone(model_and_tas
     assert np.allclose(predict_tasks(model, rates, config, tasks, context, "mse"), batched, atol=1e-5)
 
 
+def test_predict_tasks_cuts_chunks_to_their_longest_query_and_keeps_every_score(model_and_tasks, monkeypatch):
+    """Users with very different query lengths: chunks sorted by length and capped in slots score as each task alone."""
+    import metarec_core.scoring as scoring
+    from metarec_core.tasks import tasks_from_frames
+
+    model, context, _ = model_and_tasks
+    rng = np.random.default_rng(2)
+    rows = [(u, i) for u in range(12) for i in rng.choice(30, size=3 + (27 if u == 5 else u), replace=False)]
+    frame = pd.DataFrame(rows, columns=["user", "item"]).assign(rating=rng.integers(1, 6, len(rows)).astype(np.float32))
+    support = frame.groupby("user").head(2)
+    query = frame.drop(support.index)
+    tasks, positions = tasks_from_frames(support, query)
+    config = TrainConfig()
+    rates = {n: torch.full_like(p, 0.5) for n, p in model.named_parameters() if n in model.scope_names("user")}
+    monkeypatch.setattr(scoring, "SLOTS_PER_CHUNK", 40)  # a few tasks per chunk; the longest query (28) alone
+    chunked = predict_tasks(model, rates, config, tasks, context, "mse").reshape(-1)[positions]
+    width = tasks.query_items.shape[1]
+    alone = np.zeros(len(tasks) * width, np.float32)
+    for t in range(len(tasks)):
+        one = tasks.select([t])
+        with torch.no_grad():
+            adapted = adapt(model, dict(model.named_parameters()), one.support(), context, lr=rates, loss="mse", **config.inner_loop())
+            alone[t * width:(t + 1) * width] = score(model, adapted, one.query(), context).numpy()[0]
+    assert np.allclose(chunked, alone[positions], atol=1e-5)
+
+
 def test_query_metrics_by_hand():
     query = pd.DataFrame({"user": [0, 0, 0, 1, 1], "rating": [5.0, 3.0, 1.0, 4.0, 2.0]})
     predictions = np.array([6.0, 3.0, 2.0, 2.5, 3.5])  # 6 is clipped to the top of the scale

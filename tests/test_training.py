@@ -263,11 +263,12 @@ def test_lambda_id_moves_the_id_tables_from_plain_l2_to_the_rows_a_batch_touches
     touched[trainer.warm_items[rows].numpy()] = True
     grad = trainer.model.item_factor.weight.grad.abs().sum(dim=1).numpy()
     assert (grad[touched] > 0).all() and (grad[~touched] == 0).all()
-    # Without lambda_id the ID tables are in L0 (every row shrinks at every step).
-    plain = Trainer(tiny_config(lambda_l0=1e-3, lambda_id=0.0), tiny)
+    # Without lambda_id, and with dense table updates, the ID tables are in L0 (every row shrinks at every step).
+    plain = Trainer(tiny_config(lambda_l0=1e-3, lambda_id=0.0, table_updates="dense"), tiny)
     with torch.no_grad():
         plain.model.item_factor.weight.normal_()
     plain.l0_term().backward()
+    plain.dense_table_gradients()
     assert (plain.model.item_factor.weight.grad.abs().sum(dim=1) > 0).all()
 
 
@@ -287,3 +288,92 @@ def test_l0_per_pass_spreads_lambda_l0_over_the_steps_of_one_pass(tiny):
     assert ratio == pytest.approx(n_warm / 64, rel=1e-5)
     with pytest.raises(ValueError, match="l0_unit"):
         tiny_config(l0_unit="epoch")
+
+
+def test_a_step_updates_only_the_id_rows_its_batch_looks_up(tiny):
+    """Rows mode: the table rows (and their averages) of users and items outside the batch keep their values."""
+    from metarec_core.training import Trainer
+
+    trainer = Trainer(tiny_config(table_updates="rows"), tiny)
+    table = trainer.model.item_factor.weight
+    before = table.detach().clone()
+    order = torch.arange(len(trainer.warm_users))
+    trainer.train_step("transfer", 0, 0, np.arange(0), order)
+    looked_up = torch.zeros(tiny.n_items, dtype=torch.bool)
+    looked_up[trainer.warm_items[order[: trainer.config.batch_size]]] = True
+    changed = (table.detach() != before).any(dim=1)
+    assert changed[looked_up].all() and not changed[~looked_up].any()
+    assert torch.equal(trainer.average.mean["model.item_factor.weight"][~looked_up], before[~looked_up])
+    for b in range(1, 4):  # meta steps: the tasks' items only, no user rows
+        users = trainer.model.user_factor.weight.detach().clone()
+        trainer.train_step("meta", 0, b, trainer.rng.permutation(trainer.meta_users), order)
+        assert torch.equal(trainer.model.user_factor.weight.detach(), users)
+
+
+def test_rows_mode_charges_each_row_the_l0_of_every_step_it_was_not_looked_up(tiny):
+    """With the weights held still, the lazy L0 of the ID tables over a run sums to the every-step L0."""
+    from metarec_core.training import Trainer
+
+    trainer = Trainer(tiny_config(lambda_l0=0.5, table_updates="rows"), tiny)
+    tables = ("item_factor.weight", "item_bias.weight", "user_factor.weight", "user_bias.weight")
+    with torch.no_grad():
+        for name in tables:
+            trainer.params[name].normal_()
+    every_step = trainer.l0_weight * sum(float((trainer.params[n].detach() ** 2).sum()) for n in tables)
+    generator = torch.Generator().manual_seed(0)
+    lazy, steps = 0.0, 12
+    for step in range(steps):
+        if step == steps - 1:  # the last step looks up every row
+            touched = trainer.touched_rows([torch.arange(tiny.n_items)], [torch.arange(tiny.n_users)])
+        else:
+            touched = trainer.touched_rows(
+                [torch.randint(0, tiny.n_items, (5,), generator=generator)], [torch.randint(0, tiny.n_users, (5,), generator=generator)],
+            )
+        lazy += float(trainer.l0_term(touched) - trainer.l0_term({}))
+        trainer.charge_l0(touched)
+        trainer.step += 1
+    assert lazy == pytest.approx(steps * every_step, rel=1e-5)
+
+
+def test_training_with_row_updates_lowers_validation_error_and_returns_a_dense_gradient_model(scenario):
+    from metarec_core.training import Trainer
+
+    untrained = Trainer(config(), scenario.dataset).validate()["valid_mae"]
+    results = {mode: fit(config(table_updates=mode), scenario.dataset) for mode in ("rows", "dense")}
+    for result in results.values():
+        assert result.final_metrics["valid_mae"] < untrained - 0.05
+    assert abs(results["rows"].final_metrics["test_mae"] - results["dense"].final_metrics["test_mae"]) < 0.05
+    assert not results["rows"].model.item_factor.sparse and not results["rows"].model.user_factor.sparse
+
+
+@pytest.mark.parametrize("phase", ["transfer", "meta"])
+def test_dense_table_updates_give_every_parameter_the_gradient_of_the_whole_objective(tiny, phase):
+    """Sparse lookups plus L0's table part added by hand: the same gradients as autograd through dense tables and L0."""
+    from metarec_core.losses import l2_penalty
+    from metarec_core.training import ID_TABLES, Trainer, _sparse_tables
+
+    trainer = Trainer(tiny_config(lambda_l0=0.3, table_updates="dense"), tiny)
+    with torch.no_grad():
+        for name in ID_TABLES:
+            trainer.params[name].normal_(std=0.3)
+    tasks = trainer.meta_tasks(trainer.meta_users[:8])
+    rows = torch.arange(64)
+
+    def data_term():
+        return trainer.meta_term(tasks) if phase == "meta" else trainer.transfer_term(rows)
+
+    grads = {}
+    for sparse in (False, True):
+        _sparse_tables(trainer.model, tuple(ID_TABLES), sparse)
+        trainer.model.zero_grad(set_to_none=True)
+        if sparse:
+            (data_term() + trainer.l0_term()).backward()
+            trainer.dense_table_gradients()
+        else:
+            penalty = l2_penalty({n: p for n, p in trainer.params.items() if n != "global_bias"})
+            (data_term() + trainer.l0_weight * penalty).backward()
+        grads[sparse] = {n: p.grad.clone() for n, p in trainer.params.items() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and set(ID_TABLES) <= grads[True].keys()
+    for name, grad in grads[False].items():
+        assert not grads[True][name].is_sparse
+        assert torch.allclose(grads[True][name], grad, atol=1e-6), name
