@@ -57,3 +57,7 @@ class TrainingError(MetarecError):
 
 class StoreError(MetarecError):
     """A run or dataset the store does not hold, an action its state forbids, or an unreadable store."""
+
+
+class ClusterError(MetarecError):
+    """The Ray cluster a sweep asked for cannot be used (not reachable, refused the connection); says what to do."""

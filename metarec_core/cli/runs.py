@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("list", parents=[home, as_json], help="list runs, newest first")
     p.add_argument("--status", choices=RUN_STATUSES, action="append", help="only runs with this status (repeatable)")
+    p.add_argument("--sweep", metavar="ID", help="only the trials of this sweep (its ID or first 4+ characters)")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("show", parents=[home, as_json], help="one run: settings, progress, final metrics, problems")
     p.add_argument("run_id", metavar="ID")
@@ -97,7 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     store = _store(args)
     mark_stale_jobs(store)
-    runs = store.list_runs(args.status)
+    runs = store.list_runs(args.status, sweep_id=store.find_sweep(args.sweep).id if args.sweep else None)
     if args.json:
         _print_json([r.to_json() for r in runs])
         return 0
