@@ -170,6 +170,31 @@ def best_trial(store: RunStore, sweep_id: str, spec: SweepSpec) -> dict[str, Any
     return None
 
 
+def trial_table(store: RunStore, sweep_id: str) -> Any:
+    """One row per trial, oldest first: ``run_id``, ``status``, each swept setting, ``metric`` (the last epoch's while it
+    runs), ``epoch``, ``fraction`` (of its steps done), ``error`` and ``best`` (True for the best trial).
+
+    What the app draws (trial table, heatmap, parallel coordinates) while a sweep runs and after.
+    """
+    import pandas as pd
+
+    sweep = store.get_sweep(sweep_id)
+    spec = spec_from_json(sweep.spec)
+    best = best_trial(store, sweep_id, spec)
+    rows = []
+    for run in store.sweep_trials(sweep_id):
+        progress = run.progress or {}
+        total = int(progress.get("total_steps") or 0)
+        fraction = 1.0 if run.status == "completed" else (min(1.0, int(progress.get("step", 0)) / total) if total else 0.0)
+        rows.append({
+            "run_id": run.id, "status": run.status, **trial_settings(run, spec), "metric": trial_metric(store, run, spec.metric),
+            "epoch": int(progress.get("epoch", 0) or 0), "fraction": fraction, "error": run.error,
+            "best": best is not None and best["run_id"] == run.id,
+        })
+    columns = ["run_id", "status", *spec.keys, "metric", "epoch", "fraction", "error", "best"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def sweep_summary(store: RunStore, sweep_id: str) -> dict[str, Any]:
     """The sweep as ``sweep --json`` prints it: ``sweep_id``, ``status``, ``metric``, ``trials``, ``best`` (and more)."""
     sweep = store.get_sweep(sweep_id)

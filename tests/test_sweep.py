@@ -187,7 +187,7 @@ def test_sweeps_show_and_cancel_name_unknown_ids(tmp_path: Path, capsys: pytest.
 def test_the_cli_and_the_app_modules_do_not_import_ray() -> None:
     code = (
         "import sys; import metarec_core.cli as c; c.build_parser(); import metarec_core.sweep_driver, metarec_core.cluster; "
-        "import ui.runs, ui.charts; "
+        "import ui.sweeps, ui.runs, ui.charts; "
         "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; print(bad); sys.exit(1 if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
