@@ -57,7 +57,8 @@ def run_trials(store: RunStore, sweep: Any, spec: SweepSpec, dataset: Any, pulse
         ).remote(str(store.home.resolve()), sweep.id, sweep.spec, sweep.dataset_ref, dataset.fingerprint, sweep.name)
         ray.get(recorder.ready.remote())
         trainable = tune.with_resources(
-            tune.with_parameters(train_trial, recorder=recorder, spec_json=sweep.spec, dataset=dataset), {"cpu": 1, "gpu": gpus},
+            tune.with_parameters(train_trial, recorder=recorder, spec_json=sweep.spec, dataset=dataset),
+            {"cpu": max(1, int(flatten_settings(spec.base).get("cpu_threads", 1))), "gpu": gpus},  # a CPU per torch thread
         )
         scheduler = None
         if spec.early_stopping == "asha":
@@ -73,7 +74,8 @@ def run_trials(store: RunStore, sweep: Any, spec: SweepSpec, dataset: Any, pulse
             trainable,
             param_space=param_space(spec),
             tune_config=tune.TuneConfig(
-                metric=spec.metric, mode=spec.mode, num_samples=spec.samples, scheduler=scheduler, reuse_actors=False,
+                metric=spec.metric, mode=spec.mode, num_samples=spec.samples, scheduler=scheduler,
+                reuse_actors=True,  # a worker (torch imported once) runs trial after trial
                 search_alg=BasicVariantGenerator(max_concurrent=concurrency, random_state=spec.seed),
             ),
             run_config=tune.RunConfig(

@@ -64,10 +64,10 @@ def test_the_heatmap_has_a_cell_per_value_pair_and_stars_the_best(tmp_path: Path
     store = RunStore(tmp_path)
     table = trial_table(store, record_sweep(store))
     fig = heatmap_figure(table, "lambda_meta", "lambda_trans", metric_label="MAE", mode="min")
-    heat, star = fig.data
+    (heat,) = fig.data
     assert list(heat.x) == ["0", "1"] and list(heat.y) == ["0.5", "1"]
     assert np.allclose(np.asarray(heat.z, dtype=float), [[0.90, 0.70], [0.85, 0.75]])
-    assert (list(star.x), list(star.y), star.marker.symbol) == (["1"], ["0.5"], "star")
+    assert [list(row) for row in heat.text] == [["0.9000", "★ 0.7000"], ["0.8500", "0.7500"]]  # λ1 = 1, λ2 = 0.5 starred
     assert heat.colorscale[0][1] != heatmap_figure(table, "lambda_meta", "lambda_trans", metric_label="MAE", mode="max").data[0].colorscale[0][1]
 
 

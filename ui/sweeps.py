@@ -38,7 +38,7 @@ def param_label(key: str) -> str:
 
 # ---------------------------------------------------------------------- figures (pure)
 def heatmap_figure(table: pd.DataFrame, x: str, y: str, *, metric_label: str, mode: str, x_title: str = "", y_title: str = "") -> go.Figure:
-    """The metric over two swept settings: a cell per value pair (the mean over its trials), the best trial starred.
+    """The metric over two swept settings: a cell per value pair (the mean over its trials), the best trial's cell starred (★).
 
     With more than :data:`HEATMAP_MAX_VALUES` distinct values on an axis (random draws) each trial is a dot coloured by the metric.
     """
@@ -53,17 +53,14 @@ def heatmap_figure(table: pd.DataFrame, x: str, y: str, *, metric_label: str, mo
         ys = sorted(scored[y].unique(), key=_order)
         cells = scored.groupby([y, x])["metric"].mean()
         z = [[cells.get((b, a), np.nan) for a in xs] for b in ys]
-        text = [["" if (v is None or v != v) else f"{v:.4f}" for v in row] for row in z]
+        best = scored[scored["best"]]
+        star = (best[x].iloc[0], best[y].iloc[0]) if len(best) else None
+        text = [["" if (v is None or v != v) else ("★ " if (a, b) == star else "") + f"{v:.4f}" for a, v in zip(xs, row)]
+                for b, row in zip(ys, z)]
         fig.add_trace(go.Heatmap(
             x=[_tick(v) for v in xs], y=[_tick(v) for v in ys], z=z, text=text, texttemplate="%{text}", colorscale=scale,
             colorbar=dict(title=dict(text=metric_label)), hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>{metric_label} %{{z:.4f}}<extra></extra>",
         ))
-        best = scored[scored["best"]]
-        if len(best):
-            fig.add_trace(go.Scatter(
-                x=[_tick(best[x].iloc[0])], y=[_tick(best[y].iloc[0])], mode="markers", hoverinfo="skip", showlegend=False,
-                marker=dict(symbol="star", size=22, color="#ffffff", line=dict(color="#111111", width=2)),
-            ))
         fig.update_xaxes(type="category")
         fig.update_yaxes(type="category")
     else:
@@ -149,7 +146,7 @@ def space_form(base_config: Callable[[], Any]) -> None:
     )
     grid, random = [], []
     for key in keys:
-        cols = st.columns([2, 2, 3], vertical_alignment="bottom")
+        cols = st.columns([2, 3, 3], vertical_alignment="bottom")
         cols[0].markdown(f"**{plain(param_label(key))}**")
         kind = cols[1].segmented_control(
             t("sweep.kind"), KINDS, default="grid", required=True, format_func=labeller("sweep.kind."), key=f"sweep_kind_{key}",
@@ -233,7 +230,7 @@ def sweep_view(sweep_id: str, *, was_active: bool, prefix: str, fields: Sequence
     sweep = store.get_sweep(sweep_id)
     spec = spec_from_json(sweep.spec)
     table = trial_table(store, sweep_id)
-    metric_label = labeller("sweep.metric.")(spec.metric)
+    metric_label = labeller("sweep.short.")(spec.metric)
     finished = int(table["status"].isin(["completed", "failed", "cancelled"]).sum())
     running = int((table["status"] == "running").sum())
     waiting = max(0, spec.n_trials - len(table)) if sweep.is_active else 0
@@ -289,6 +286,7 @@ def trials_view(table: pd.DataFrame, spec: Any, metric_label: str) -> None:
     shown = table.rename(columns={"run_id": "ID", "status": t("runs.col.status"), "metric": metric_label, "epoch": t("common.epoch"),
                                   "error": t("sweep.col.error")})
     shown[t("runs.col.status")] = [t(f"status.{s}") for s in table["status"]]
+    shown[t("sweep.col.error")] = table["error"].fillna("").to_numpy()
     shown.insert(0, "★", ["★" if b else "" for b in table["best"]])
     st.dataframe(shown.drop(columns=["fraction", "best"]), hide_index=True)
 
