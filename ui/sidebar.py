@@ -55,7 +55,7 @@ def run_picker() -> None:
     labels = {r.id: runs.run_label(r) for r in listed}
     current = st.session_state.get(RUN)
     if current not in ids:
-        usable = [r.id for r in listed if r.status == "completed"] or ids
+        usable = [r.id for r in listed if r.status == "completed" and runs.has_weights(r.id)] or ids
         current = usable[0]
     st.session_state[RUN] = current
     st.session_state["sidebar_run"] = current
