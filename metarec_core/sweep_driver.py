@@ -47,7 +47,7 @@ from metarec_core.configs import flatten_settings
 from metarec_core.errors import MetarecError, StoreError
 from metarec_core.jobs import STALE_AFTER, pid_alive
 from metarec_core.store import RunStore
-from metarec_core.sweep import SweepSpec, check_metric_for_data, settings_text, spec_from_json
+from metarec_core.sweep import SweepSpec, check_metric_for_data, spec_from_json
 
 logger = logging.getLogger(__name__)
 

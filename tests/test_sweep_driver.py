@@ -146,3 +146,18 @@ def test_a_killed_driver_leaves_the_sweep_failed_with_its_finished_trials_kept(t
     listed = subprocess.run([sys.executable, "-m", "metarec_core", "sweeps", "list", "--json"], cwd=ROOT, env=_child_env(home),
                             capture_output=True, text=True, timeout=60)
     assert [s["status"] for s in json.loads(listed.stdout)] == ["failed"]
+
+
+def test_asha_stops_poor_trials_early_and_they_keep_their_checkpoint(local_ray, store: RunStore, scenario_dataset) -> None:
+    ref = "stored:" + store.save_dataset(scenario_dataset, name="groups")
+    spec = build_spec({**BASE, "num_epochs": 4, "patience": 0}, grid={"lambda_meta": [1.0, 0.0], "lambda_l0": [0.04, 30.0]},
+                      max_concurrent=1, early_stopping="asha")
+    summary = run_sweep(store, submit_sweep(store, spec, ref), dataset=scenario_dataset)
+    stopped = [t for t in summary["trials"] if t["status"] == "cancelled"]
+    assert summary["status"] == "completed" and stopped, [t["status"] for t in summary["trials"]]
+    for trial in stopped:  # stopped at a rung, before its last epoch, with that rung's checkpoint and a reason
+        assert "stopped early by ASHA" in trial["error"]
+        epochs = set(store.metrics_frame(trial["run_id"], phases=["validate"])["epoch"])
+        assert epochs and max(epochs) < 4 and (store.run_dir(trial["run_id"]) / "weights.safetensors").is_file()
+    assert summary["best"]["settings"] == {"lambda_meta": 1.0, "lambda_l0": 0.04}
+    assert next(t for t in summary["trials"] if t["run_id"] == summary["best"]["run_id"])["status"] == "completed"
