@@ -77,3 +77,7 @@ class StoreDamagedError(StoreError):
 
 class StoreBusyError(StoreError):
     """Another process held the store's write lock for longer than a command waits; the store itself is fine."""
+
+
+class ClusterError(MetarecError):
+    """The Ray cluster a sweep asked for cannot be used (not reachable, refused the connection); says what to do."""

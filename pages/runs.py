@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ui import cache, charts, datasets, navigation, onboarding, runs as stored, state
+from ui import cache, charts, datasets, navigation, onboarding, runs as stored, state, sweeps
 from ui.errors import guard
 from ui.i18n import labeller, t
 from ui.markup import plain
@@ -237,6 +237,7 @@ with guard():
     if not scope_all and not own:
         st.info(t("runs.none_here"), icon=":material/info:")
     runs = all_runs if scope_all or not own else own
+    runs = sweeps.filter_runs(runs)  # all runs, runs of no sweep, or one sweep's trials
     st.dataframe(runs_table(runs), hide_index=True)
     labels = {r.id: r.name if sum(x.name == r.name for x in runs) == 1 else f"{r.name} ({r.id[:4]})" for r in runs}
     current = st.session_state.get(state.RUN)

@@ -6,7 +6,7 @@ import streamlit as st
 
 from metarec_core.configs import config_from_dict, config_to_dict, flatten_settings, unflatten_settings
 from metarec_core.train_config import AUTO_NEW_ITEM_SHARE, TrainConfig, preset_config
-from ui import cache, charts, datasets, navigation, runs, state
+from ui import cache, charts, datasets, navigation, runs, state, sweeps
 from ui.errors import guard, show_error
 from ui.i18n import labeller, phase_labels, t
 from ui.markup import plain
@@ -314,3 +314,8 @@ with guard():
 if not progress_first:
     st.divider()
     live_section()
+st.divider()
+sweeps.sweep_section(  # trials start from the settings above
+    lambda: config_from_dict(TrainConfig, config_values({k: st.session_state[PREFIX + k] for k in FIELDS}, st.session_state.get(BASE))),
+    prefix=PREFIX, fields=FIELDS, base_key=BASE,
+)

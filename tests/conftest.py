@@ -55,3 +55,13 @@ def ratings_csv(tmp_path: Path) -> Path:
         "1,10,4,100\n1,11,3,101\n2,10,5,102\n2,12,1,103\n3,11,2,104\n3,12,4,105\n4,10,3,106\n"
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray with 2 CPUs for the whole test session (sweeps in this process reuse it), shut down at the end."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

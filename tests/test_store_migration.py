@@ -113,9 +113,9 @@ def test_a_schema_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     both_before = (tmp_path / "runs" / BOTH / "metrics.jsonl").read_bytes()
     store = RunStore(tmp_path)
     with sqlite3.connect(store.db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert tables == {"runs", "jobs", "datasets"}  # the metrics table is gone
+        assert tables == {"runs", "jobs", "datasets", "sweeps"}  # the metrics table is gone
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
 

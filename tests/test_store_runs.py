@@ -157,7 +157,7 @@ def test_store_reopens_after_restart_with_every_run(tmp_path: Path) -> None:
     with sqlite3.connect(reopened.db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_two_sessions_write_concurrently_without_mixing(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("list", parents=[home, as_json], help="list runs, newest first")
     p.add_argument("--status", choices=RUN_STATUSES, action="append", help="only runs with this status (repeatable)")
+    p.add_argument("--sweep", metavar="ID", help="only the trials of this sweep (its ID or first 4+ characters)")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("show", parents=[home, as_json], help="one run: settings, progress, final metrics, problems")
     p.add_argument("run_id", metavar="ID")
@@ -108,7 +109,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         mark_stale_jobs(store)
     except StoreBusyError:  # listing is a read: it does not wait for a writer to mark dead workers' runs
         print("note: the store is busy; runs whose worker died may still show as running", file=sys.stderr)
-    runs = store.list_runs(args.status)
+    runs = store.list_runs(args.status, sweep_id=store.find_sweep(args.sweep).id if args.sweep else None)
     if args.json:
         _print_json([r.to_json() for r in runs])
         return 0

@@ -3,15 +3,17 @@
 Layout of a store home (``METAREC_HOME``, default the user's data directory +
 ``metarec``)::
 
-    store.sqlite3            runs, jobs and datasets tables (WAL mode)
+    store.sqlite3            runs, jobs, datasets and sweeps tables (WAL mode)
     runs/<run_id>/           one artifact directory per run (weights, ID maps, metrics.jsonl, logs)
     datasets/<dataset_id>/   Parquet tables and meta.json of a saved dataset
+    sweeps/<sweep_id>/       a sweep's driver log and Ray Tune's records
 
 Modules: :mod:`~metarec_core.store.database` (connections, schema, errors),
 :mod:`~metarec_core.store.migration` (upgrades of older stores),
 :mod:`~metarec_core.store.runs` (runs and their jobs),
 :mod:`~metarec_core.store.metrics` (a run's ``metrics.jsonl`` as a table),
-:mod:`~metarec_core.store.datasets` (saved datasets) and
+:mod:`~metarec_core.store.datasets` (saved datasets),
+:mod:`~metarec_core.store.sweeps` (sweeps and their trials) and
 :mod:`~metarec_core.store.archive` (zip export and import). The store never
 loads a built-in dataset: :mod:`metarec_core.catalogue` resolves references.
 """
@@ -35,16 +37,17 @@ from metarec_core.store.runs import (
     RunRecord,
     RunRegistry,
 )
+from metarec_core.store.sweeps import SWEEP_STATUSES, SweepRecord, SweepRegistry
 
 __all__ = [
     "ACTIVE_STATUSES", "EXPECTED_ARTIFACTS", "FINISHED_STATUSES", "JOB_KINDS", "MAX_IMPORT_BYTES", "METRIC_COLUMNS",
-    "RUN_STATUSES", "SCHEMA_VERSION", "DatasetRecord", "ImportedRun", "JobRecord", "RunComparison", "RunRecord",
+    "RUN_STATUSES", "SCHEMA_VERSION", "SWEEP_STATUSES", "SweepRecord", "DatasetRecord", "ImportedRun", "JobRecord", "RunComparison", "RunRecord",
     "RunStore", "StoreError", "default_home", "split_dataset_ref",
 ]
 
 
-class RunStore(RunRegistry, DatasetShelf):
-    """Runs, their jobs, metrics and artifacts, and saved datasets under one home directory.
+class RunStore(RunRegistry, SweepRegistry, DatasetShelf):
+    """Runs, their jobs, metrics and artifacts, sweeps, and saved datasets under one home directory.
 
     Parameters
     ----------

@@ -30,7 +30,7 @@ from metarec_core.errors import StoreBusyError, StoreDamagedError, StoreError
 logger = logging.getLogger(__name__)
 
 #: Version of the SQLite schema (``PRAGMA user_version``); see :mod:`metarec_core.store.migration` for older ones.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Seconds a read waits for another process (WAL readers rarely wait: only while a writer checkpoints or recovers).
 READ_BUSY_TIMEOUT = 5.0
 #: Seconds a write waits for another process's write lock (SQLite retries with back-off meanwhile).
@@ -48,9 +48,11 @@ CREATE TABLE runs (
     dataset_ref TEXT NOT NULL,
     dataset_fingerprint TEXT,
     device TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    sweep_id TEXT REFERENCES sweeps (id)
 );
 CREATE INDEX runs_by_dataset ON runs (dataset_ref);
+CREATE INDEX runs_by_sweep ON runs (sweep_id);
 CREATE TABLE jobs (
     run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
     kind TEXT NOT NULL CHECK (kind IN ('train', 'evaluate')),
@@ -77,6 +79,22 @@ CREATE TABLE datasets (
     n_items INTEGER NOT NULL,
     n_ratings INTEGER NOT NULL,
     implicit INTEGER NOT NULL
+);
+CREATE TABLE sweeps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    dataset_ref TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+    pid INTEGER,
+    host TEXT,
+    heartbeat REAL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    error TEXT,
+    best TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 """
 

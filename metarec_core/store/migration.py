@@ -5,7 +5,8 @@ in the ``runs`` table, a second copy of every metric in a ``metrics`` table,
 and the state of a run's evaluation in files beside the run
 (``evaluation.pid``, ``evaluation.error``). Schema 2 keeps a run's training
 and its evaluation as rows of one ``jobs`` table and its metrics only in the
-run directory's ``metrics.jsonl``.
+run directory's ``metrics.jsonl``. Schema 3 adds a ``sweeps`` table and each
+run's ``sweep_id`` (the sweep a run is a trial of, NULL for other runs).
 """
 from __future__ import annotations
 
@@ -47,6 +48,27 @@ CREATE TABLE jobs (
     PRIMARY KEY (run_id, kind)
 )
 """
+#: Schema 3's additions to schema 2: the sweeps table and each run's sweep.
+_V3_ADDITIONS = """
+CREATE TABLE sweeps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    dataset_ref TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+    pid INTEGER,
+    host TEXT,
+    heartbeat REAL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    error TEXT,
+    best TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+ALTER TABLE runs ADD COLUMN sweep_id TEXT REFERENCES sweeps (id);
+CREATE INDEX runs_by_sweep ON runs (sweep_id)
+"""
 #: Schema 1's test for a complete metric row (a worker killed mid-write or a damaged import left others).
 _V1_VALID_METRIC_ROW = (
     "typeof(value) IN ('real', 'integer', 'null') AND typeof(epoch) = 'integer' "
@@ -68,7 +90,12 @@ def migrate(conn: sqlite3.Connection, home: Path, version: int) -> list[Path]:
         If ``version`` is unknown, or a run's metrics cannot be written (nothing is changed then).
     """
     if version == 1:
-        return _v1_to_v2(conn, home)
+        obsolete = _v1_to_v2(conn, home)
+        _v2_to_v3(conn)
+        return obsolete
+    if version == 2:
+        _v2_to_v3(conn)
+        return []
     raise StoreError(f"the run store in '{home}' has schema {version}, which this metarec cannot upgrade; set METAREC_HOME elsewhere")
 
 
@@ -94,6 +121,13 @@ def _v1_to_v2(conn: sqlite3.Connection, home: Path) -> list[Path]:
     conn.execute("CREATE INDEX jobs_by_status ON jobs (status, kind, created)")
     logger.info("store upgraded to schema 2: %d run(s) got a %s from the old metrics table", written, METRICS_FILE)
     return obsolete
+
+
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    for statement in _V3_ADDITIONS.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    logger.info("store upgraded to schema 3: sweeps table, and each run's sweep")
 
 
 def _metrics_to_files(conn: sqlite3.Connection, runs_dir: Path) -> int:

@@ -49,7 +49,7 @@ RUN_RECORD_FILE = "run.json"
 
 _RUN_SELECT = (
     "SELECT r.id, r.name, j.status, r.config, r.dataset_ref, r.dataset_fingerprint, r.device, j.pid, j.host, "
-    "j.heartbeat, j.progress, r.created, j.started, j.finished, j.error, j.cancel_requested "
+    "j.heartbeat, j.progress, r.created, j.started, j.finished, j.error, j.cancel_requested, r.sweep_id "
     "FROM runs r JOIN jobs j ON j.run_id = r.id AND j.kind = 'train'"
 )
 
@@ -110,6 +110,8 @@ class RunRecord(WorkState):
         Fingerprint of the dataset the run was (or will be) trained on, once known.
     device
         Device the worker trains on (``cpu``, ``cuda``), once known.
+    sweep_id
+        The sweep the run is a trial of (None for a run of its own).
     """
 
     id: str
@@ -118,6 +120,7 @@ class RunRecord(WorkState):
     dataset_ref: str
     dataset_fingerprint: str | None
     device: str | None
+    sweep_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,10 +220,14 @@ class RunRegistry(Database):
         started: float | None = None,
         finished: float | None = None,
         error: str | None = None,
+        sweep_id: str | None = None,
+        heartbeat: float | None = None,
     ) -> str:
         """Add a run record as given, with its training job in ``status``, and create its folder; returns the new ID.
 
-        :meth:`create_run` adds a queued run; an import adds a finished one.
+        :meth:`create_run` adds a queued run; an import adds a finished one; a
+        sweep adds each trial running (``sweep_id`` and a first ``heartbeat``,
+        no worker PID: the sweep's driver beats for it).
         """
         split_dataset_ref(dataset_ref)
         if status not in RUN_STATUSES:
@@ -232,14 +239,15 @@ class RunRegistry(Database):
             try:
                 with self._write() as conn:
                     conn.execute(
-                        "INSERT INTO runs (id, name, config, dataset_ref, dataset_fingerprint, device, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (run_id, name, json.dumps(dict(config), sort_keys=True), dataset_ref, dataset_fingerprint, device, created),
+                        "INSERT INTO runs (id, name, config, dataset_ref, dataset_fingerprint, device, created, sweep_id) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, name, json.dumps(dict(config), sort_keys=True), dataset_ref, dataset_fingerprint, device, created, sweep_id),
                     )
                     conn.execute(
-                        "INSERT INTO jobs (run_id, kind, status, progress, created, started, finished, error) "
-                        "VALUES (?, 'train', ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO jobs (run_id, kind, status, progress, created, started, finished, error, heartbeat, host) "
+                        "VALUES (?, 'train', ?, ?, ?, ?, ?, ?, ?, ?)",
                         (run_id, status, json.dumps(dict(progress)) if progress is not None else None, created, started, finished,
-                         one_line(error) if error else None),
+                         one_line(error) if error else None, heartbeat, socket.gethostname() if heartbeat is not None else None),
                     )
                     self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
                     write_run_record(self.run_dir(run_id), {
@@ -272,12 +280,17 @@ class RunRegistry(Database):
             raise StoreError(f"'{text}' matches {len(rows)} runs ({', '.join(r[0] for r in rows[:5])}); give more characters")
         return _run_from_row(rows[0])
 
-    def list_runs(self, status: str | Sequence[str] | None = None) -> list[RunRecord]:
-        """All runs, newest first, optionally only those with the given status(es)."""
-        sql, params = _RUN_SELECT, ()
+    def list_runs(self, status: str | Sequence[str] | None = None, *, sweep_id: str | None = None) -> list[RunRecord]:
+        """All runs, newest first, optionally only those with the given status(es) or the trials of one sweep."""
+        clauses, params = [], []
         if status is not None:
-            params = _check_statuses(status)
-            sql += f" WHERE j.status IN ({', '.join('?' * len(params))})"
+            statuses = _check_statuses(status)
+            clauses.append(f"j.status IN ({', '.join('?' * len(statuses))})")
+            params += statuses
+        if sweep_id is not None:
+            clauses.append("r.sweep_id = ?")
+            params.append(sweep_id)
+        sql = _RUN_SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "")
         return [_run_from_row(r) for r in self._read(sql + " ORDER BY r.created DESC, r.rowid DESC", params)]
 
     def unrecorded_run_folders(self) -> list[str]:
@@ -388,7 +401,10 @@ class RunRegistry(Database):
             return None  # nothing queued: no write lock taken (the app calls this on every poll)
         now = time.time()
         with self._write() as conn:
-            running = conn.execute("SELECT COUNT(*) FROM jobs WHERE kind = 'train' AND status = 'running'").fetchone()[0]
+            running = conn.execute(  # a sweep's trials run on its Ray cluster, not in these worker slots
+                "SELECT COUNT(*) FROM jobs WHERE kind = 'train' AND status = 'running' "
+                "AND run_id NOT IN (SELECT id FROM runs WHERE sweep_id IS NOT NULL)"
+            ).fetchone()[0]
             if running >= max_running:
                 return None
             row = conn.execute(
@@ -600,12 +616,12 @@ def _json_or(text: str | None, default: Any) -> Any:
 
 def _run_from_row(row: Sequence[Any]) -> RunRecord:
     (run_id, name, status, config, dataset_ref, fingerprint, device, pid, host, heartbeat, progress,
-     created, started, finished, error, cancel_requested) = row
+     created, started, finished, error, cancel_requested, sweep_id) = row
     return RunRecord(
         id=run_id, name=name, status=status, config=_json_or(config, {}), dataset_ref=dataset_ref,
         dataset_fingerprint=fingerprint, device=device, pid=pid, host=host, heartbeat=heartbeat,
         progress=_json_or(progress, None), created=created, started=started, finished=finished, error=error,
-        cancel_requested=bool(cancel_requested),
+        cancel_requested=bool(cancel_requested), sweep_id=sweep_id,
     )
 
 
