@@ -511,6 +511,18 @@ def detect_columns(
     return guess.mapping
 
 
+def side_id_column(table: pd.DataFrame, role: str, interactions_column: str | None) -> str | None:
+    """The ID column of a user (``role="user"``) or item table: the one usual ID name, else the interactions' column name.
+
+    ``None`` when neither fits (no such column, or several usual names).
+    """
+    present = [str(c) for c in table.columns]
+    matches = _named_like(present, role)
+    if len(matches) == 1:
+        return matches[0]
+    return interactions_column if interactions_column in present else None
+
+
 def _named_like(present: Sequence[str], role: str) -> list[str]:
     """Columns named like ``role``: exact usual names, else a usual name followed by an ID suffix."""
     wanted = COLUMN_NAMES[role]
@@ -970,10 +982,9 @@ def _side_table(
         column = id_column
     else:
         matches = _named_like(present, role)
-        if len(matches) == 1:
-            column = matches[0]
-        elif interactions_column in present:
-            column = interactions_column
+        found = side_id_column(table, role, interactions_column)
+        if found is not None:
+            column = found
         elif matches:
             raise DataError(
                 f"ambiguous {role} IDs in the {role} table: columns {_list(matches)}; choose one",
