@@ -8,6 +8,7 @@ from metarec_core import embedding_views, histories, titles as item_titles, top_
 from ui import datasets, navigation, onboarding, state
 from ui.errors import guard
 from ui.i18n import labeller, t, worded
+from ui.metrics import change
 
 COHORTS = ("new", "meta-test", "warm")
 
@@ -23,14 +24,6 @@ def top_table(rec, top: pd.DataFrame, titles: dict[str, str] | None, query: dict
         # On implicit data every held-out interaction is a 1: a tick, not "1★".
         frame[t("recs.held_out")] = [("✓" if rec.run.implicit else f"{query[i]:g}★") if i in query else "" for i in top["item_id"]]
     return frame
-
-
-def change(delta: float, *, lower_is_better: bool = False) -> dict:
-    """``st.metric`` arguments for a change: rounded to the shown precision, and neutral (grey, no arrow) when it rounds to zero."""
-    rounded = round(delta, 3)
-    if rounded == 0:
-        return {"delta": "±0.000", "delta_color": "off", "delta_arrow": "off"}
-    return {"delta": f"{rounded:+.3f}", "delta_color": "inverse" if lower_is_better else "normal"}
 
 
 def download_section(rec, dataset, users: pd.DataFrame, cohort: str, user_id: str, top: pd.DataFrame,

@@ -315,8 +315,8 @@ def test_a_run_started_on_the_train_page_trains_in_the_background_and_shows_its_
     at = at.run()
     assert_clean(at)
     final = at.dataframe[-1].value
-    assert {"test_mae", "test_rmse", "test_ndcg@3"} <= set(final.columns)
-    assert 0.0 < float(final["test_mae"].iloc[0]) < 2.0
+    assert {"MAE (test, new users)", "RMSE (test, new users)", "nDCG@3 (test, new users)"} <= set(final.columns)
+    assert 0.0 < float(final["MAE (test, new users)"].iloc[0]) < 2.0
     specs = plotly_specs(at)
     loss = next(s for s in specs if any(tr.get("name") == "L_meta" for tr in s["data"]))
     assert len(values(loss["data"][0]["x"])) > 0  # the loss chart has points
