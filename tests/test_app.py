@@ -328,10 +328,49 @@ def test_runs_page_compares_and_lists_the_run(trained: dict) -> None:
     assert_clean(at)
     table = at.dataframe[0].value
     assert "tiny <b>run</b>" in set(table.iloc[:, 0])  # shown as text, not markup
-    assert table["MAE"].map(lambda v: 0.0 < float(v) < 2.0).all()  # a number, not "None" or a dash
+    assert table["MAE (test, new users)"].map(lambda v: 0.0 < float(v) < 2.0).all()  # a number, not "None" or a dash
     assert at.multiselect(key="runs_selected").value[0] == trained["run_id"]
     names = [tr["name"] for s in plotly_specs(at) for tr in s["data"]]
     assert "L_meta" in names and "L_trans" in names
+
+
+def test_runs_page_shows_baselines_beside_final_metrics_without_an_evaluation(trained: dict) -> None:
+    at = open_page(trained["at"], "runs")
+    assert_clean(at)
+    final = next(d.value for d in at.dataframe if "MAE (test, new users)" in d.value.columns and "ID" not in d.value.columns)
+    rows = set(final.index)
+    assert {"bias (item + user offset)", "ALS + fold-in"} <= rows  # kept with the run when it completed
+    assert final.loc["ALS + fold-in", "MAE (test, new users)"] > 0
+    loss = next(s for s in plotly_specs(at) if any(tr.get("name") == "L_meta" for tr in s["data"]))
+    labels = {a["text"] for a in loss["layout"].get("annotations", [])}
+    assert labels & {"meta", "transfer"}  # the phases are shaded and named
+
+
+def test_runs_page_filters_the_table_and_pins_a_default_run(trained: dict) -> None:
+    from metarec_core import jobs
+    from metarec_core.default_runs import default_run, pinned_run
+    from metarec_core.store import RunStore
+
+    store = RunStore()
+    side = jobs.submit(store, {**TINY, "lambda_meta": 0.0}, trained["dataset"], name="transfer side run")
+    assert jobs.run_worker(store, side) == "completed"
+    assert default_run(store, trained["dataset"]) == trained["run_id"]  # newer, but not of the default kind
+    at = open_page(trained["at"], "runs")
+    assert any("New sessions open on this run" in c.value for c in at.caption)
+    at.text_input(key="runs_filter").set_value("no such run").run()
+    assert_clean(at)
+    assert any("No run matches" in i.value for i in at.info)
+    at.text_input(key="runs_filter").set_value("tiny").run()
+    assert "tiny <b>run</b>" in set(at.dataframe[0].value.iloc[:, 0])
+    at.text_input(key="runs_filter").set_value("").run()
+    at.selectbox(key="manage_pick").set_value(side).run()
+    at.button(key=f"default_{side}").click().run()
+    assert_clean(at)
+    try:
+        assert pinned_run(store, trained["dataset"]) == side
+    finally:
+        store.delete(side)
+        at.selectbox(key="manage_pick").set_value(trained["run_id"]).run()
 
 
 def test_runs_page_says_when_it_shows_runs_of_other_datasets(trained: dict) -> None:
