@@ -158,10 +158,37 @@ def test_changing_the_mapping_revalidates(home: Path) -> None:
     at = new_app()
     at.file_uploader(key="upload_interactions").upload("r.csv", tiny_csv(), "text/csv").run()
     at.selectbox(key="map_rating").set_value("—").run()
+    # A rating-like column left unmapped: the data are not made implicit until the user says so.
+    assert not at.success and any("look like ratings" in w.value for w in at.warning)
+    at.checkbox(key="map_implicit_ok").check().run()
     assert any("implicit" in s.value for s in at.success)
     at.selectbox(key="map_item").set_value("userId").run()  # the same column for two roles
     assert at.error and "two roles" in at.error[0].value
     assert not at.exception
+
+
+def test_a_log_with_other_names_maps_every_column_and_names_come_from_product_name(home: Path) -> None:
+    at = new_app()
+    log = b"customer,sku,stars,ts\nc1,s1,4,1600000000\nc2,s1,2,1600000100\nc1,s2,5,1600000200\nc3,s2,1,1600000300\n"
+    at.file_uploader(key="upload_interactions").upload("orders.csv", log, "text/csv").run()
+    at.file_uploader(key="upload_items").upload("products.csv", b"sku,product_name,category\ns1,Red mug,kitchen\ns2,Blue pen,office\n", "text/csv").run()
+    assert_clean(at)
+    assert {k: at.selectbox(key=f"map_{k}").value for k in ("user", "item", "rating", "timestamp")} == {
+        "user": "customer", "item": "sku", "rating": "stars", "timestamp": "ts"}
+    assert at.selectbox(key="map_item_name").value == "product_name"
+    assert any("3 users, 2 items, 4 ratings" in s.value for s in at.success)
+
+
+def test_a_failed_guess_asks_in_the_apps_words_and_goes_once_chosen(home: Path) -> None:
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("orders.csv", b"who,sku,stars,ts\na,x,4,1600000000\nb,x,2,1600000100\na,y,5,1600000200\n", "text/csv").run()
+    assert [at.selectbox(key=f"map_{k}").value for k in ("user", "item", "rating", "timestamp")] == [None, "sku", "stars", "ts"]
+    message = at.error[0].value
+    assert "no column of user IDs" in message and "Column mapping" in message
+    assert "ColumnMapping" not in message and "--user-col" not in message
+    at.selectbox(key="map_user").set_value("who").run()
+    assert_clean(at)  # the stale message is gone once the column is chosen
+    assert any("2 users, 2 items, 3 ratings" in s.value for s in at.success)
 
 
 def test_a_new_file_gets_its_own_detected_mapping_after_a_failed_one(home: Path) -> None:
