@@ -9,7 +9,7 @@ import streamlit as st
 from metarec_core.errors import MetarecError
 from ui import cache, charts, datasets, navigation, onboarding, state
 from ui.errors import guard, show_error, show_warnings
-from ui.i18n import labeller, t
+from ui.i18n import feature_label, labeller, t, value_labels
 from ui.markup import plain
 
 NONE = "—"
@@ -126,28 +126,28 @@ def summary_section(dataset) -> None:
     st.markdown(f"**{t('data.cold.header')}**")
     st.caption(t("data.cold.caption", k=summary.support_size, share=f"{summary.cold_fraction:.0%}"))
     scenarios = summary.scenarios_frame()
-    left, right = st.columns([1, 3])  # the table has seven columns: give it the room
-    with left:
-        st.plotly_chart(
-            charts.cold_share_figure(
-                scenarios,
-                summary.n_users,
-                summary.n_items,
-                scenario_labels={s: t(f"scenario.{s}") for s in scenarios["scenario"]},
-                labels={"users": t("data.cold.users"), "items": t("data.cold.items")},
-                y_title=t("data.cold.share"),
-            ),
-            config={"displayModeBar": False},
-        )
-    with right:
-        table = scenarios.assign(scenario=[t(f"scenario.{s}") for s in scenarios["scenario"]])
-        table.columns = [t(f"data.scn.{c}") for c in scenarios.columns]
-        st.dataframe(table, hide_index=True)
+    # The chart gets the page's width (a quarter of it crammed its labels); the seven-column table goes under it.
+    st.plotly_chart(
+        charts.cold_share_figure(
+            scenarios,
+            summary.n_users,
+            summary.n_items,
+            scenario_labels={s: t(f"scenario.{s}") for s in scenarios["scenario"]},
+            labels={"users": t("data.cold.users"), "items": t("data.cold.items")},
+            y_title=t("data.cold.share"),
+        ),
+        config={"displayModeBar": False},
+    )
+    table = scenarios.assign(scenario=[t(f"scenario.{s}") for s in scenarios["scenario"]])
+    table.columns = [t(f"data.scn.{c}") for c in scenarios.columns]
+    st.dataframe(table, hide_index=True)
     if summary.features:
         st.markdown(f"**{t('data.features')}**")
         features = summary.features_frame()
         features["table"] = [t(f"data.kinds.{v}") if v in ("users", "items") else v for v in features["table"]]
         features["kind"] = [t(f"kind.{v}") for v in features["kind"]]
+        features["example"] = [value_labels(n).get(str(v), v) for n, v in zip(features["name"], features["example"])]
+        features["name"] = [feature_label(v) for v in features["name"]]
         features.columns = [t(f"data.feat.{c}") for c in features.columns]
         st.dataframe(features, hide_index=True)
 

@@ -582,3 +582,53 @@ def test_side_tables_and_feature_kinds(home: Path, tiny_scenario) -> None:
     saved = RunStore().load_dataset(at.session_state["dataset_key"].split(":", 1)[1])
     assert [s.name for s in saved.item_features] == ["title", "price"]  # tags ignored as asked
     assert saved.n_items == data.n_items  # side-table-only items kept as cold items
+
+
+#: Keys the core records that a person must never read as they are (metric, method and setting names).
+RAW_KEYS = ("test_mae", "test_rmse", "test_ndcg@3", "valid_mae", "valid_ndcg@3", "valid_rmse", "best_epoch",
+            "catalogue_ndcg@10", "hit_rate@10", "global-mean", "item-mean", "lambda_meta", "lambda_trans", "lambda_l0")
+
+
+def shown_text(at: AppTest) -> list[str]:
+    """Every string the page shows: text elements, widget labels and options, table headers and cells, chart labels."""
+    out: list[str] = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "success", "error"):
+        out += [str(e.value) for e in at.get(kind)]
+    for metric in at.metric:
+        out += [str(metric.label), str(metric.value)]
+    for kind in ("selectbox", "multiselect", "radio", "segmented_control", "pills", "select_slider"):
+        for widget in at.get(kind):
+            out += [str(widget.label)] + [str(o) for o in getattr(widget, "options", [])]
+    for frame in [*at.dataframe, *at.table]:
+        value = frame.value
+        out += [str(c) for c in value.columns] + [str(i) for i in value.index]
+        out += [str(v) for v in value.select_dtypes(exclude="number").to_numpy().ravel()]
+    for spec in plotly_specs(at):
+        layout = spec.get("layout", {})
+        out += [str(tr.get("name", "")) for tr in spec["data"]]
+        out += [str(a.get("text", "")) for a in layout.get("annotations", [])]
+        for axis in ("xaxis", "yaxis"):
+            title = layout.get(axis, {}).get("title", {})
+            out.append(str(title.get("text", "") if isinstance(title, dict) else title))
+    return out
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_no_raw_key_reaches_a_page(trained: dict, lang: str) -> None:
+    at = trained["at"]
+    at.session_state["lang"] = lang
+    try:
+        for page in PAGES:
+            if page == "lab":
+                continue  # the lab is checked by its own tests
+            at = open_page(at, page)
+            assert_clean(at)
+            text = "\n".join(shown_text(at))
+            # The Learn page teaches the settings' own names (for Python and the command line) in its settings table.
+            found = [raw for raw in RAW_KEYS if raw in text and not (page == "learn" and raw.startswith("lambda_"))]
+            assert not found, (lang, page, found)
+            cells = set(shown_text(at))
+            assert not cells & {"mf", "bias", "M", "F"}, (lang, page)  # method and feature values shown bare
+    finally:
+        at.session_state["lang"] = "en"
+        open_page(at, "data")

@@ -333,7 +333,7 @@ def validation_figure(
                 x=part["epoch"].to_numpy(dtype=float),
                 y=part["value"].to_numpy(dtype=float),
                 mode="lines+markers",
-                name=esc((run_labels or {}).get(run, run) or key),
+                name=esc((run_labels or {}).get(run, run) or y_title),
                 line=dict(color=(colours or {}).get(run, METHOD_COLOURS[r % len(METHOD_COLOURS)])),
             )
         )
@@ -437,10 +437,11 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
-def hover_text(frame: pd.DataFrame, title: str, fields: Sequence[str]) -> list[str]:
-    """One escaped hover label per row: the title in bold, then ``field: value`` lines."""
+def hover_text(frame: pd.DataFrame, title: str, fields: Sequence[str], labels: Mapping[str, str] | None = None) -> list[str]:
+    """One escaped hover label per row: the title in bold, then ``field: value`` lines (fields named by ``labels``)."""
     titles = frame[title].map(esc).to_numpy()
-    parts = [frame[f].map(lambda v, f=f: f"{esc(f)}: {esc(v)}").to_numpy() for f in fields if f in frame.columns]
+    names = labels or {}
+    parts = [frame[f].map(lambda v, f=f: f"{esc(names.get(f, f))}: {esc(v)}").to_numpy() for f in fields if f in frame.columns]
     return ["<br>".join([f"<b>{titles[i]}</b>", *(p[i] for p in parts)]) for i in range(len(frame))]
 
 
@@ -458,6 +459,7 @@ def embedding_figure(
     group_labels: Mapping[str, str] | None = None,
     focus: bool = False,
     height: int = 560,
+    field_labels: Mapping[str, str] | None = None,
 ) -> go.Figure:
     """A 2-D map of embeddings drawn with WebGL (``Scattergl``), one figure per page.
 
@@ -484,18 +486,21 @@ def embedding_figure(
     focus
         Start zoomed in on the trail (the rest of the map stays there: zoom
         out, or use the autoscale button).
+    field_labels
+        Display names of columns (hover lines, the colour bar's title); default the column names.
     """
     fig = go.Figure()
-    text = np.asarray(hover_text(points, title, hover), dtype=object)  # arrays validate much faster than lists
+    text = np.asarray(hover_text(points, title, hover, field_labels), dtype=object)  # arrays validate much faster than lists
+    color_name = esc((field_labels or {}).get(color, color)) if color is not None else ""
     base = dict(mode="markers", hoverinfo="text", hovertemplate="%{text}<extra></extra>")
     if color is None:
         fig.add_trace(go.Scattergl(x=points["x"], y=points["y"], text=text, marker=dict(size=5, color="#7b2cbf", opacity=0.6), name="", **base))
     elif pd.api.types.is_numeric_dtype(points[color]) and not pd.api.types.is_bool_dtype(points[color]):
         fig.add_trace(
             go.Scattergl(
-                x=points["x"], y=points["y"], text=text, name=esc(color),
+                x=points["x"], y=points["y"], text=text, name=color_name,
                 marker=dict(size=5, color=points[color], colorscale="Viridis", showscale=True, opacity=0.7,
-                            colorbar=dict(title=esc(color), thickness=12)),
+                            colorbar=dict(title=color_name, thickness=12)),
                 **base,
             )
         )
