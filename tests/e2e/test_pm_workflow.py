@@ -20,7 +20,8 @@ pytestmark = pytest.mark.browser
 
 VIEWPORT = {"width": 1440, "height": 900}
 #: Three short runs: (name, preset pill or None, epochs).
-RUNS = (("pm default", None, 2), ("pm transfer only", "Transfer only (λ1 = 0)", 2), ("pm longer", None, 4))
+RUNS = (("pm default", "New users (meta + transfer)", 2), ("pm transfer only", "Transfer only (λ1 = 0)", 2),
+        ("pm longer", "New users (meta + transfer)", 4))
 
 
 def pm_files(folder: Path) -> tuple[Path, Path]:
@@ -98,9 +99,8 @@ def test_a_product_managers_log_maps_in_runs_compare_and_recommendations_go_out(
         # 2. Three short runs from the Train page, queued one after the other.
         open_page(page, "Train")
         for name, preset, epochs in RUNS:
-            if preset:
-                page.get_by_role("button", name=preset).click()
-                idle(page)
+            page.get_by_text(preset, exact=True).first.click()
+            idle(page)
             box = page.get_by_label("Epochs (num_epochs)", exact=True)
             box.fill(str(epochs))
             box.press("Enter")
