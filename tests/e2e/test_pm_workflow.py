@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,31 +98,33 @@ def test_a_product_managers_log_maps_in_runs_compare_and_recommendations_go_out(
         idle(page)
 
         # 2. Three short runs from the Train page, queued one after the other.
-        open_page(page, "Train")
-        for name, preset, epochs in RUNS:
-            page.get_by_text(preset, exact=True).first.click()
-            idle(page)
-            box = page.get_by_label("Epochs (num_epochs)", exact=True)
-            box.fill(str(epochs))
-            box.press("Enter")
-            idle(page)
-            page.get_by_label("Run name").fill(name)
-            page.get_by_role("button", name="Start training").click()
-            idle(page)
-        shots.take(page, "2-train-en")
         from metarec_core import jobs
         from metarec_core.store import RunStore
 
-        os.environ["METAREC_HOME"] = str(home)
-        try:
-            store = RunStore(home)
-            ids = [r.id for r in store.list_runs() if r.name in {n for n, _, _ in RUNS}]
-            assert len(ids) == 3
-            for run_id in ids:
-                record = jobs.wait(store, run_id, timeout=600)
-                assert record.status == "completed", record.error
-        finally:
-            os.environ.pop("METAREC_HOME", None)
+        store = RunStore(home)
+        open_page(page, "Train")
+        for n, (name, preset, epochs) in enumerate(RUNS, start=1):
+            page.get_by_text(preset, exact=True).first.click()
+            idle(page)
+            box = page.get_by_label("Epochs", exact=True)
+            box.fill(str(epochs))
+            box.press("Enter")
+            idle(page)
+            field = page.get_by_label("Run name")
+            field.fill(name)
+            field.press("Enter")  # committed before the click (the live progress reruns the page every second)
+            idle(page)
+            page.get_by_role("button", name="Start training").click()
+            idle(page)
+            deadline = time.time() + 30
+            while len(store.list_runs()) < n and time.time() < deadline:
+                time.sleep(0.5)
+            assert [r.name for r in store.list_runs()][0] == name
+        shots.take(page, "2-train-en")
+        ids = [r.id for r in store.list_runs()]
+        for run_id in ids:
+            record = jobs.wait(store, run_id, timeout=600)
+            assert record.status == "completed", record.error
 
         # 3. Compare: baselines beside the final metrics without evaluating, the best run marked.
         open_page(page, "Runs")
