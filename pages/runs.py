@@ -70,7 +70,9 @@ def styled_table(frame: pd.DataFrame):
         return ["font-weight: bold; background-color: #d8f3dc" if best.get(column.name) == i else "" for i in range(len(column))]
 
     metric_columns = [metric_label(k) for k, _ in TABLE_METRICS if metric_label(k) in frame]
-    return frame.style.apply(mark, subset=list(best)).format("{:.4f}", subset=metric_columns, na_rep="—")
+    return (frame.style.apply(mark, subset=list(best)).format("{:.4f}", subset=metric_columns, na_rep="—")
+            .format("{:g}", subset=["λ1", "λ2"], na_rep="—").format("{:.1f}", subset=[t("runs.col.seconds")], na_rep="—")
+            .format("{:.0f}", subset=[t("runs.col.epochs")], na_rep="—"))
 
 
 def table_section(runs) -> list:
@@ -92,9 +94,18 @@ def table_section(runs) -> list:
     if shown.empty:
         st.info(t("runs.filter.none"), icon=":material/filter_alt_off:")
         return []
+    if shown[t("runs.col.dataset")].nunique() == 1:  # one dataset: the column would repeat it on every row (it is in the sidebar)
+        shown = shown.drop(columns=[t("runs.col.dataset")])
     st.dataframe(
         styled_table(shown), hide_index=True, width="stretch",
-        column_config={"ID": st.column_config.TextColumn("ID", width="small"), t("runs.col.name"): st.column_config.TextColumn(width="medium")},
+        column_config={
+            "ID": st.column_config.TextColumn("ID", width="small"),
+            t("runs.col.name"): st.column_config.TextColumn(width="medium"),
+            "λ1": st.column_config.NumberColumn(width="small"),
+            "λ2": st.column_config.NumberColumn(width="small"),
+            t("runs.col.epochs"): st.column_config.NumberColumn(width="small"),
+            t("runs.col.seconds"): st.column_config.NumberColumn(width="small"),
+        },
     )
     best = best_rows(shown)
     if best and len(shown) > 1:
@@ -217,9 +228,12 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
     st.subheader(t("runs.final"))
     final = final_with_baselines(comparison.metrics, selected, labels)
     metric_columns = [c for c in final.columns if c != "status"]
-    best = {c: (final.loc[selected_rows(final, labels, selected), c].astype(float).idxmin() if lower_is_better(c)
-                else final.loc[selected_rows(final, labels, selected), c].astype(float).idxmax())
-            for c in metric_columns if final.loc[selected_rows(final, labels, selected), c].notna().any()}
+    for column in metric_columns:
+        final[column] = pd.to_numeric(final[column], errors="coerce")
+    run_rows = selected_rows(final, labels, selected)
+    scored = [c for c in metric_columns if c != "best_epoch" and final.loc[run_rows, c].notna().any()]
+    best = {c: final.loc[run_rows, c].idxmin() if lower_is_better(c) else final.loc[run_rows, c].idxmax() for c in scored}
+    beaten = baselines_ahead(final, run_rows, best)
     final["status"] = [t(f"status.{v}") if v in STATUSES else v for v in final["status"]]
     shown = final.rename(columns={"status": t("runs.col.status"), **{c: metric_label(c) for c in metric_columns}})
     shown.index.name = t("runs.col.run")
@@ -229,10 +243,14 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
         return ["font-weight: bold; background-color: #d8f3dc" if key in best and best[key] == i else "" for i in column.index]
 
     numbers = [metric_label(c) for c in metric_columns if c != "best_epoch"]
+    if "best_epoch" in metric_columns:  # a baseline has no epochs: a dash, as text (a missing number would read "None")
+        shown[metric_label("best_epoch")] = [f"{v:.0f}" if v == v else "—" for v in shown[metric_label("best_epoch")]]
     # A metric a run has none of (cancelled before testing; AUC beside MAE) is a dash, not "None".
-    st.dataframe(shown.style.apply(mark, subset=[metric_label(c) for c in metric_columns])
-                 .format("{:.4f}", subset=numbers, na_rep="—").format("{:.0f}", subset=[metric_label("best_epoch")] if "best_epoch" in metric_columns else [], na_rep="—"))
+    st.dataframe(shown.style.apply(mark, subset=[metric_label(c) for c in metric_columns]).format("{:.4f}", subset=numbers, na_rep="—"))
     st.caption(t("runs.final.baselines"))
+    for metric, (baseline, value, run_value) in beaten.items():
+        st.info(t("runs.final.beaten", baseline=baseline, metric=metric_label(metric), value=f"{value:.4f}", best=f"{run_value:.4f}"),
+                icon=":material/info:")
     if len(final) > 1:
         on_movielens = {cache.store().get_run(r).dataset_ref for r in selected} == {state.DEFAULT_DATASET}
         st.caption(t("runs.final.noise") if on_movielens else t("runs.final.noise.other"))
@@ -250,6 +268,21 @@ def compare_section(selected: list[str], labels: dict[str, str]) -> None:
 
 
 STATUSES = ("queued", "running", "completed", "cancelled", "failed")
+
+
+def baselines_ahead(final: pd.DataFrame, run_rows: list[str], best: dict) -> dict:
+    """Metrics on which a baseline beats the best selected run: ``{metric: (baseline row, its value, the best run's value)}``."""
+    out = {}
+    others = [i for i in final.index if i not in run_rows]
+    for metric, row in best.items():
+        values = final.loc[others, metric].dropna()
+        if values.empty:
+            continue
+        top = values.idxmin() if lower_is_better(metric) else values.idxmax()
+        ahead = values[top] < final.loc[row, metric] if lower_is_better(metric) else values[top] > final.loc[row, metric]
+        if ahead:
+            out[metric] = (top, float(values[top]), float(final.loc[row, metric]))
+    return out
 
 
 def selected_rows(final: pd.DataFrame, labels: dict[str, str], selected: list[str]) -> list[str]:
