@@ -21,6 +21,11 @@ LOSS_TERMS = ("meta", "trans", "l0", "total")
 TABLE_METRICS = (("test_mae", True), ("test_ndcg@3", False), ("test_auc", False))
 
 
+def table_column(key: str) -> str:
+    """A test metric's column name in the run table: short (``MAE``), the caption says they are test metrics on new users."""
+    return metric_label(key.removeprefix("test_"))
+
+
 def runs_table(runs) -> pd.DataFrame:
     """One row per run: name, kind, status, dataset, key settings and final test metrics (numbers, so columns sort)."""
     store = cache.store()
@@ -31,10 +36,11 @@ def runs_table(runs) -> pd.DataFrame:
         config = stored.run_config(run)  # None: settings of another version (an imported run)
         row = {
             t("runs.col.name"): run.name,
+            "ID": run.id,
             t("runs.col.kind"): kind_label(None if config is None else config.kind),
             t("runs.col.status"): t(f"status.{run.status}"),
             t("runs.col.dataset"): datasets.dataset_options().get(run.dataset_ref, run.dataset_ref),
-            t("runs.col.created"): pd.Timestamp(run.created, unit="s").strftime("%Y-%m-%d %H:%M"),
+            t("runs.col.created"): pd.Timestamp(run.created, unit="s").strftime("%m-%d %H:%M"),
             t("runs.col.seconds"): None if duration is None else round(duration, 1),
             "λ1": None if config is None else config.lambda_meta,
             "λ2": None if config is None else config.lambda_trans,
@@ -43,20 +49,19 @@ def runs_table(runs) -> pd.DataFrame:
         }
         for key, _ in TABLE_METRICS:
             value = final.get(key)
-            row[metric_label(key)] = float(value) if isinstance(value, (int, float)) and value == value else None
-        row["ID"] = run.id
+            row[table_column(key)] = float(value) if isinstance(value, (int, float)) and value == value else None
         rows.append(row)
     frame = pd.DataFrame(rows)
     # Only the metric columns some listed run has (MAE and nDCG@3 on ratings, AUC on implicit data).
-    empty = [metric_label(k) for k, _ in TABLE_METRICS if frame[metric_label(k)].isna().all()]
-    return frame.drop(columns=empty if len(empty) < len(TABLE_METRICS) else [metric_label("test_auc")])
+    empty = [table_column(k) for k, _ in TABLE_METRICS if frame[table_column(k)].isna().all()]
+    return frame.drop(columns=empty if len(empty) < len(TABLE_METRICS) else [table_column("test_auc")])
 
 
 def best_rows(frame: pd.DataFrame) -> dict[str, int]:
     """Per metric column of :func:`runs_table`, the position of the best run (lowest MAE, highest nDCG/AUC)."""
     best = {}
     for key, lower in TABLE_METRICS:
-        column = metric_label(key)
+        column = table_column(key)
         if column in frame and frame[column].notna().any():
             best[column] = int(frame[column].idxmin() if lower else frame[column].idxmax())
     return best
@@ -69,7 +74,7 @@ def styled_table(frame: pd.DataFrame):
     def mark(column: pd.Series) -> list[str]:
         return ["font-weight: bold; background-color: #d8f3dc" if best.get(column.name) == i else "" for i in range(len(column))]
 
-    metric_columns = [metric_label(k) for k, _ in TABLE_METRICS if metric_label(k) in frame]
+    metric_columns = [table_column(k) for k, _ in TABLE_METRICS if table_column(k) in frame]
     return (frame.style.apply(mark, subset=list(best)).format("{:.4f}", subset=metric_columns, na_rep="—")
             .format("{:g}", subset=["λ1", "λ2"], na_rep="—").format("{:.1f}", subset=[t("runs.col.seconds")], na_rep="—")
             .format("{:.0f}", subset=[t("runs.col.epochs")], na_rep="—"))
@@ -80,8 +85,10 @@ def table_section(runs) -> list:
     frame = runs_table(runs)
     cols = st.columns([3, 2, 2])
     query = cols[0].text_input(t("runs.filter"), key="runs_filter", placeholder=t("runs.filter.placeholder"))
-    statuses = cols[1].multiselect(t("runs.col.status"), sorted({r.status for r in runs}), format_func=labeller("status."), key="runs_status")
-    kinds = cols[2].multiselect(t("runs.col.kind"), sorted(set(frame[t("runs.col.kind")])), key="runs_kinds")
+    statuses = cols[1].multiselect(
+        t("runs.col.status"), sorted({r.status for r in runs}), format_func=labeller("status."), key="runs_status", placeholder=t("runs.filter.any")
+    )
+    kinds = cols[2].multiselect(t("runs.col.kind"), sorted(set(frame[t("runs.col.kind")])), key="runs_kinds", placeholder=t("runs.filter.any"))
     keep = pd.Series(True, index=frame.index)
     if query.strip():
         needle = query.strip().lower()
