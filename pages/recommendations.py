@@ -84,7 +84,9 @@ with guard():
         st.info(t("recs.no_users"))
         st.stop()
     cols = st.columns([4, 2, 2])
-    labels = {row.id: t(worded("recs.user_label", implicit), id=row.id, n=row.n_ratings) for row in pool.itertuples()}
+    people = dict(zip(dataset.users.external_ids, item_titles.dataset_user_names(dataset)))  # a user table's name column, else the ID
+    labels = {row.id: t(worded("recs.user_label", implicit), id=row.id if people.get(row.id, row.id) == row.id else f"{people[row.id]} ({row.id})",
+                        n=row.n_ratings) for row in pool.itertuples()}
     user_id = cols[0].selectbox(t("recs.user"), list(labels), format_func=labels.__getitem__, key=f"recs_user_{cohort}")
     k_top = cols[1].slider(t("recs.k"), 3, 30, 10, key="recs_k")
     warm = cohort == "warm"

@@ -149,12 +149,20 @@ def test_a_product_managers_log_maps_in_runs_compare_and_recommendations_go_out(
         # 4. Recommendations of the best run by MAE, downloaded as CSV: names, not IDs twice.
         final = {r.id: store.final_metrics(r.id)["test_mae"] for r in store.list_runs() if r.id in ids}
         best = min(final, key=final.get)
-        sidebar = page.locator("[data-testid='stSidebar']")
-        sidebar.locator("[data-testid='stSelectbox']").filter(has_text=re.compile(r"^Run")).locator("[data-baseweb='select']").click()
-        page.keyboard.type(store.get_run(best).name)
-        page.keyboard.press("Enter")
+        # The best run becomes the dataset's default, and a new session opens on it (no run to pick by hand).
+        from metarec_core.default_runs import pin_default_run
+
+        pin_default_run(store, best)
+        page.context.close()
+        page = browser.new_page(viewport=VIEWPORT, accept_downloads=True)
+        page.goto(url)
         idle(page)
-        assert store.get_run(best).name in sidebar.inner_text()
+        sidebar = page.locator("[data-testid='stSidebar']")
+        sidebar.get_by_role("combobox", name="Dataset").click()
+        page.get_by_role("option", name=re.compile("orders")).first.click()
+        idle(page)
+        picked = sidebar.get_by_role("combobox").nth(1)
+        assert store.get_run(best).name in sidebar.inner_text() + picked.input_value()  # the session opened on the default run
         open_page(page, "Recommendations")
         assert page.get_by_text("Red ").count() + page.get_by_text("Blue ").count() > 0 or "no." in page.locator("[data-testid='stMain']").inner_text()
         with page.expect_download() as one:
