@@ -104,6 +104,11 @@ def test_a_product_managers_log_maps_in_runs_compare_and_recommendations_go_out(
         open_page(page, "Train")
         for n, (name, preset, epochs) in enumerate(RUNS, start=1):
             if preset:
+                # While a run trains, its live progress reruns the page every second and can swallow a click: wait for the queue.
+                for record in store.list_runs():
+                    jobs.wait(store, record.id, timeout=600)
+                page.wait_for_timeout(3000)  # the progress notices the end and refreshes the page once
+                idle(page)
                 page.locator("[data-testid='stButtonGroup'] button", has_text=preset).first.click()
                 idle(page)
                 assert page.locator("[data-testid='stSlider']").first.inner_text().split()[-3] == "0.00"  # λ1 = 0
@@ -121,6 +126,7 @@ def test_a_product_managers_log_maps_in_runs_compare_and_recommendations_go_out(
             while len(store.list_runs()) < n and time.time() < deadline:
                 time.sleep(0.5)
             newest = store.list_runs()[0]
+            assert newest.dataset_ref != "builtin:movielens-100k"
             assert newest.name == name and newest.config["num_epochs"] == epochs
             assert (newest.config["lambda_meta"] == 0) == (preset is not None)  # the preset reached the run
         shots.take(page, "2-train-en")
