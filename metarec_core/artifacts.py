@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from metarec_core.configs import config_from_dict, config_to_dict
-from metarec_core.errors import DataError
+from metarec_core.errors import ConfigError, DataError
 from metarec_core.features import FeatureEncoder
 from metarec_core.idmap import IdMap
 from metarec_core.models import EntityTensors, FeatureContext, ModelConfig, ModelShape, PreferenceModel
@@ -185,10 +185,82 @@ def load_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def _not_safetensors(path: Path, run_dir: Path, exc: BaseException) -> str:
-    return (
-        f"'{path.name}' in run directory '{run_dir}' is not a readable safetensors file ({exc}); "
-        "it is damaged or was replaced — train the run again or import it from its export"
-    )
+    return _damaged(path, run_dir, f"is not a readable safetensors file ({exc})")
+
+
+#: Keys every ``model.json`` holds.
+MODEL_KEYS = ("shape", "model_config", "users", "items", "user_features", "item_features", "loss", "rating_range")
+#: What to do about a damaged or replaced file of a run directory.
+_REMEDY = "train the run again or import it from its export"
+
+
+def _damaged(path: Path, run_dir: Path, what: str) -> str:
+    return f"'{path.name}' in run directory '{run_dir}' {what}; it is damaged or was replaced — {_REMEDY}"
+
+
+def _read_json_object(path: Path, run_dir: Path) -> dict:
+    """A run file that must hold a JSON object; a :class:`DataError` naming it otherwise."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(_damaged(path, run_dir, "is not text")) from exc
+    except ValueError as exc:
+        raise DataError(_damaged(path, run_dir, f"is not valid JSON ({exc})")) from exc
+    except OSError as exc:
+        raise DataError(f"cannot read '{path.name}' in run directory '{run_dir}': {exc.strerror or exc}") from exc
+    if not isinstance(value, dict):
+        raise DataError(_damaged(path, run_dir, f"holds a JSON {type(value).__name__}, not an object"))
+    return value
+
+
+def _read_config(run_dir: Path) -> TrainConfig:
+    path = run_dir / CONFIG_FILE
+    values = _read_json_object(path, run_dir)
+    try:
+        return config_from_dict(TrainConfig, saved_config_values(values))
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"'{path.name}' in run directory '{run_dir}' holds settings this version of metarec cannot use ({exc}); "
+            "the run was saved by another version or the file was edited — train the run again"
+        ) from exc
+
+
+def _read_model_description(run_dir: Path) -> dict:
+    path = run_dir / MODEL_FILE
+    meta = _read_json_object(path, run_dir)
+    missing = [k for k in MODEL_KEYS if k not in meta]
+    if missing:
+        raise DataError(_damaged(path, run_dir, f"lacks {', '.join(missing)}"))
+    return meta
+
+
+def check_run_files(run_dir: str | Path) -> list[str]:
+    """Problems with the files of a finished run directory, as sentences (empty when they read back).
+
+    Checks that ``config.json`` holds a JSON object (whether its settings fit
+    this version is :func:`load_run`'s business: another version's run is not
+    damaged), that ``model.json`` has a model description's keys, and that both safetensors files have a
+    readable header covering the whole file (headers only: cheap). Missing files
+    are not reported here (the store lists them).
+    """
+    run_dir = Path(run_dir)
+    problems: list[str] = []
+    checks = ((CONFIG_FILE, lambda d: _read_json_object(d / CONFIG_FILE, d)), (MODEL_FILE, _read_model_description))
+    for name, check in checks:
+        if (run_dir / name).is_file():
+            try:
+                check(run_dir)
+            except DataError as exc:
+                problems.append(str(exc))
+    for name in (WEIGHTS_FILE, CONTEXT_FILE):
+        path = run_dir / name
+        if path.is_file() and path.stat().st_size > 0:
+            try:
+                with safe_open(str(path), "pt"):
+                    pass
+            except (OSError, SafetensorError) as exc:
+                problems.append(_not_safetensors(path, run_dir, exc))
+    return problems
 
 
 #: Settings added after runs were first saved, with the value that reproduces how those older runs adapt.
@@ -222,11 +294,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
     for name in (CONFIG_FILE, MODEL_FILE, WEIGHTS_FILE, CONTEXT_FILE):
         if not (run_dir / name).exists():
             raise DataError(f"run directory '{run_dir}' has no {name}; it was not written completely — train it again")
-    try:
-        config = config_from_dict(TrainConfig, saved_config_values(json.loads((run_dir / CONFIG_FILE).read_text())))
-        meta = json.loads((run_dir / MODEL_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read run directory '{run_dir}': {exc}") from exc
+    config = _read_config(run_dir)
+    meta = _read_model_description(run_dir)
     loaded = {}
     for name in (WEIGHTS_FILE, CONTEXT_FILE):
         try:
@@ -234,11 +303,15 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
         except (OSError, SafetensorError) as exc:
             raise DataError(_not_safetensors(run_dir / name, run_dir, exc)) from exc
     tensors, ctx = loaded[WEIGHTS_FILE], loaded[CONTEXT_FILE]
-    shape_values = dict(meta["shape"])
-    for key in ("user_categorical", "user_multilabel", "item_categorical", "item_multilabel"):
-        shape_values[key] = tuple(shape_values[key])
-    shape = ModelShape(**shape_values)
-    model = PreferenceModel(shape, config_from_dict(ModelConfig, meta["model_config"]))
+    try:
+        shape_values = dict(meta["shape"])
+        for key in ("user_categorical", "user_multilabel", "item_categorical", "item_multilabel"):
+            shape_values[key] = tuple(shape_values[key])
+        shape = ModelShape(**shape_values)
+        model = PreferenceModel(shape, config_from_dict(ModelConfig, meta["model_config"]))
+    except (KeyError, TypeError, ValueError, ConfigError, RuntimeError, MemoryError, OverflowError) as exc:
+        reason = str(exc).replace("got an unexpected keyword argument", "got the unknown field")
+        raise DataError(_damaged(run_dir / MODEL_FILE, run_dir, f"does not describe a model ({type(exc).__name__}: {reason})")) from exc
     state = {k: v for k, v in tensors.items() if not k.startswith(INNER_LR_PREFIX)}
     try:
         model.load_state_dict(state)
@@ -257,12 +330,19 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> Load
             ctx[f"{prefix}.numeric"], ctx.get(f"{prefix}.text"),
         )
 
-    context = FeatureContext(entity("users"), entity("items")).to(device)
+    try:
+        context = FeatureContext(entity("users"), entity("items")).to(device)
+    except KeyError as exc:
+        raise DataError(_damaged(run_dir / CONTEXT_FILE, run_dir, f"lacks the tensor {exc}")) from exc
+    try:
+        users, items = IdMap.from_json(meta["users"]), IdMap.from_json(meta["items"])
+        user_encoder = FeatureEncoder.from_json(meta["user_features"])
+        item_encoder = FeatureEncoder.from_json(meta["item_features"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(_damaged(run_dir / MODEL_FILE, run_dir, f"has unreadable ID maps or features ({type(exc).__name__}: {exc})")) from exc
     return LoadedRun(
         run_dir=run_dir, config=config, model=model, inner_lr=inner_lr, context=context,
-        users=IdMap.from_json(meta["users"]), items=IdMap.from_json(meta["items"]),
-        user_encoder=FeatureEncoder.from_json(meta["user_features"]),
-        item_encoder=FeatureEncoder.from_json(meta["item_features"]), meta=meta,
+        users=users, items=items, user_encoder=user_encoder, item_encoder=item_encoder, meta=meta,
         seen=(ctx["seen.users"].numpy(), ctx["seen.items"].numpy()) if "seen.users" in ctx else (np.zeros(0, np.int64), np.zeros(0, np.int64)),
     )
 

@@ -445,7 +445,10 @@ def train_cross_domain(
     if source_result.stopped:
         log.info("source run stopped; the target run is not started")
         return CrossDomainResult(source_result, None)
-    target_config = with_overrides(config, {"source_run": str(out / "source")})
+    # The target shares the item index space, so the source's items have no target interactions: "auto" would read
+    # them as brand-new items. The target run is for the target's new users.
+    scenario = "user-cold" if config.scenario == "auto" else config.scenario
+    target_config = with_overrides(config, {"source_run": str(out / "source"), "scenario": scenario})
     target_result = fit(
         target_config, split.target, out_dir=out / "target", on_progress=relay("target"),
         should_stop=should_stop, text_vectors=text_vectors,

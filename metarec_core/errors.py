@@ -75,3 +75,23 @@ class TrainingError(MetarecError):
 
 class StoreError(MetarecError):
     """A run or dataset the store does not hold, an action its state forbids, or an unreadable store."""
+
+
+class StoreDamagedError(StoreError):
+    """The store's database is damaged, empty or missing while run folders exist: ``runs recover`` rebuilds it.
+
+    Parameters
+    ----------
+    message
+        What is wrong, the file and what to do.
+    home
+        The store home the database belongs to.
+    """
+
+    def __init__(self, message: str, *, home: object = None) -> None:
+        self.home = home
+        super().__init__(message)
+
+
+class StoreBusyError(StoreError):
+    """Another process held the store's write lock for longer than a command waits; the store itself is fine."""

@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 
 from metarec_core.artifacts import LoadedRun, load_run
-from metarec_core.baselines import Baseline, GlobalMean, ItemMean, MatrixFactorization, MFConfig, tune_fold_in
+from metarec_core.baselines import Baseline, GenreBaseline, GlobalMean, ItemMean, MatrixFactorization, MFConfig, tune_fold_in
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.evaluation_report import _EXPLICIT_ONLY, BASELINES, PER_USER_COLUMNS, RESULT_COLUMNS, EvaluationConfig, EvaluationResult
@@ -343,6 +343,12 @@ def evaluate_split(
             continue
         if bname == "mf":
             model = _tuned_mf(split, dataset, run.config if run is not None else None, shots, warnings)
+        elif bname == "genre":
+            genre = GenreBaseline.from_dataset(dataset)
+            if genre.item_labels is None:
+                warnings.append("baseline 'genre' needs a categorical or multi-label item feature (such as genres) and was skipped")
+                continue
+            model = genre.fit(train, dataset.n_users, dataset.n_items)
         else:
             model = BASELINES[bname]().fit(train, dataset.n_users, dataset.n_items)
         scorers.append(_baseline_scorer(bname, model, dataset.n_items))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from metarec_core.baselines import Baseline, BiasBaseline, GlobalMean, ItemMean, MatrixFactorization
+from metarec_core.baselines import Baseline, BiasBaseline, GenreBaseline, GlobalMean, ItemMean, MatrixFactorization
 from metarec_core.configs import config_to_dict
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.metrics import DEFAULT_KS
@@ -23,10 +23,11 @@ BASELINES: dict[str, Callable[[], Baseline]] = {
     "global-mean": GlobalMean,
     "item-mean": ItemMean,
     "bias": BiasBaseline,
+    "genre": GenreBaseline,
     "mf": MatrixFactorization,
 }
 #: Baselines that need explicit ratings (skipped, with a warning, on implicit data).
-_EXPLICIT_ONLY = ("bias", "mf")
+_EXPLICIT_ONLY = ("bias", "genre", "mf")
 #: Columns of :attr:`EvaluationResult.frame`.
 RESULT_COLUMNS = ("method", "scenario", "shots", "seed", "metric", "value")
 #: Columns of :attr:`EvaluationResult.per_user_frame`.
@@ -343,6 +344,7 @@ class EvaluationResult:
         import json
 
         from metarec_core.configs import config_from_dict
+        from metarec_core.errors import ConfigError
 
         folder = Path(folder)
         try:
@@ -354,8 +356,8 @@ class EvaluationResult:
                 config=config_from_dict(EvaluationConfig, meta["config"]),
                 warnings=tuple(meta.get("warnings", ())),
             )
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"cannot read the evaluation in '{folder}' ({exc}); evaluate the run again") from exc
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:  # missing, truncated or edited files
+            raise DataError(f"cannot read the evaluation in '{folder}' ({type(exc).__name__}: {exc}); evaluate the run again") from exc
 
 
 def _plain(value: Any) -> Any:

@@ -626,6 +626,7 @@ def _start_process(
     what = "worker" if kind == "train" else "evaluation"
     try:
         with open(run_dir / log_name, "ab") as log:
+            _start_log_section(log, what)
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=_PACKAGE_ROOT,
                 env=env, start_new_session=True, close_fds=True,
@@ -637,6 +638,17 @@ def _start_process(
     threading.Thread(target=process.wait, name=f"metarec-reap-{process.pid}", daemon=True).start()
     logger.info("started %s %d for run %s", what, process.pid, run_id)
     return process
+
+
+def _start_log_section(log: Any, what: str) -> None:
+    """End a line a killed process left unfinished, then mark where this process's lines begin."""
+    if log.tell() > 0:
+        with open(log.name, "rb") as previous:
+            previous.seek(-1, os.SEEK_END)
+            if previous.read(1) != b"\n":
+                log.write(b"\n")
+    log.write(f"--- {what} started at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+    log.flush()
 
 
 def _child_env(store: RunStore) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Loaders: interaction and side-table files (CSV, TSV, Parquet) in, a validated Dataset out."""
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,14 @@ _SHOWN_NAMES = {
 }
 _ROLE_WORDS = {"user": "user IDs", "item": "item IDs", "rating": "ratings", "timestamp": "timestamps"}
 _DELIMITERS = (",", "\t", ";", "|")
+#: Largest rating magnitude accepted: beyond it a value is a sentinel or a unit mix-up, and squared errors lose precision.
+MAX_ABS_RATING = 1e6
+#: A rating this many interquartile ranges outside the middle half of the others is "far outside" the inferred scale.
+RATING_OUTLIER_SPANS = 4.0
+#: Far-outside ratings are refused when they are at most this share of the rows (or at most 3): typos and sentinels.
+RATING_OUTLIER_SHARE = 0.01
+#: Fewest users a dataset needs: a cold-start split trains on some users and tests on a new one (training checks the rest).
+MIN_USERS = 2
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -116,7 +125,8 @@ def read_table(source: Source, *, name: str | None = None, max_bytes: int = DEFA
     The format comes from the file name's extension, else from the content
     (Parquet's magic bytes; the delimiter of a text file is sniffed from its
     header line among ``,``, tab, ``;`` and ``|``). Text is decoded as UTF-8,
-    UTF-8 with a byte-order mark, UTF-16 with a byte-order mark, then Latin-1.
+    UTF-8 with a byte-order mark, UTF-16 with a byte-order mark, then GB18030
+    (GBK) when that gives Chinese text, then Latin-1 (both with a warning).
 
     Parameters
     ----------
@@ -259,11 +269,37 @@ def _decode_check(raw: bytes, label: str, warnings: list[str]) -> tuple[bytes, s
         raw.decode("utf-8")
         return raw, "utf8"
     except UnicodeDecodeError as exc:
+        if _looks_chinese(raw):
+            warnings.append(
+                f"{label}: not valid UTF-8 (first bad byte at offset {exc.start}); read it as GB18030 (GBK) Chinese text. "
+                "If names look wrong, save the file as UTF-8."
+            )
+            return raw, "gb18030"
         warnings.append(
             f"{label}: not valid UTF-8 (first bad byte at offset {exc.start}); read it as Latin-1. "
             "If accented text looks wrong, save the file as UTF-8."
         )
         return raw, "latin-1"
+
+
+def _looks_chinese(raw: bytes) -> bool:
+    """Whether bytes that are not UTF-8 decode strictly as GB18030 into mostly common Chinese characters (the first MB is checked)."""
+    try:
+        text = codecs.getincrementaldecoder("gb18030")().decode(raw[: 1 << 20], final=len(raw) <= 1 << 20)
+    except UnicodeDecodeError:
+        return False
+    non_ascii = [c for c in text if ord(c) > 127]
+    cjk = sum(1 for c in non_ascii if _common_chinese(c))
+    return bool(non_ascii) and cjk >= 0.8 * len(non_ascii)
+
+
+def _common_chinese(char: str) -> bool:
+    """A character of GB2312 (the common simplified Chinese set); Latin-1 text read as GB18030 gives rare ones."""
+    try:
+        char.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_text(raw: bytes, label: str, suffix: str, warnings: list[str]) -> pd.DataFrame:
@@ -648,7 +684,156 @@ def _id_order(ids: Sequence[str]) -> np.ndarray:
     return np.argsort(text, kind="stable").astype(np.int64)
 
 
-def _ratings(values: pd.Series, *, source: str | None, column: str) -> np.ndarray:
+def _nested_kind(values: pd.Series) -> tuple[str, int] | None:
+    """``("list" | "record", 1-based row)`` of the first value that is a list or a record (dict, map entries), else None."""
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in ("mixed", "unknown-array", "mixed-integer"):
+        return None
+    for row, value in enumerate(values.to_numpy(), start=1):
+        if isinstance(value, dict):
+            return "record", row
+        if isinstance(value, (list, tuple, set, np.ndarray)):
+            items = list(value)
+            if any(isinstance(x, (dict, tuple, list, set, np.ndarray)) for x in items):
+                return "record", row  # a map (key/value pairs) or nested lists
+            return "list", row
+    return None
+
+
+def _refuse_nested(values: pd.Series, *, what: str, source: str | None, column: str) -> None:
+    """A column that must hold one plain value per row (an ID, a rating, a time) holding lists or records."""
+    nested = _nested_kind(values)
+    if nested is not None:
+        kind, row = nested
+        raise DataError(
+            f"the {what} column holds {'lists' if kind == 'list' else 'records (struct or map values)'} "
+            f"(first in row {row}), not one value per row; store one plain {what} per row (one row per interaction)",
+            source=source,
+            column=column,
+            row=row,
+        )
+
+
+def _flatten_lists(features: pd.DataFrame, *, source: str | None, warnings: list[str]) -> pd.DataFrame:
+    """Side-table feature columns of lists of labels become ``|``-separated text (multi-label); records are refused."""
+    for column in features.columns:
+        nested = _nested_kind(features[column])
+        if nested is None:
+            continue
+        kind, row = nested
+        if kind == "record":
+            raise DataError(
+                f"the column holds records (struct or map values, first in row {row}); metarec reads plain values, or lists "
+                "of labels: split the record into one column per field and load the file again",
+                source=source,
+                column=str(column),
+                row=row,
+            )
+        features[column] = [
+            "|".join(str(x) for x in v) if isinstance(v, (list, tuple, set, np.ndarray)) else v for v in features[column].to_numpy()
+        ]
+        warnings.append(
+            f"{source}: column '{column}' holds lists; read as '|'-separated labels (a multi-label feature)."
+        )
+    return features
+
+
+def check_rating_values(
+    numbers: np.ndarray,
+    *,
+    source: str | None = None,
+    column: str | None = "rating",
+    scale: tuple[float, float] | None = None,
+    warnings: list[str] | None = None,
+) -> None:
+    """Refuse ratings that cannot be right: not finite, beyond ±:data:`MAX_ABS_RATING`, or far outside the scale.
+
+    The scale is ``scale`` when given (every rating must lie in it); else it is
+    inferred from the middle half of the ratings: a rating more than
+    :data:`RATING_OUTLIER_SPANS` interquartile ranges below the first quartile
+    or above the third is far outside it. A few such ratings (at most
+    :data:`RATING_OUTLIER_SHARE` of the rows, or at most 3) are typos or
+    sentinels (999, -1 for "unknown") and are refused, naming the first row;
+    more of them are a long tail of real values and only get a warning.
+
+    Parameters
+    ----------
+    numbers
+        The ratings, one per row (in file order, so rows are named as in the file).
+    source, column
+        File and column for messages.
+    scale
+        ``(lowest, highest)`` declared by the user, or None to infer it.
+    warnings
+        Where a warning about a long tail goes (None: no warning).
+
+    Raises
+    ------
+    DataError
+        Naming the file, column, first bad row, the value and the accepted range.
+    """
+    numbers = np.asarray(numbers, dtype=np.float64)
+    if len(numbers) == 0:
+        return
+    bad = ~np.isfinite(numbers)
+    if bad.any():
+        row = _row_of(bad)
+        raise DataError(
+            f"{int(bad.sum())} rating(s) are missing or not finite (NaN, empty or inf; first: row {row}); "
+            "fill them in or remove those rows",
+            source=source, column=column, row=row,
+        )
+    huge = np.abs(numbers) > MAX_ABS_RATING
+    if huge.any():
+        row = _row_of(huge)
+        raise DataError(
+            f"{int(huge.sum())} rating(s) are beyond ±{MAX_ABS_RATING:,.0f} (first: {numbers[row - 1]:g} in row {row}); "
+            "such values are sentinels or a unit mix-up: fix those rows, or rescale the column",
+            source=source, column=column, row=row,
+        )
+    if scale is not None:
+        lo, hi = float(scale[0]), float(scale[1])
+        outside = (numbers < lo) | (numbers > hi)
+        if outside.any():
+            row = _row_of(outside)
+            raise DataError(
+                f"{int(outside.sum())} rating(s) are outside the declared scale {lo:g} to {hi:g} (first: "
+                f"{numbers[row - 1]:g} in row {row}); fix or remove those rows, or declare the scale they belong to",
+                source=source, column=column, row=row,
+            )
+        return
+    q1 = float(np.quantile(numbers, 0.25, method="lower"))
+    q3 = float(np.quantile(numbers, 0.75, method="higher"))
+    span = q3 - q1 if q3 > q1 else max(abs(q1), 1.0)
+    low, high = q1 - RATING_OUTLIER_SPANS * span, q3 + RATING_OUTLIER_SPANS * span
+    far = (numbers < low) | (numbers > high)
+    if not far.any():
+        return
+    inside = numbers[~far]
+    bulk = f"{inside.min():g} to {inside.max():g}"
+    row = _row_of(far)
+    n_far = int(far.sum())
+    if n_far <= max(3, int(RATING_OUTLIER_SHARE * len(numbers))):
+        raise DataError(
+            f"{n_far} rating(s) are far outside the scale of the others (those are {bulk}; first: "
+            f"{numbers[row - 1]:g} in row {row}); fix or remove those rows, or if they are right declare the scale "
+            "(rating_scale=(LO, HI), --rating-scale LO,HI)",
+            source=source, column=column, row=row,
+        )
+    if warnings is not None:
+        warnings.append(
+            f"{source or 'interactions'}: {n_far} rating(s) lie far outside the middle of the others ({bulk}; first: "
+            f"{numbers[row - 1]:g} in row {row}); squared errors will be dominated by them: consider a log scale."
+        )
+
+
+def _ratings(
+    values: pd.Series,
+    *,
+    source: str | None,
+    column: str,
+    scale: tuple[float, float] | None = None,
+    warnings: list[str] | None = None,
+) -> np.ndarray:
     if pd.api.types.is_bool_dtype(values.dtype):
         values = values.astype(np.float64)
     if pd.api.types.is_numeric_dtype(values.dtype):
@@ -667,16 +852,7 @@ def _ratings(values: pd.Series, *, source: str | None, column: str) -> np.ndarra
             column=column,
             row=row,
         )
-    bad = ~np.isfinite(numbers)
-    if bad.any():
-        row = _row_of(bad)
-        raise DataError(
-            f"{int(bad.sum())} rating(s) are missing or not finite (NaN, empty or inf; first: row {row}); "
-            "fill them in or remove those rows",
-            source=source,
-            column=column,
-            row=row,
-        )
+    check_rating_values(numbers, source=source, column=column, scale=scale, warnings=warnings)
     if numbers.min() == numbers.max():
         raise DataError(
             f"every rating is {numbers[0]:g}, so there is nothing to learn from them; if each row is simply an "
@@ -747,12 +923,16 @@ def build_dataset(
     feature_kinds: Mapping[str, str] | None = None,
     name: str = "dataset",
     source_names: Mapping[str, str] | None = None,
+    rating_scale: tuple[float, float] | None = None,
 ) -> Dataset:
     """Validate interaction and side tables and build a :class:`~metarec_core.dataset.Dataset`.
 
     Rules: ID columns are auto-detected (see :func:`detect_columns`); IDs must be
-    present and not mix numeric and non-numeric values; ratings must be finite
-    numbers, not all equal; no rating column means implicit data (rating 1);
+    present, one plain value per row (no lists or records) and not mix numeric
+    and non-numeric values; ratings must be finite numbers within the scale
+    (see :func:`check_rating_values`), not all equal; at least
+    :data:`MIN_USERS` users; side-table columns of
+    lists become ``|``-separated labels, records are refused; no rating column means implicit data (rating 1);
     duplicate (user, item) pairs keep the latest by timestamp, else the last row,
     and are counted in a warning; side-table IDs must match at least one
     interaction, and side-table-only IDs become cold users/items.
@@ -774,6 +954,9 @@ def build_dataset(
     source_names
         File names for messages, keys ``interactions``, ``users``, ``items``
         (default: ``DataFrame.attrs["source"]`` set by :func:`read_table`).
+    rating_scale
+        ``(lowest, highest)`` rating, when known: every rating must lie in it.
+        Default: inferred from the ratings (see :func:`check_rating_values`).
 
     Returns
     -------
@@ -800,6 +983,10 @@ def build_dataset(
         raise DataError("there are no interactions (the table has no rows)", source=src_inter)
     mapping = detect_columns(interactions, columns, source=src_inter)
     user_col, item_col = str(mapping.user), str(mapping.item)
+    rating_scale = _check_scale(rating_scale)
+    for role, column in (("user", user_col), ("item", item_col), ("rating", mapping.rating), ("timestamp", mapping.timestamp)):
+        if column is not None:
+            _refuse_nested(interactions[column], what=f"{role} ID" if role in ("user", "item") else role, source=src_inter, column=str(column))
 
     user_codes, user_ids = _encode_ids(
         interactions[user_col], what="user", source=src_inter, column=user_col, allow_mixed=mapping.allow_mixed_ids
@@ -808,7 +995,7 @@ def build_dataset(
         interactions[item_col], what="item", source=src_inter, column=item_col, allow_mixed=mapping.allow_mixed_ids
     )
     if mapping.rating is not None:
-        rating = _ratings(interactions[mapping.rating], source=src_inter, column=mapping.rating)
+        rating = _ratings(interactions[mapping.rating], source=src_inter, column=mapping.rating, scale=rating_scale, warnings=warnings)
         implicit = False
     else:
         rating = np.ones(len(interactions), dtype=np.float32)
@@ -842,6 +1029,14 @@ def build_dataset(
                 source=src_inter,
                 column=mapping.rating,
             )
+
+    if len(user_ids) < MIN_USERS:
+        raise DataError(
+            f"the interactions have {len(user_ids)} user(s); a cold-start split needs at least {MIN_USERS} users (some to "
+            "train on, one new to test on); load the interactions of more users",
+            source=src_inter,
+            column=user_col,
+        )
 
     kinds = _split_feature_kinds(feature_kinds, users, items)
     user_map, user_table, user_specs = _side_table(
@@ -881,6 +1076,18 @@ def build_dataset(
     )
     logger.info("built %r with %d warning(s)", dataset, len(warnings))
     return dataset
+
+
+def _check_scale(scale: tuple[float, float] | None) -> tuple[float, float] | None:
+    if scale is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in scale)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"the rating scale must be two numbers (lowest, highest), got {scale!r}") from exc
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise DataError(f"the rating scale must go from a lower to a higher finite number, got {lo:g} to {hi:g}")
+    return lo, hi
 
 
 def _deduplicate(
@@ -996,6 +1203,7 @@ def _side_table(
                 f"'{interactions_column}', the columns are {_list(present)}; rename it or choose it",
                 source=source, hint=f"ColumnMapping({role}_table_id=...)", setting=f"{role}_table_id",
             )
+    _refuse_nested(table[column], what=f"{role} ID", source=source, column=column)
     codes, side_ids = _encode_ids(
         table[column], what=role, source=source, column=column, allow_mixed=mapping.allow_mixed_ids
     )
@@ -1035,6 +1243,7 @@ def _side_table(
     feature_columns = [c for c in table.columns if str(c) != column]
     features = table[feature_columns].copy()
     features.columns = [str(c) for c in feature_columns]
+    features = _flatten_lists(features, source=source, warnings=warnings)
     keep_rows = ~dup
     aligned = features.iloc[np.flatnonzero(keep_rows)]
     aligned.index = pd.Index(row_target[keep_rows])
@@ -1057,6 +1266,7 @@ def load_dataset(
     name: str | None = None,
     source_names: Mapping[str, str] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    rating_scale: tuple[float, float] | None = None,
 ) -> Dataset:
     """Read interaction (and optional user and item) files and build a validated Dataset.
 
@@ -1064,7 +1274,7 @@ def load_dataset(
     ----------
     interactions, users, items
         Paths or bytes (see :func:`read_table`).
-    columns, feature_kinds
+    columns, feature_kinds, rating_scale
         See :func:`build_dataset`.
     name
         Dataset name (default: the interactions file's stem, or ``uploaded``).
@@ -1108,4 +1318,5 @@ def load_dataset(
         feature_kinds=feature_kinds,
         name=name,
         source_names={k: v.attrs["source"] for k, v in frames.items() if v is not None},
+        rating_scale=rating_scale,
     )

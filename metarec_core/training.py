@@ -28,7 +28,7 @@ from metarec_core.scoring import catalogue_auc, evaluate_held_out, predict_tasks
 from metarec_core.splits import ColdStartSplit
 from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks, tasks_from_frames
 from metarec_core.titles import dataset_titles, has_item_names
-from metarec_core.train_config import TrainConfig
+from metarec_core.train_config import TrainConfig, resolve_scenario
 from metarec_core.training_data import TrainingData, item_text_vectors, prepare_data, whiten
 from metarec_core.transfer import source_anchor, source_inner_rates
 
@@ -131,7 +131,9 @@ class Trainer:
         split: ColdStartSplit | None = None,
     ) -> None:
         self.started = time.perf_counter()
-        self.config = config
+        # scenario "auto" becomes the data's scenario here, so everything below (and config.json) sees what was picked.
+        self.scenario = resolve_scenario(config, dataset, split)
+        config = self.config = self.scenario.config
         self.dataset = dataset
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.rng = np.random.default_rng(config.seed)
@@ -168,7 +170,9 @@ class Trainer:
         self.warm_items = torch.tensor(train["item"].to_numpy(np.int64), device=self.device)
         self.warm_ratings = torch.tensor(train["rating"].to_numpy(np.float32), device=self.device)
         self.valid_tasks, self.valid_positions = (
-            tasks_from_frames(self.data.valid_support, self.data.valid_query) if len(self.data.valid_query) else (None, None)
+            # Item-cold validation users are known users (their ID parameters count), as in the item-cold test.
+            tasks_from_frames(self.data.valid_support, self.data.valid_query, warm=config.scenario == "item-cold")
+            if len(self.data.valid_query) else (None, None)
         )
         # L0's weight per step: all of lambda_l0, or (l0_unit "pass") its share of one pass of the warm ratings.
         self.l0_weight = config.lambda_l0 * (

@@ -338,7 +338,8 @@ def saved_section() -> None:
 navigation.enter_page(__file__)
 st.title(t("data.title"))
 st.caption(t("data.intro"))
-onboarding.offer_default_training()
+with guard():
+    onboarding.offer_default_training()
 current, upload, saved = st.tabs([t("data.tab.current"), t("data.tab.upload"), t("data.tab.saved")])
 with current:
     with guard():

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from metarec_core.configs import config_from_dict, config_to_dict, flatten_settings, unflatten_settings
-from metarec_core.train_config import TrainConfig, preset_config
+from metarec_core.train_config import AUTO_NEW_ITEM_SHARE, TrainConfig, preset_config
 from ui import cache, charts, datasets, navigation, runs, state
 from ui.errors import guard, show_error
 from ui.i18n import labeller, phase_labels, t
@@ -29,7 +29,7 @@ PRESET_KEYS = {
     "new items (text features)": "train.preset.new_items",
 }
 L0_CHOICES = (0.0, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-SCENARIOS = ("user-cold", "item-cold", "both-cold", "warm")
+SCENARIOS = ("auto", "user-cold", "item-cold", "both-cold", "warm")
 ENCODERS = ("default", "hashing")
 
 
@@ -85,6 +85,18 @@ def schedule_preview() -> TrainConfig | None:
         return None
 
 
+def auto_note(dataset) -> None:
+    """Say when scenario "auto" will train this dataset for new items (the rule is the core's ``resolve_scenario``)."""
+    from metarec_core.train_config import resolve_scenario
+
+    if dataset is None or st.session_state[PREFIX + "scenario"] != "auto":
+        return
+    choice = resolve_scenario(TrainConfig(), dataset)
+    if choice.switched_on:
+        fraction = f"{float(st.session_state[PREFIX + 'cold_fraction']):.0%}"
+        st.info(t("train.auto_new_items", new=choice.new_items, total=choice.n_items, fraction=fraction), icon=":material/new_releases:")
+
+
 def settings_form(dataset) -> None:
     """All the setting widgets; their values live in session state under ``cfg_*``."""
     from metarec_core.meta import REDUCTIONS, SOLVERS
@@ -99,6 +111,7 @@ def settings_form(dataset) -> None:
         on_change=apply_preset,
         help=t("train.preset.help"),
     )
+    auto_note(dataset)
     objective, schedule = st.columns(2, gap="large")
     with objective:
         st.subheader(t("train.objective"))
@@ -176,7 +189,10 @@ def settings_form(dataset) -> None:
 
     with st.expander(t("train.advanced")):
         cols = st.columns(4)
-        cols[0].selectbox(t("train.scenario"), SCENARIOS, format_func=labeller("scenario."), key=k + "scenario", persist_state="session")
+        cols[0].selectbox(
+            t("train.scenario"), SCENARIOS, format_func=labeller("scenario."), key=k + "scenario", persist_state="session",
+            help=t("train.scenario.help", share=f"{AUTO_NEW_ITEM_SHARE:.0%}"),
+        )
         cols[1].number_input(t("train.cold_fraction"), 0.0, 0.9, step=0.05, key=k + "cold_fraction", persist_state="session")
         cols[2].number_input(t("train.eval_support_size"), 1, 100, step=1, key=k + "eval_support_size", persist_state="session")
         cols[3].number_input(t("train.seed"), 0, 2**31 - 1, step=1, key=k + "seed", persist_state="session")

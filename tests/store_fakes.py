@@ -7,6 +7,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from metarec_core.artifacts import MODEL_KEYS
 
 from metarec_core.dataset import Dataset
 from metarec_core.features import FeatureSpec
@@ -92,9 +96,9 @@ def finish_fake_run(store: RunStore, run_id: str, *, valid_mae: float = 0.9) -> 
     run_dir = store.run_dir(run_id)
     append_events(run_dir, training_events(valid_mae))
     (run_dir / "config.json").write_text(json.dumps(store.get_run(run_id).config))
-    (run_dir / "weights.safetensors").write_bytes(b"\x00weights" * 10)
-    (run_dir / "context.safetensors").write_bytes(b"\x00context")
-    (run_dir / "model.json").write_text('{"users": []}')
+    save_file({"weights": torch.arange(10, dtype=torch.float32)}, str(run_dir / "weights.safetensors"))
+    save_file({"users.numeric": torch.zeros(2, 1)}, str(run_dir / "context.safetensors"))
+    (run_dir / "model.json").write_text(json.dumps({key: [] for key in MODEL_KEYS}))
     (run_dir / "sub").mkdir()
     (run_dir / "sub" / "embeddings.npy").write_bytes(b"emb")
     assert store.finish(run_id, "completed", device="cpu")

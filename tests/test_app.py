@@ -129,6 +129,18 @@ def test_preset_and_sliders_drive_formula_and_timeline(home: Path) -> None:
     assert_clean(at)
 
 
+def test_train_page_says_when_the_default_trains_for_new_items(home: Path) -> None:
+    from metarec_core.store import RunStore
+
+    at = open_page(new_app(), "train")  # the built-in synthetic data: every item rated, nothing to say
+    assert at.session_state["cfg_scenario"] == "auto" and not any("no interactions yet" in i.value for i in at.info)
+    catalogue = make_synthetic(SyntheticConfig(n_users=60, n_items=40, ratings_per_user=(5, 20), cold_items=10, seed=2)).dataset
+    ref = "stored:" + RunStore(home).save_dataset(catalogue, name="new items")
+    at = open_page(new_app(ref), "train")
+    assert any("10 of 50 items in this dataset have no interactions yet" in i.value for i in at.info)
+    assert_clean(at)
+
+
 def test_language_switch_translates_every_page(home: Path) -> None:
     at = new_app()
     at.segmented_control(key="lang").set_value("zh").run()
@@ -208,6 +220,9 @@ def test_a_new_file_gets_its_own_detected_mapping_after_a_failed_one(home: Path)
         (b"", "empty"),
         (b"a,b,c\n1,2,3\n", "user IDs"),
         (b"user_id,item_id,rating\n1,10,4\n2,10,abc\n", "rating"),
+        (b"user_id,item_id,rating\n1,10,4\n1,11,3\n2,10,5\n2,12,1\n3,11,999\n3,12,4\n", "far outside the scale of the others"),
+        (b"user_id,item_id,rating\n1,10,4\n1,11,3\n2,10,1e30\n", "beyond ±1,000,000"),
+        (b"user_id,item_id,rating\n1,10,4\n1,11,3\n1,12,5\n", "needs at least 2 users"),
     ],
 )
 def test_bad_upload_shows_an_error_not_a_traceback(home: Path, content: bytes, expected: str) -> None:
@@ -215,9 +230,10 @@ def test_bad_upload_shows_an_error_not_a_traceback(home: Path, content: bytes, e
     at.file_uploader(key="upload_interactions").upload("bad.csv", content, "text/csv").run()
     assert not at.exception
     assert at.error, "a bad file must show an error"
-    message = at.error[0].value
+    message = at.error[0].value.replace("\\", "")  # shown Markdown-escaped
     assert expected in message and "Traceback" not in message
     assert "Next step" in message or "rename" in message or "choose" in message
+    assert not any("Valid" in s.value for s in at.success)
 
 
 def test_an_upload_too_big_for_the_memory_says_how_big_and_what_to_do(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -632,3 +648,75 @@ def test_no_raw_key_reaches_a_page(trained: dict, lang: str) -> None:
     finally:
         at.session_state["lang"] = "en"
         open_page(at, "data")
+
+
+@pytest.mark.parametrize("damage", ["junk", "zero length beside run folders"])
+def test_a_damaged_store_gets_its_message_and_a_way_back_on_every_page(home: Path, damage: str) -> None:
+    from metarec_core.store import RunStore
+    from tests.store_fakes import CONFIG
+
+    home.mkdir(parents=True)
+    if damage == "junk":
+        (home / "store.sqlite3").write_bytes(b"junk\n")
+    else:
+        store = RunStore(home)
+        run_id = store.create_run(CONFIG, "builtin:synthetic", name="kept run")
+        store.close()
+        (home / "store.sqlite3").write_bytes(b"")
+    at = new_app()
+    for page in PAGES:
+        open_page(at, page)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert len(at.error) == 1, page
+        text = at.error[0].value.replace("\\", "")  # shown Markdown-escaped
+        assert "store.sqlite3" in text and "runs recover" in text and "Next step" in text, page
+        assert "Something went wrong" not in text and "Traceback" not in text, page
+        assert [b.key for b in at.button] == ["store_recover"], page
+    at.button(key="store_recover").click().run()
+    assert not at.exception and not at.error
+    assert "The store was rebuilt from its folders" in at.success[0].value
+    aside = list(home.glob("store.sqlite3.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == (b"junk\n" if damage == "junk" else b"")
+    if damage != "junk":
+        assert RunStore(home).get_run(run_id).name == "kept run"
+    open_page(at, "data")
+    assert_clean(at)
+
+
+def test_the_sidebar_picks_a_run_that_has_its_files(home: Path) -> None:
+    import shutil
+
+    from metarec_core.store import RunStore
+    from tests.store_fakes import CONFIG, finish_fake_run
+
+    store = RunStore(home)
+    older = store.create_run(CONFIG, "builtin:synthetic", name="older")
+    newer = store.create_run(CONFIG, "builtin:synthetic", name="newer")
+    for run_id in (older, newer):
+        finish_fake_run(store, run_id)
+    shutil.rmtree(store.run_dir(newer))  # deleted behind the store's back
+    at = new_app()
+    assert not at.exception
+    assert at.session_state["run_id"] == older
+    picker = at.sidebar.selectbox(key="sidebar_run")
+    assert any(o.startswith("newer") and "files missing" in o for o in picker.options)
+    assert not any(o.startswith("older") and "files missing" in o for o in picker.options)
+
+
+def test_a_store_damaged_while_the_app_runs_gets_the_recover_button(home: Path) -> None:
+    from metarec_core.store import RunStore
+    from tests.store_fakes import CONFIG
+
+    store = RunStore(home)
+    store.create_run(CONFIG, "builtin:synthetic", name="a run")
+    store.close()
+    at = new_app()
+    open_page(at, "runs")
+    assert not at.exception and not any(b.key == "store_recover" for b in at.button)
+    (home / "store.sqlite3").write_bytes(b"junk " * 1000)  # damaged behind the running app's back
+    for name in ("-wal", "-shm"):
+        (home / f"store.sqlite3{name}").unlink(missing_ok=True)
+    open_page(at, "runs")
+    assert not at.exception
+    assert [b.key for b in at.button] == ["store_recover"]
+    assert "is damaged" in at.error[0].value and "Something went wrong" not in at.error[0].value

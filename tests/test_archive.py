@@ -134,3 +134,33 @@ def test_import_refuses_non_exports(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="run.json"):
         store.import_run(tmp_path / "empty.zip")
     assert store.list_runs() == []
+
+
+def _flip_member_byte(path: Path, member: str) -> None:
+    """Change one byte of a stored (uncompressed) member's data: its CRC-32 no longer matches."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = int.from_bytes(data[info.header_offset + 26: info.header_offset + 28], "little"), int.from_bytes(
+        data[info.header_offset + 28: info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("member", ["config.json", "artifacts/weights.safetensors", "dataset/ratings.parquet"])
+def test_a_member_whose_checksum_lies_is_refused_naming_it(tmp_path: Path, member: str) -> None:
+    store = RunStore(tmp_path / "home")
+    dataset_id = store.save_dataset(small_dataset(), name="upload")
+    run_id = store.create_run(CONFIG, f"stored:{dataset_id}")
+    finish_fake_run(store, run_id)
+    exported = store.export_run(run_id, tmp_path / "run.zip")
+    stored = rewrite_zip(exported, tmp_path / "stored.zip", change={})  # writestr stores members uncompressed
+    _flip_member_byte(stored, member)
+    other = RunStore(tmp_path / "other")
+    with pytest.raises(DataError) as caught:
+        other.import_run(stored)
+    message = str(caught.value)
+    assert message.startswith("file 'stored.zip': ") and f"entry '{member}' cannot be read (BadZipFile: Bad CRC-32" in message
+    assert "export the run again" in message and "nothing was imported" in message
+    assert other.list_runs() == [] and list(other.runs_dir.iterdir()) == []

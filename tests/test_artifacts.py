@@ -110,7 +110,7 @@ def test_unreadable_config_and_weights_that_do_not_fit_are_data_errors(tiny_run,
     _, run_dir, _ = tiny_run
     run = copy_of(run_dir, tmp_path)
     (run / CONFIG_FILE).write_text("{not json")
-    with pytest.raises(DataError, match="cannot read run directory"):
+    with pytest.raises(DataError, match="'config.json' in run directory .* is not valid JSON"):
         load_run(run)
     shutil.copy(run_dir / CONFIG_FILE, run / CONFIG_FILE)
     meta = json.loads((run / MODEL_FILE).read_text())
@@ -153,3 +153,43 @@ def test_read_metrics_skips_a_half_written_last_line(tiny_run, tmp_path, caplog)
         assert read_metrics(run) == rows
     assert "not complete JSON" in caplog.text
     assert read_metrics(tmp_path / "nowhere") == []
+
+
+def _pickle_bytes() -> bytes:
+    import pickle
+
+    return pickle.dumps({"weights": [1.0, 2.0]})  # never unpickled: it is read as safetensors and refused
+
+
+#: Tampered run files: (file, new content or a function of the old bytes, what the message says).
+TAMPERED = [
+    ("weights.safetensors", lambda old: _pickle_bytes(), "is not a readable safetensors file"),
+    ("weights.safetensors", lambda old: old[: len(old) // 2], "is not a readable safetensors file"),
+    ("weights.safetensors", lambda old: b"\x00" * 64, "is not a readable safetensors file"),
+    ("context.safetensors", lambda old: old[:100], "is not a readable safetensors file"),
+    ("model.json", lambda old: b"{broken", "is not valid JSON"),
+    ("model.json", lambda old: b"[1, 2]", "holds a JSON list, not an object"),
+    ("model.json", lambda old: b'{"shape": 5}', "lacks model_config"),
+    ("model.json", lambda old: old.replace(b'"shape": {', b'"shape": {"bogus": 1, '), "does not describe a model"),
+    ("model.json", lambda old: b"\xff\xfe\x00garbage", "is not text"),
+    ("config.json", lambda old: b"[1, 2]", "holds a JSON list, not an object"),
+    ("config.json", lambda old: b'{"no_such_setting": 1}', "holds settings this version of metarec cannot use"),
+    ("config.json", lambda old: b"", "is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("name, change, expected", TAMPERED, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(TAMPERED)])
+def test_tampered_run_files_are_named_with_what_to_do(tiny_run, tmp_path, name, change, expected):
+    from metarec_core.artifacts import check_run_files
+
+    _, run_dir, _ = tiny_run
+    run = copy_of(run_dir, tmp_path)
+    assert check_run_files(run) == []
+    (run / name).write_bytes(change((run / name).read_bytes()))
+    with pytest.raises(DataError) as caught:
+        Recommender.from_run_dir(run)
+    message = str(caught.value)
+    assert f"'{name}' in run directory '{run}'" in message and expected in message
+    assert "train the run again" in message and len(message.splitlines()) == 1
+    if "does not describe a model" not in expected and "cannot use" not in expected:  # the light check reads headers and JSON only
+        assert any(f"'{name}'" in p and expected in p for p in check_run_files(run))

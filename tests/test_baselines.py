@@ -284,3 +284,57 @@ def test_tune_fold_in_rejects_an_empty_validation_set_and_other_settings(split) 
     with pytest.raises(ConfigError, match="tune_mf"):
         tune_fold_in(MFConfig(), fit_rows, v_support, v_query, N_USERS, N_ITEMS, grid={"reg": (1.0,)})
     assert validation_mae(v_query, v_query["rating"].to_numpy() + 0.5) == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- genre baseline
+
+
+def test_genre_baseline_scores_a_new_item_by_the_user_mean_and_its_genre_offsets() -> None:
+    from metarec_core.baselines import GenreBaseline, GenreConfig
+
+    # Items 0, 1: genre A; item 2: genre B; item 3: A and B, never rated. Users 0, 1 rate items 0-2.
+    labels = np.array([[1, 0], [1, 0], [0, 1], [1, 1]], dtype=float)
+    train = pd.DataFrame({"user": [0, 0, 0, 1, 1, 1], "item": [0, 1, 2, 0, 1, 2], "rating": [5.0, 4.0, 2.0, 4.0, 5.0, 1.0]})
+    none = GenreConfig(user_shrinkage=0.0, genre_shrinkage=0.0, item_shrinkage=0.0, clip=False)
+    model = GenreBaseline(labels, none).fit(train, 3, 4)
+    user_mean = np.array([11 / 3, 10 / 3])
+    offset_a = np.mean([5 - user_mean[0], 4 - user_mean[0], 4 - user_mean[1], 5 - user_mean[1]])
+    offset_b = np.mean([2 - user_mean[0], 1 - user_mean[1]])
+    # A known user (index 0): the training mean, whatever the support says; item 3 gets the mean of its genres' offsets.
+    scores = model.predict(np.array([2]), np.array([1.0]), np.array([3]))
+    assert scores[0] == pytest.approx(user_mean[0] + (offset_a + offset_b) / 2)
+    # A user without training ratings (index 2) gets the mean of their support ratings.
+    support = pd.DataFrame({"user": [2, 2], "item": [0, 2], "rating": [5.0, 3.0]})
+    query = pd.DataFrame({"user": [2], "item": [3]})
+    assert model.predict_tasks(support, query)[0] == pytest.approx(4.0 + (offset_a + offset_b) / 2)
+    # A rated item's own deviation from its genres is shrunk: with a large pseudo-count it is scored by its genres.
+    shrunk = GenreBaseline(labels, GenreConfig(user_shrinkage=0.0, genre_shrinkage=0.0, item_shrinkage=1e9, clip=False)).fit(train, 3, 4)
+    assert shrunk.item_offset[0] == pytest.approx(offset_a) and model.item_offset[0] == pytest.approx(np.mean([5 - user_mean[0], 4 - user_mean[1]]))
+
+
+def test_genre_baseline_beats_the_bias_baseline_on_new_items_of_a_movielens_like_catalogue() -> None:
+    from metarec_core.baselines import GenreBaseline
+    from metarec_core.splits import SplitConfig, split_cold_start
+    from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+    dataset = make_synthetic(SyntheticConfig(n_users=250, n_items=150, affinity=1.5, seed=1)).dataset
+    split = split_cold_start(dataset, SplitConfig(scenario="item-cold", cold_fraction=0.2, support_size=10, seed=0))
+    genre = GenreBaseline.from_dataset(dataset).fit(split.train, dataset.n_users, dataset.n_items)
+    assert genre.item_labels.shape[0] == dataset.n_items and (genre.item_labels.sum(axis=1) >= 1).mean() > 0.9  # tags
+    bias = BiasBaseline().fit(split.train, dataset.n_users, dataset.n_items)
+    y, users = split.query["rating"], split.query["user"]
+    g, b = genre.predict_tasks(split.support, split.query), bias.predict_tasks(split.support, split.query)
+    assert mae(y, g) < mae(y, b) - 0.02
+    assert mean_ndcg_at_k(users, y, g, 3) > mean_ndcg_at_k(users, y, b, 3) + 0.02
+
+
+def test_genre_baseline_refuses_implicit_data_and_mismatched_labels() -> None:
+    from metarec_core.baselines import GenreBaseline
+
+    train = pd.DataFrame({"user": [0, 1], "item": [0, 1], "rating": [1.0, 1.0]})
+    with pytest.raises(DataError, match="explicit ratings"):
+        GenreBaseline(np.eye(2)).fit(train, 2, 2)
+    train = train.assign(rating=[4.0, 2.0])
+    with pytest.raises(DataError, match="item_labels has 3 rows but there are 2 items"):
+        GenreBaseline(np.eye(3)).fit(train, 2, 2)
+    assert GenreBaseline().fit(train, 2, 2).predict(np.array([0]), np.array([4.0]), np.array([1])).shape == (1,)

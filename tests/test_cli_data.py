@@ -86,3 +86,18 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path):
     )
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "NUL bytes" in done.stderr
+
+
+@pytest.mark.parametrize("scale, rc, expected", [
+    (None, 1, "column 'rating', row 5: 1 rating(s) are beyond ±1,000,000 (first: 1e+30 in row 5)"),
+    ("1,5", 1, "column 'rating', row 5: 1 rating(s) are beyond ±1,000,000"),  # absurd whatever the scale
+    ("1,x", 1, "--rating-scale takes two numbers LO,HI"),
+])
+def test_describe_refuses_absurd_ratings_in_one_line(tmp_path, capsys, scale, rc, expected):
+    path = tmp_path / "r.csv"
+    path.write_text("user_id,item_id,rating\n1,10,4\n1,11,3\n2,10,5\n2,12,1\n3,11,1e30\n3,12,-50\n")
+    args = ["data", "describe", "--interactions", str(path)] + (["--rating-scale", scale] if scale else [])
+    assert main(args) == rc
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and expected in lines[0] and "unexpected" not in lines[0]

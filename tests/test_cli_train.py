@@ -185,3 +185,16 @@ def test_recommend_many_refuses_mixed_options_in_one_line(files, tmp_path, capsy
     assert main(["recommend", "--run", str(run), *extra]) != 0
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_says_when_it_trains_for_new_items_and_records_it(files, tmp_path, capsys):
+    root, _ = files
+    items = pd.read_csv(root / "items.csv")
+    new = items.head(15).assign(item_id=[90_000 + i for i in range(15)])  # 15 of 75 items listed without any rating
+    pd.concat([items, new]).to_csv(tmp_path / "items.csv", index=False)
+    code = main(["train", "--interactions", str(root / "ratings.csv"), "--items", str(tmp_path / "items.csv"),
+                 "--set", "num_epochs=1", "--set", "text_encoder=hashing", "--quiet", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0 and "note: 15 of 75 items have no interactions" in err and "scenario=item-cold" in err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["scenario"] == "item-cold" and config["use_text"] and config["model"]["item_id_dropout"] == 0.5

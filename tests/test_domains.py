@@ -130,7 +130,8 @@ def sparse_target(two_domains, tmp_path_factory):
     torch.set_num_threads(1)
     events = []
     transferred = train_cross_domain(config, split, out, on_progress=lambda domain, event: events.append(domain))
-    alone = fit(config, split.target)
+    # The target keeps the source's items, with no target ratings: scenario "auto" alone would read them as new items.
+    alone = fit(dataclasses.replace(config, scenario="user-cold"), split.target)
     return split, out, transferred, alone, events
 
 
@@ -138,6 +139,7 @@ def test_source_pretraining_helps_new_users_of_the_target(sparse_target):
     split, out, transferred, alone, events = sparse_target
     assert transferred.source.final_metrics["test_mae"] > 0 and set(events) == {"source", "target"}
     with_source = transferred.target.final_metrics
+    assert transferred.target.artifacts.config.scenario == "user-cold"  # the target run is for the target's new users
     assert with_source["test_mae"] < alone.final_metrics["test_mae"] - 0.02
     assert with_source["test_ndcg@3"] > 0.5
     # The target run started from the source run: every parameter had a source tensor of the same shape.

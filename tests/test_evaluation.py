@@ -201,6 +201,13 @@ def test_save_and_load_round_trip(result, tmp_path):
     assert back.config == result.config and back.warnings == result.warnings
     with pytest.raises(DataError, match="evaluate the run again"):
         EvaluationResult.load(tmp_path / "missing")
+    saved = tmp_path / "evaluation"
+    for name, damage in (("results.parquet", b"PAR1 cut short"), ("config.json", b"[]"), ("config.json", b'{"config": {"no_such": 1}}')):
+        good = (saved / name).read_bytes()
+        (saved / name).write_bytes(damage)
+        with pytest.raises(DataError, match=r"cannot read the evaluation in .*; evaluate the run again"):
+            EvaluationResult.load(saved)
+        (saved / name).write_bytes(good)
 
 
 def test_summary_curve_and_concat_average_over_seeds(result):

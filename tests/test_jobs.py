@@ -440,3 +440,18 @@ def test_a_completed_run_keeps_its_baselines_measured_once_per_split(store: RunS
     second = trained_run(store, dataset_ref, name="second")  # the same split: the cached measurement
     assert read_run_baselines(store.run_dir(second)) == kept
     assert len(list((store.home / jobs.BASELINE_CACHE).glob("*.json"))) == 1
+
+
+def test_a_new_process_starts_its_own_line_in_a_log_a_killed_one_left_unfinished(tmp_path):
+    from metarec_core.jobs import _start_log_section
+
+    path = tmp_path / "worker.log"
+    path.write_bytes(b"INFO epoch 3 of 5, step 1")  # killed in the middle of a line
+    with open(path, "ab") as log:
+        _start_log_section(log, "worker")
+        log.write(b"INFO worker 2 started\n")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "INFO epoch 3 of 5, step 1" and lines[1].startswith("--- worker started at ") and lines[2] == "INFO worker 2 started"
+    with open(path, "ab") as log:  # a complete last line gets no blank line
+        _start_log_section(log, "evaluation")
+    assert path.read_text().splitlines()[3].startswith("--- evaluation started at ")

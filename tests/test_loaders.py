@@ -399,3 +399,123 @@ def test_a_chosen_name_column_is_kept_and_checked():
     with pytest.raises(DataError, match="'colour' chosen for item names") as info:
         load_dataset(b"customer,sku,stars\nc1,s1,4\nc2,s2,2\n", items=items, columns=ColumnMapping(item_name="colour"))
     assert info.value.setting == "item_name"
+
+
+# ----------------------------------------------------------------- rating scale, nested values, too few users
+
+SCALE = "user_id,item_id,rating\n" + "".join(f"{u},{10 + i},{1 + (u + i) % 5}\n" for u in range(1, 9) for i in range(4))
+
+
+def with_rating(value: str, row: int = 6) -> str:
+    lines = SCALE.splitlines()
+    user, item, _ = lines[row].split(",")
+    lines[row] = f"{user},{item},{value}"
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("999", "1 rating(s) are far outside the scale of the others (those are 1 to 5; first: 999 in row 6)"),
+        ("-50", "1 rating(s) are far outside the scale of the others (those are 1 to 5; first: -50 in row 6)"),
+        ("1e30", "1 rating(s) are beyond ±1,000,000 (first: 1e+30 in row 6)"),
+        ("-2e7", "1 rating(s) are beyond ±1,000,000 (first: -2e+07 in row 6)"),
+        ("inf", "1 rating(s) are missing or not finite"),
+        ("nan", "1 rating(s) are missing or not finite"),
+    ],
+)
+def test_absurd_ratings_are_refused_naming_the_row_and_the_range(value, expected):
+    with pytest.raises(DataError) as caught:
+        load(with_rating(value))
+    message = str(caught.value)
+    assert message.startswith("file 'ratings.csv', column 'rating', row 6: ") and expected in message
+    assert caught.value.row == 6 and len(message.splitlines()) == 1
+
+
+def test_a_declared_scale_accepts_what_it_covers_and_refuses_the_rest():
+    assert load(with_rating("999"), rating_scale=(0, 1000)).ratings["rating"].max() == 999
+    with pytest.raises(DataError, match=r"row 6: 1 rating\(s\) are outside the declared scale 1 to 5 \(first: 6 in row 6\)"):
+        load(with_rating("6"), rating_scale=(1, 5))  # near the others, but not on the scale the user gave
+    with pytest.raises(DataError, match="from a lower to a higher"):
+        load(SCALE, rating_scale=(5, 1))
+
+
+def test_a_long_tail_of_large_ratings_is_a_warning_not_a_refusal():
+    # 8 of 40 ratings are play counts far above the rest: real values, not typos.
+    lines = SCALE.splitlines()[1:] + [f"{u},20,{500 + u}" for u in range(1, 9)]
+    data = load("user_id,item_id,rating\n" + "\n".join(lines) + "\n")
+    assert any("8 rating(s) lie far outside the middle of the others" in w for w in data.warnings)
+    plain = load(SCALE)  # every value in 1..5 on a 1..5 scale: nothing to say
+    assert not any("far outside" in w for w in plain.warnings)
+
+
+def test_a_single_user_is_refused_with_the_minimum():
+    with pytest.raises(DataError, match=r"column 'user_id': the interactions have 1 user\(s\); a cold-start split needs at least 2 users"):
+        load("user_id,item_id,rating\n1,10,4\n1,11,3\n1,12,5\n")
+
+
+def _parquet(table) -> bytes:
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def _nested_tables():
+    import pyarrow as pa
+
+    ratings = pa.table({"user_id": [1, 1, 2, 2, 3, 3], "item_id": [10, 11, 10, 12, 11, 12], "rating": [4, 3, 5, 1, 2, 4]})
+    return pa, ratings
+
+
+@pytest.mark.parametrize("kind", ["struct", "map", "nested list"])
+def test_record_columns_in_a_side_table_are_refused_naming_the_column(kind):
+    pa, ratings = _nested_tables()
+    values = {
+        "struct": pa.array([None, {"a": 1}, {"a": 2}]),
+        "map": pa.array([None, [("k", 1)], [("j", 2)]], type=pa.map_(pa.string(), pa.int64())),
+        "nested list": pa.array([None, [[1], [2]], [[3]]]),
+    }[kind]
+    items = pa.table({"item_id": [10, 11, 12], "info": values})
+    with pytest.raises(DataError) as caught:
+        load_dataset(_parquet(ratings), items=_parquet(items), source_names={"interactions": "r.parquet", "items": "items.parquet"})
+    assert str(caught.value).startswith("file 'items.parquet', column 'info', row 2: the column holds records")
+    assert "one column per field" in str(caught.value)
+
+
+@pytest.mark.parametrize("table", ["interactions", "items"])
+def test_a_list_typed_id_column_is_refused(table):
+    pa, ratings = _nested_tables()
+    items = pa.table({"item_id": [10, 11, 12], "year": [1990, 1991, 1992]})
+    if table == "interactions":
+        ratings = ratings.set_column(0, "user_id", pa.array([[1], [1], [2], [2], [3], [3]]))
+    else:
+        items = items.set_column(0, "item_id", pa.array([[10], [11], [12]]))
+    with pytest.raises(DataError) as caught:
+        load_dataset(_parquet(ratings), items=_parquet(items), source_names={"interactions": "r.parquet", "items": "items.parquet"})
+    role = "user" if table == "interactions" else "item"
+    name = "r.parquet" if table == "interactions" else "items.parquet"
+    assert str(caught.value).startswith(f"file '{name}', column '{role}_id', row 1: the {role} ID column holds lists")
+
+
+def test_a_list_of_labels_in_a_side_table_becomes_a_multilabel_feature():
+    pa, ratings = _nested_tables()
+    items = pa.table({"item_id": [10, 11, 12], "genres": pa.array([["Action", "Drama"], ["Comedy"], None])})
+    data = load_dataset(_parquet(ratings), items=_parquet(items), source_names={"items": "items.parquet"})
+    assert [(s.name, s.kind) for s in data.item_features] == [("genres", "multilabel")]
+    assert data.item_table["genres"].tolist()[:2] == ["Action|Drama", "Comedy"]
+    assert any("column 'genres' holds lists; read as '|'-separated labels" in w for w in data.warnings)
+    from metarec_core.summary import summarize
+
+    assert summarize(data).n_items == 3  # what the Data page draws (it failed on unhashable values)
+
+
+def test_gbk_text_is_read_as_chinese_and_latin1_stays_latin1():
+    ratings = "user,item,rating\n张三,电影一,4\n李四,电影二,3\n张三,电影二,5\n王五,电影一,2\n"
+    for codec in ("gbk", "gb18030"):
+        data = load_dataset(ratings.encode(codec), source_names={"interactions": "评分.csv"})
+        assert data.users.external_ids == ("张三", "李四", "王五") and data.items.external_ids == ("电影一", "电影二")
+        assert any("read it as GB18030 (GBK) Chinese text" in w for w in data.warnings)
+    latin = load_dataset("user,item,rating\ncafé,1,4\nnaïve,2,3\ncafé,2,5\n".encode("latin-1"))
+    assert latin.users.external_ids == ("café", "naïve") and any("Latin-1" in w for w in latin.warnings)

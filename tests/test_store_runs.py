@@ -225,3 +225,26 @@ def test_home_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     store = RunStore()
     assert store.home == tmp_path / "h" and store.db_path.is_file()
     assert json.loads(json.dumps(store.list_runs())) == []
+
+
+def test_damaged_files_of_a_completed_run_are_listed_and_marked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pickle
+
+    from metarec_core.cli import main
+
+    store = RunStore(tmp_path)
+    ids = [store.create_run(CONFIG, "builtin:synthetic", name=f"run {i}") for i in range(3)]
+    for run_id in ids:
+        finish_fake_run(store, run_id)
+    assert all(store.check_run(r) == () for r in ids)
+    (store.run_dir(ids[0]) / "weights.safetensors").write_bytes(pickle.dumps({"w": [1.0]}))
+    (store.run_dir(ids[1]) / "model.json").write_text("[]")
+    shutil.rmtree(store.run_dir(ids[2]))
+    assert any("'weights.safetensors'" in p and "is not a readable safetensors file" in p for p in store.check_run(ids[0]))
+    assert any("'model.json'" in p and "holds a JSON list" in p for p in store.check_run(ids[1]))
+    assert main(["runs", "show", ids[0], "--home", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "completed, files damaged (see problems)" in out and "problem: 'weights.safetensors'" in out
+    assert main(["runs", "list", "--home", str(tmp_path)]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "completed (folder missing)" in listed[ids[2]] and "(folder missing)" not in listed[ids[1]]

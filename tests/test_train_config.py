@@ -1,4 +1,6 @@
 """Tests of metarec_core.train_config: TrainConfig's checks, its run kind and loss, the inner-loop settings and presets."""
+import dataclasses
+
 import pytest
 
 from metarec_core.configs import config_from_dict, config_to_dict
@@ -93,3 +95,84 @@ def test_preset_overrides_win_and_unknown_presets_are_named():
 def test_config_survives_a_dict_round_trip():
     config = TrainConfig(schedule="joint", text_columns=("title",), model=TrainConfig().model.__class__(hidden=(16, 8)))
     assert config_from_dict(TrainConfig, config_to_dict(config)) == config
+
+
+# --------------------------------------------------------------------------- scenario "auto"
+
+
+def catalogue(n_items: int, new_items: int, **changes):
+    """A synthetic catalogue of ``n_items`` rated items plus ``new_items`` items without interactions (features only)."""
+    from metarec_core.synthetic import SyntheticConfig, make_synthetic
+
+    return make_synthetic(SyntheticConfig(n_users=60, n_items=n_items, ratings_per_user=(5, 20), cold_items=new_items, seed=2, **changes)).dataset
+
+
+def test_auto_trains_for_new_items_when_a_tenth_of_the_catalogue_has_no_interactions():
+    from metarec_core.train_config import resolve_scenario
+
+    choice = resolve_scenario(TrainConfig(), catalogue(40, 10))  # 10 of 50 items (20 %) without interactions
+    c = choice.config
+    assert c.scenario == "item-cold" and c.use_text and c.model.item_id_dropout == 0.5
+    assert {k: getattr(c, k) for k in GRADIENT_STEPS} == GRADIENT_STEPS
+    assert choice.new_items == 10 and choice.n_items == 50
+    assert choice.switched_on["scenario"] == "item-cold" and "10 of 50 items have no interactions" in choice.message
+    # Everything else is the default's.
+    assert c == preset_config("new items (text features)")
+
+
+def test_auto_keeps_the_new_users_protocol_on_a_warm_catalogue_and_below_the_share():
+    from metarec_core.train_config import AUTO_NEW_ITEM_SHARE, resolve_scenario
+
+    for dataset in (catalogue(40, 0), catalogue(40, 3)):  # 0 % and 7 % of the items without interactions
+        assert 3 / 43 < AUTO_NEW_ITEM_SHARE
+        choice = resolve_scenario(TrainConfig(), dataset)
+        assert choice.config == TrainConfig(scenario="user-cold") and choice.switched_on == {} and choice.message == ""
+    implicit = catalogue(40, 10, implicit=True)
+    assert resolve_scenario(TrainConfig(), implicit).config.scenario == "user-cold"  # not measured on implicit data
+
+
+def test_auto_leaves_settings_the_user_chose_and_named_scenarios_alone():
+    from metarec_core.splits import SplitConfig, split_cold_start
+    from metarec_core.train_config import resolve_scenario
+
+    dataset = catalogue(40, 10)
+    chosen = TrainConfig(inner_steps=2, model=TrainConfig().model.__class__(item_id_dropout=0.2))
+    c = resolve_scenario(chosen, dataset).config
+    assert c.scenario == "item-cold" and c.model.item_id_dropout == 0.2
+    assert c.inner_solver == "newton" and c.inner_steps == 2  # the inner-loop settings only switch together
+    for scenario in ("user-cold", "warm", "both-cold"):
+        named = TrainConfig(scenario=scenario)
+        assert resolve_scenario(named, dataset).config == named
+    split = split_cold_start(dataset, SplitConfig(scenario="warm"))
+    assert resolve_scenario(TrainConfig(), dataset, split).config == TrainConfig(scenario="warm")
+    with pytest.raises(ConfigError, match="scenario must be one of"):
+        config_from_dict(TrainConfig, {"scenario": "new-items"})
+
+
+def test_the_default_run_beats_a_no_feature_baseline_on_items_without_interactions(tmp_path):
+    """A catalogue whose held-out fifth of items has no ratings: the default run scores those items better than the bias baseline."""
+    import json
+
+    import torch
+
+    from metarec_core.artifacts import load_run
+    from metarec_core.evaluation import evaluate_split
+    from metarec_core.evaluation_report import EvaluationConfig
+    from metarec_core.synthetic import SyntheticConfig, make_synthetic
+    from metarec_core.splits import SplitConfig, split_cold_start
+    from metarec_core.training import fit
+
+    full = make_synthetic(SyntheticConfig(n_users=150, n_items=80, ratings_per_user=(10, 30), affinity=1.5, seed=4)).dataset
+    split = split_cold_start(full, SplitConfig(scenario="item-cold", cold_fraction=0.2, support_size=5, seed=0))
+    uploaded = dataclasses.replace(full, ratings=split.train.reset_index(drop=True))  # 16 items known by features only
+    torch.set_num_threads(1)
+    fast = {"num_epochs": 3, "meta_epochs": 1, "trans_epochs": 1, "support_size": 5, "eval_support_size": 5,
+            "meta_batch_size": 16, "batch_size": 256, "text_encoder": "hashing", "device": "cpu"}
+    fit(config_from_dict(TrainConfig, fast), uploaded, out_dir=tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["scenario"] == "item-cold" and saved["use_text"] is True  # config.json records what auto picked
+    result = evaluate_split(split, full, EvaluationConfig(baselines=("bias", "genre"), no_adaptation=False), run=load_run(tmp_path / "run"))
+    table = result.frame.pivot_table(index="method", columns="metric", values="value")
+    run = table.loc["meta+transfer"]
+    assert run["mae"] < table.loc["bias", "mae"] - 0.05
+    assert run["ndcg@3"] > table.loc["bias", "ndcg@3"] + 0.02

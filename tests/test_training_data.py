@@ -40,6 +40,28 @@ def test_prepare_data_is_seeded(small_scenario):
     assert set(a.valid_support["user"]) != set(c.valid_support["user"]) or not a.split.query.equals(c.split.query)
 
 
+def test_item_cold_validation_holds_out_items_as_the_item_cold_test_does(small_scenario):
+    dataset = small_scenario.dataset
+    config = TrainConfig(scenario="item-cold", valid_fraction=0.1, eval_support_size=7, seed=3)
+    data = prepare_data(config, dataset)
+    trained_items = set(data.train["item"])
+    valid_items = set(data.valid_query["item"])
+    # About a tenth of the split's training items are validation items; none of their ratings is trained on.
+    split_items = set(data.split.train["item"])
+    assert valid_items and valid_items.isdisjoint(trained_items) and valid_items.isdisjoint(data.split.cold_items)
+    assert len(split_items - trained_items) == round(0.1 * len(split_items))
+    # Validation users are known users: K support ratings of trained items, which stay training rows.
+    assert (data.valid_support.groupby("user").size() == 7).all()
+    assert set(data.valid_support["user"]) == set(data.valid_query["user"])
+    assert rows(data.valid_support) <= rows(data.train) and not rows(data.valid_query) & rows(data.train)
+    assert rows(data.train) | rows(data.valid_query) <= rows(data.split.train)
+    assert len(data.train) + len(data.valid_query) <= len(data.split.train)
+    # Every rating of a validation item by a user with K other ratings is in the query.
+    held = data.split.train[data.split.train["item"].isin(valid_items)]
+    enough = data.train.groupby("user").size() >= 7
+    assert len(data.valid_query) == int(held["user"].map(enough).fillna(False).sum())
+
+
 def test_no_validation_users_when_the_fraction_is_zero(tiny_scenario):
     data = prepare_data(TrainConfig(valid_fraction=0.0), tiny_scenario.dataset)
     assert len(data.valid_support) == len(data.valid_query) == 0
@@ -89,3 +111,29 @@ def test_whiten_gives_decorrelated_unit_variance_components():
 def test_whiten_keeps_at_most_the_available_components():
     vectors = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
     assert whiten(vectors, 32).shape == (5, 3)
+
+
+def test_absurd_ratings_of_a_dataset_built_in_python_are_a_data_error_before_training(tiny_scenario):
+    import pytest
+
+    from metarec_core.errors import DataError
+
+    ratings = tiny_scenario.dataset.ratings.copy()
+    ratings.loc[3, "rating"] = 1e30
+    bad = dataclasses.replace(tiny_scenario.dataset, ratings=ratings)
+    with pytest.raises(DataError, match=r"dataset '.*': column 'rating', row 4: 1 rating\(s\) are beyond ±1,000,000"):
+        prepare_data(TrainConfig(device="cpu"), bad)
+
+
+def test_a_dataset_too_small_for_a_cold_start_split_is_refused_with_what_it_needs(tiny_scenario):
+    import pytest
+
+    from metarec_core.errors import DataError
+
+    data = tiny_scenario.dataset
+    one_user = dataclasses.replace(data, ratings=data.ratings[data.ratings["user"] == 0].reset_index(drop=True))
+    with pytest.raises(DataError, match=r"has ratings of 1 user\(s\); a cold-start split needs at least 2 users with ratings"):
+        prepare_data(TrainConfig(device="cpu", eval_support_size=3), one_user)
+    few = data.ratings.groupby("user").head(3).reset_index(drop=True)  # 3 ratings per user: none reaches K=5 + 1 query
+    with pytest.raises(DataError, match=r"no user can be evaluated in the user-cold scenario with support 5"):
+        prepare_data(TrainConfig(device="cpu", eval_support_size=5, scenario="user-cold"), dataclasses.replace(data, ratings=few))

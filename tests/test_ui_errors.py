@@ -16,3 +16,13 @@ def test_a_bad_row_of_a_text_file_is_named_by_its_line_too() -> None:
     assert "line 4" in error_message(DataError("bad rating", source="r.csv", column="rating", row=3))
     assert "line" not in error_message(DataError("bad rating", source="r.parquet", column="rating", row=3))  # Parquet has no lines
     assert error_message(ConfigError("no such setting")) != error_message(DataError("no such setting"))  # a next step per kind
+
+
+def test_store_errors_get_their_own_next_step() -> None:
+    from metarec_core.errors import StoreBusyError, StoreDamagedError, StoreError
+
+    damaged = error_message(StoreDamagedError("store.sqlite3 is damaged"))
+    busy = error_message(StoreBusyError("another process is writing"))
+    assert "Recover the store" in damaged and "nothing is deleted" in damaged
+    assert "wait until the other process has finished" in busy and "do not move or delete it" in busy
+    assert "Recover" not in error_message(StoreError("no run 'abc'")) and "report it" not in busy

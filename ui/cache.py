@@ -24,6 +24,11 @@ def store() -> Any:
     return _store_at(str(default_home()))
 
 
+def forget_store() -> None:
+    """Drop the opened stores and what was read from them (after the store was rebuilt)."""
+    st.cache_resource.clear()
+
+
 @st.cache_resource(show_spinner=False, max_entries=6)
 def load_dataset_ref(ref: str) -> Any:
     """Load a dataset by reference once per server process (shared by every session).

@@ -28,8 +28,9 @@ def has_weights(run_id: str) -> bool:
 
 
 def run_label(run: Any) -> str:
-    """``name · status`` of a run record, in the current language."""
-    return f"{run.name} · {t(f'status.{run.status}')}"
+    """``name · status`` of a run record, in the current language; a finished run without its weights says so."""
+    missing = run.status in ("completed", "cancelled") and not has_weights(run.id)
+    return f"{run.name} · {t(f'status.{run.status}')}" + (f" · {t('status.files_missing')}" if missing else "")
 
 
 def run_config(run: Any) -> Any:

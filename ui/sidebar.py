@@ -57,7 +57,7 @@ def run_picker() -> None:
     if current not in ids:
         from metarec_core.default_runs import default_run
 
-        usable = [r.id for r in listed if r.status == "completed"] or ids
+        usable = [r.id for r in listed if r.status == "completed" and runs.has_weights(r.id)] or ids
         current = default_run(cache.store(), ref) or usable[0]
     st.session_state[RUN] = current
     st.session_state["sidebar_run"] = current

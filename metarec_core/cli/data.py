@@ -62,6 +62,11 @@ def add_file_options(parser: argparse.ArgumentParser) -> None:
         help=f"override a feature's kind ({', '.join(FEATURE_KINDS)} or ignore); repeatable",
     )
     group.add_argument("--max-mb", type=float, default=1024.0, metavar="MB", help="refuse files larger than this")
+    group.add_argument(
+        "--rating-scale", metavar="LO,HI",
+        help="the lowest and highest possible rating, e.g. 1,5: every rating must lie in it (default: inferred, and "
+        "a few ratings far outside the others are refused)",
+    )
 
 
 def load_files(args: argparse.Namespace):
@@ -86,6 +91,7 @@ def load_files(args: argparse.Namespace):
             columns=columns,
             feature_kinds=_parse_kinds(args.kind) or None,
             max_bytes=int(args.max_mb * 1024 * 1024),
+            rating_scale=_parse_scale(args.rating_scale),
         )
     except (OSError, ValueError, UnicodeError) as exc:
         # Anything pandas, pyarrow or the OS raise that validation did not already turn into a DataError.
@@ -127,6 +133,17 @@ def _fetch(args: argparse.Namespace) -> int:
         paths = export(args.to, grouplens_dir=args.grouplens_dir)
         print(f"wrote {', '.join(p.name for p in paths)} to {paths[0].parent}")
     return 0
+
+
+def _parse_scale(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError as exc:
+        raise ConfigError(f"--rating-scale takes two numbers LO,HI (e.g. 1,5), got '{text}'") from exc
+    return lo, hi
 
 
 def _parse_kinds(pairs: list[str]) -> dict[str, str]:

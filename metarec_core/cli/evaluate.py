@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_file_options(p)
     p.add_argument("--scenario", choices=SCENARIOS, help="cold-start scenario (default and only choice: the run's)")
     p.add_argument("--shots", default="1,3,5,10,20", help="comma-separated support sizes K (default 1,3,5,10,20)")
-    p.add_argument("--baselines", default="all", help="all, none, or a comma list of global-mean,item-mean,bias,mf")
+    p.add_argument("--baselines", default="all", help="all, none, or a comma list of global-mean,item-mean,bias,genre,mf")
     p.add_argument("--metrics", help="comma-separated metrics to print in the table (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON (config, results, summary, split sizes, warnings)")
     p.set_defaults(func=run_evaluate)

@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from metarec_core.configs import flatten_settings
+from metarec_core.errors import StoreBusyError
 from metarec_core.jobs import EVALUATION_SHOTS, EvaluationState, delete_run
 from metarec_core.store import RUN_STATUSES, RunRecord, RunStore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``worker`` and ``runs list|show|cancel|delete|rename|compare|export|import|dispatch|wait|evaluate|datasets``."""
+    """Add ``worker`` and ``runs list|show|cancel|delete|rename|compare|export|import|dispatch|wait|evaluate|recover|datasets``."""
     home = argparse.ArgumentParser(add_help=False)
     home.add_argument("--home", type=Path, help="run store directory (default: METAREC_HOME or the user data dir)")
     as_json = argparse.ArgumentParser(add_help=False)
@@ -73,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--background", action="store_true", help="run it in a background process and return at once")
     p.add_argument("--state", action="store_true", help="only print the state of the run's evaluation: none, running, done or failed")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser(
+        "recover", parents=[home, as_json],
+        help="rebuild a damaged or lost store.sqlite3 from runs/ and datasets/ (the old file is kept aside), "
+        "or add run folders a healthy store has no record of",
+    )
+    p.set_defaults(func=cmd_recover)
     p = sub.add_parser("datasets", parents=[home, as_json], help="list saved datasets, or delete one")
     p.add_argument("--delete", metavar="DATASET_ID", help="delete this saved dataset")
     p.add_argument("--force", action="store_true", help="delete even if finished runs used it")
@@ -100,19 +108,59 @@ def cmd_list(args: argparse.Namespace) -> int:
     from metarec_core.jobs import mark_stale_jobs
 
     store = _store(args)
-    mark_stale_jobs(store)
+    try:
+        mark_stale_jobs(store)
+    except StoreBusyError:  # listing is a read: it does not wait for a writer to mark dead workers' runs
+        print("note: the store is busy; runs whose worker died may still show as running", file=sys.stderr)
     runs = store.list_runs(args.status)
     if args.json:
         _print_json([r.to_json() for r in runs])
         return 0
+    unrecorded = store.unrecorded_run_folders()
+    if unrecorded:
+        shown = ", ".join(unrecorded[:3]) + (", ..." if len(unrecorded) > 3 else "")
+        print(
+            f"note: runs/ holds {len(unrecorded)} run folder(s) the store has no record of ({shown}); add them back with "
+            f"`python -m metarec_core runs recover --home '{store.home}'`",
+            file=sys.stderr,
+        )
     if not runs:
-        print("no runs yet; queue one with: python -m metarec_core train --background ...")
+        if not unrecorded:
+            print("no runs yet; queue one with: python -m metarec_core train --background ...")
         return 0
     rows = [
-        [r.id, r.name, r.status, _progress_text(r), r.dataset_ref, r.device or "", _when(r.created), _duration(r), r.error or ""]
+        [r.id, r.name, _listed_status(store, r), _progress_text(r), r.dataset_ref, r.device or "", _when(r.created), _duration(r), r.error or ""]
         for r in runs
     ]
     print(format_table(["id", "name", "status", "progress", "dataset", "device", "created", "duration", "error"], rows))
+    return 0
+
+
+def _listed_status(store: RunStore, run: RunRecord) -> str:
+    """A run's status, marked when a finished run's folder or weights are gone (``runs show`` says more)."""
+    if run.status not in ("completed", "cancelled"):
+        return run.status
+    run_dir = store.run_dir(run.id)
+    if not run_dir.is_dir():
+        return f"{run.status} (folder missing)"
+    return run.status if (run_dir / "weights.safetensors").is_file() else f"{run.status} (no weights)"
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """``runs recover``: rebuild the database from the folders (or add what a healthy one lacks)."""
+    from metarec_core.store import default_home
+    from metarec_core.store.recovery import recover_store
+
+    report = recover_store(args.home if args.home is not None else default_home())
+    if args.json:
+        _print_json({"kept_aside": str(report.kept_aside) if report.kept_aside else None, "runs": list(report.runs),
+                     "datasets": list(report.datasets), "notes": list(report.notes)})
+        return 0
+    if report.kept_aside is not None:
+        print(f"the old database is kept as '{report.kept_aside}' (nothing was deleted)")
+    print(f"recovered {len(report.runs)} run(s) and {len(report.datasets)} dataset(s) from their folders")
+    for note in report.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -125,8 +173,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**run.to_json(), "run_dir": str(store.run_dir(run.id)), "final_metrics": final, "problems": list(problems)})
         return 0
+    damaged = run.status in ("completed", "cancelled") and any("artifact" in p or "run directory" in p for p in problems)
+    status = f"{run.status}, files damaged (see problems)" if damaged else run.status
     fields = [
-        ("id", run.id), ("name", run.name), ("status", run.status), ("dataset", run.dataset_ref),
+        ("id", run.id), ("name", run.name), ("status", status), ("dataset", run.dataset_ref),
         ("dataset fingerprint", run.dataset_fingerprint or ""), ("device", run.device or ""),
         ("created", _when(run.created)), ("started", _when(run.started)), ("finished", _when(run.finished)),
         ("duration", _duration(run)), ("progress", _progress_text(run)), ("artifacts", str(store.run_dir(run.id))),

@@ -137,7 +137,12 @@ def run_train(args: argparse.Namespace) -> int:
         from metarec_core.store import RunStore
 
         store = RunStore()
-        ref = f"builtin:{args.dataset}" if args.dataset else "stored:" + store.save_dataset(load_cli_dataset(args), name=args.interactions.stem)
+        if args.dataset:
+            ref = f"builtin:{args.dataset}"
+        else:
+            dataset = load_cli_dataset(args)
+            _auto_note(config, dataset)
+            ref = "stored:" + store.save_dataset(dataset, name=args.interactions.stem)
         run_id = submit(store, config, ref, name=args.out.name if args.out else (args.dataset or args.interactions.stem))
         dispatch(store)
         print(f"queued run {run_id}; follow it with: python -m metarec_core runs show {run_id}")
@@ -145,11 +150,21 @@ def run_train(args: argparse.Namespace) -> int:
     dataset = load_cli_dataset(args)
     for warning in dataset.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    _auto_note(config, dataset)
     result = fit(config, dataset, out_dir=args.out, on_progress=None if args.quiet else ProgressBar())
     print(("stopped" if result.stopped else "finished") + f" after {result.epochs_completed} epoch(s) on {result.device}; run saved to {args.out}")
     for key, value in sorted(result.final_metrics.items()):
         print(f"  {key:<16} {value:.4f}")
     return 0
+
+
+def _auto_note(config, dataset: Dataset) -> None:
+    """Say on stderr when ``scenario="auto"`` switches the run to training for new items."""
+    from metarec_core.train_config import resolve_scenario
+
+    message = resolve_scenario(config, dataset).message
+    if message:
+        print(f"note: {message}; name a scenario (--set scenario=user-cold) to keep the new-users protocol", file=sys.stderr)
 
 
 def run_train_cross_domain(args: argparse.Namespace, config) -> int:

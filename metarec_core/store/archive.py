@@ -14,9 +14,9 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from metarec_core.errors import DataError, MetarecError
 from metarec_core.store.database import StoreError, one_line
 from metarec_core.store.datasets import DATASET_FILES, read_dataset_dir, split_dataset_ref
 from metarec_core.store.metrics import METRIC_COLUMNS, METRICS_FILE, events_from_rows, read_metrics_log, write_events
-from metarec_core.store.runs import EXPECTED_ARTIFACTS, FINISHED_STATUSES
+from metarec_core.store.runs import EXPECTED_ARTIFACTS, FINISHED_STATUSES, RUN_RECORD_FILE
 
 if TYPE_CHECKING:
     from metarec_core.store import RunStore
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 #: Largest total uncompressed size :func:`import_run` accepts.
 MAX_IMPORT_BYTES = 4 * 1024**3
 _EXPORT_FORMAT = "metarec-run"
+#: What reading a damaged, truncated, encrypted or oddly compressed zip member raises.
+_MEMBER_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError)
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def export_run(store: RunStore, run_id: str, to_zip: str | Path, *, include_data
             run_dir = store.run_dir(run_id)
             if run_dir.is_dir():
                 for path in sorted(run_dir.rglob("*")):
-                    if path.is_file() and not path.is_symlink():
+                    if path.is_file() and not path.is_symlink() and path.relative_to(run_dir).as_posix() != RUN_RECORD_FILE:
                         zf.write(path, "artifacts/" + path.relative_to(run_dir).as_posix())
             if dataset_id is not None:
                 for name in DATASET_FILES:
@@ -149,7 +151,7 @@ def import_run(store: RunStore, zip_path: str | Path, *, max_bytes: int = MAX_IM
         csv_events: list[dict[str, Any]] = []
         if f"artifacts/{METRICS_FILE}" not in members:
             if "metrics.csv" in members:
-                rows, bad = _read_metrics_csv(zf.read(members["metrics.csv"]).decode("utf-8", "replace"))
+                rows, bad = _read_metrics_csv(_read_member(zf, members["metrics.csv"], source).decode("utf-8", "replace"))
                 csv_events = events_from_rows(rows)
                 warnings.extend(bad)
             else:
@@ -160,11 +162,10 @@ def import_run(store: RunStore, zip_path: str | Path, *, max_bytes: int = MAX_IM
         run_dir = store.run_dir(run_id)
         try:
             for name, info in members.items():
-                if name.startswith("artifacts/"):
+                if name.startswith("artifacts/") and name != f"artifacts/{RUN_RECORD_FILE}":  # the new run has its own record
                     dest = run_dir.joinpath(*PurePosixPath(name).parts[1:])
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out)
+                    _copy_member(zf, info, dest, source)
             if csv_events:
                 write_events(run_dir, csv_events)
         except OSError as exc:
@@ -208,8 +209,7 @@ def _import_dataset(store: RunStore, zf: zipfile.ZipFile, members: dict[str, zip
         raise DataError(f"the exported dataset lacks {', '.join(missing)}", source=source)
     with tempfile.TemporaryDirectory(dir=store.datasets_dir, prefix=".import-") as tmp:
         for name in DATASET_FILES:
-            with zf.open(members[f"dataset/{name}"]) as src, open(Path(tmp) / name, "wb") as out:
-                shutil.copyfileobj(src, out)
+            _copy_member(zf, members[f"dataset/{name}"], Path(tmp) / name, source)
         dataset = read_dataset_dir(Path(tmp), label=f"{source}: dataset")
     return store.save_dataset(dataset, name=dataset.name)
 
@@ -237,9 +237,9 @@ def _safe_members(zf: zipfile.ZipFile, source: str, max_bytes: int) -> dict[str,
             len(parts) >= 2 and parts[0] in ("artifacts", "dataset")
         )
         if not allowed:
-            raise DataError(f"unexpected entry '{name}'; a run export holds run.json, config.json, metrics.csv, artifacts/ and dataset/", source=source)
+            raise DataError(f"entry '{name}' does not belong in a run export (it holds run.json, config.json, metrics.csv, artifacts/ and dataset/); refusing to import", source=source)
         if parts[0] == "dataset" and (len(parts) != 2 or parts[1] not in DATASET_FILES):
-            raise DataError(f"unexpected dataset entry '{name}'", source=source)
+            raise DataError(f"dataset entry '{name}' does not belong in a run export; refusing to import", source=source)
         if name in members:
             raise DataError(f"entry '{name}' appears twice", source=source)
         total += info.file_size
@@ -249,9 +249,43 @@ def _safe_members(zf: zipfile.ZipFile, source: str, max_bytes: int) -> dict[str,
     return members
 
 
+def _damaged_member(info: zipfile.ZipInfo, exc: BaseException, source: str) -> DataError:
+    return DataError(
+        f"entry '{info.filename}' cannot be read ({type(exc).__name__}: {one_line(str(exc), 120)}); the zip is damaged, "
+        "truncated or not written by `runs export`: export the run again; nothing was imported",
+        source=source,
+    )
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> bytes:
+    """A member's bytes (its size and CRC checked by :mod:`zipfile`); a damaged member is a :class:`DataError` naming it."""
+    try:
+        return zf.read(info)
+    except _MEMBER_ERRORS as exc:
+        raise _damaged_member(info, exc, source) from exc
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, source: str) -> None:
+    """Unpack one member to ``dest``; a damaged member is a :class:`DataError` naming it, a full disk an ``OSError``."""
+    with open(dest, "wb") as out:
+        try:
+            src = zf.open(info)
+        except _MEMBER_ERRORS as exc:
+            raise _damaged_member(info, exc, source) from exc
+        with src:
+            while True:
+                try:
+                    chunk = src.read(1 << 20)
+                except _MEMBER_ERRORS as exc:
+                    raise _damaged_member(info, exc, source) from exc
+                if not chunk:
+                    break
+                out.write(chunk)
+
+
 def _read_json_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, source: str) -> Any:
     try:
-        return json.loads(zf.read(info).decode("utf-8"))
+        return json.loads(_read_member(zf, info, source).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"'{info.filename}' is not valid JSON ({exc})", source=source) from exc
 

@@ -4,7 +4,14 @@ Every thread and process opens its own connection; writes are short
 ``BEGIN IMMEDIATE`` transactions, so a worker writes while the app reads.
 Opening a store reads ``PRAGMA user_version`` without a lock and takes the
 write lock only when the schema has to be created or upgraded, so read-only
-commands never wait for a busy writer.
+commands never wait for a busy writer (WAL readers). Opening also checks the
+database (``PRAGMA quick_check`` and the expected tables): a damaged, empty or
+missing database beside run folders raises
+:class:`~metarec_core.errors.StoreDamagedError`, whose message names the file
+and ``python -m metarec_core runs recover`` (:mod:`metarec_core.store.recovery`).
+A write that waits longer than :data:`WRITE_BUSY_TIMEOUT` for another process
+raises :class:`~metarec_core.errors.StoreBusyError`, naming that process when
+the operating system says which one holds the lock.
 """
 from __future__ import annotations
 
@@ -18,14 +25,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from metarec_core.errors import StoreError
+from metarec_core.errors import StoreBusyError, StoreDamagedError, StoreError
 
 logger = logging.getLogger(__name__)
 
 #: Version of the SQLite schema (``PRAGMA user_version``); see :mod:`metarec_core.store.migration` for older ones.
 SCHEMA_VERSION = 2
-#: Seconds a connection waits for another process's write lock.
-BUSY_TIMEOUT = 30.0
+#: Seconds a read waits for another process (WAL readers rarely wait: only while a writer checkpoints or recovers).
+READ_BUSY_TIMEOUT = 5.0
+#: Seconds a write waits for another process's write lock (SQLite retries with back-off meanwhile).
+WRITE_BUSY_TIMEOUT = 30.0
+#: The file name of the database in a store home.
+DB_NAME = "store.sqlite3"
 #: Generated run and dataset IDs: 10 hexadecimal characters.
 ID_PATTERN = re.compile(r"^[0-9a-f]{10}$")
 
@@ -104,6 +115,63 @@ def one_line(message: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def recover_advice(home: Path) -> str:
+    """The next step for a damaged or lost database: the command that rebuilds it from the folders."""
+    return (
+        f"run `python -m metarec_core runs recover --home '{home}'` to keep the old file aside and rebuild the "
+        "store from runs/ and datasets/ (or restore store.sqlite3 from a backup)"
+    )
+
+
+def expected_tables() -> tuple[str, ...]:
+    """The tables the current schema creates."""
+    return tuple(re.findall(r"CREATE TABLE (\w+)", SCHEMA))
+
+
+def lock_holder(db_path: Path) -> str | None:
+    """The process holding the write lock of a SQLite database, as ``PID n: command``, if the system says.
+
+    Reads ``/proc/locks`` (Linux): in WAL mode the writer holds byte 120 of the
+    ``-shm`` file, in rollback mode the reserved byte of the database. None
+    where that cannot be known.
+    """
+    targets = []
+    for path, byte in ((db_path.with_name(db_path.name + "-shm"), 120), (db_path, 0x40000001)):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        targets.append((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino, byte))
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if "->" in fields or len(fields) < 8 or fields[3] != "WRITE":
+            continue
+        try:
+            pid = int(fields[4])
+            major, minor, inode = fields[5].split(":")
+            start, end = int(fields[6]), (None if fields[7] == "EOF" else int(fields[7]))
+            key = (int(major, 16), int(minor, 16), int(inode))
+        except ValueError:
+            continue
+        for t_major, t_minor, t_inode, byte in targets:
+            if key == (t_major, t_minor, t_inode) and start <= byte and (end is None or byte <= end):
+                return f"PID {pid}{_command_of(pid)}"
+    return None
+
+
+def _command_of(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    text = " ".join(a.decode("utf-8", "replace") for a in argv if a)
+    return f": {one_line(text, 120)}" if text else ""
+
+
 class Database:
     """A store home (``store.sqlite3``, ``runs/``, ``datasets/``) and its per-thread SQLite connections.
 
@@ -123,7 +191,7 @@ class Database:
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.runs_dir = self.home / "runs"
         self.datasets_dir = self.home / "datasets"
-        self.db_path = self.home / "store.sqlite3"
+        self.db_path = self.home / DB_NAME
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             self.datasets_dir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +206,8 @@ class Database:
     # ------------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+            conn = sqlite3.connect(self.db_path, timeout=READ_BUSY_TIMEOUT, isolation_level=None)
+            conn.execute(f"PRAGMA busy_timeout = {int(READ_BUSY_TIMEOUT * 1000)}")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.DatabaseError as exc:
@@ -172,11 +240,18 @@ class Database:
         return rows[0] if rows else None
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction, committed on success; :class:`sqlite3.IntegrityError` passes through."""
+    def _write(self, *, wait: float | None = None) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction, committed on success; :class:`sqlite3.IntegrityError` passes through.
+
+        ``wait``: seconds to wait for another writer (default :data:`WRITE_BUSY_TIMEOUT`).
+        """
         conn = self._conn()
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(f"PRAGMA busy_timeout = {int((WRITE_BUSY_TIMEOUT if wait is None else wait) * 1000)}")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(READ_BUSY_TIMEOUT * 1000)}")
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from exc
         try:
@@ -197,15 +272,31 @@ class Database:
         """One line saying what is wrong with the database and what to do."""
         text = str(exc)
         if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+            holder = lock_holder(self.db_path)
+            return StoreBusyError(
+                f"another process{f' ({holder})' if holder else ''} is writing to the run store '{self.db_path}' and "
+                "kept it locked longer than this command waits; the store is not damaged: retry once that process has finished"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
             return StoreError(
-                f"the run store '{self.db_path}' stayed locked by another process for {BUSY_TIMEOUT:.0f} s ({text}); "
-                "try again once the other command has finished"
+                f"the disk holding the run store '{self.db_path}' is full ({text}); nothing was written and the store is "
+                "not damaged: free some space and retry"
+            )
+        if isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in text:
+            return StoreError(
+                f"the system could not read or write the run store '{self.db_path}' ({text}); check the disk and its free "
+                "space, then retry"
             )
         if isinstance(exc, sqlite3.OperationalError) and ("readonly" in text or "unable to open" in text):
             return StoreError(f"cannot write the run store '{self.db_path}' ({text}); make it writable or set METAREC_HOME elsewhere")
-        return StoreError(
-            f"{self.db_path.name} in '{self.home}' is damaged ({text}); move it away to start an empty store "
-            "(runs/ and datasets/ keep the artifacts) or restore it from a backup"
+        return self.damaged(text)
+
+    def damaged(self, reason: str) -> StoreDamagedError:
+        """The error of a damaged database: names the file and the command that rebuilds it (nothing is changed here)."""
+        return StoreDamagedError(
+            f"{self.db_path.name} in '{self.home}' is damaged ({reason}); nothing was changed: "
+            f"{recover_advice(self.home)}",
+            home=self.home,
         )
 
     # ------------------------------------------------------------------ schema
@@ -224,13 +315,40 @@ class Database:
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) from exc
         if version == SCHEMA_VERSION:
+            self._check_integrity(conn)
             return
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"the run store '{self.db_path}' was written by a newer metarec (schema {version}, "
                 f"this one reads {SCHEMA_VERSION}); upgrade metarec or set METAREC_HOME elsewhere"
             )
+        if version == 0:
+            try:
+                foreign = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from exc
+            if foreign:  # checked before anything is written (not even the journal mode)
+                raise self._not_ours()
         self._upgrade(conn)
+
+    def _not_ours(self) -> StoreError:
+        return StoreError(
+            f"{self.db_path.name} in '{self.home}' holds tables but no schema version; it is not a metarec "
+            "store: move it away or set METAREC_HOME elsewhere"
+        )
+
+    def _check_integrity(self, conn: sqlite3.Connection) -> None:
+        """A quick check of the database's pages and indexes and of the tables the schema creates; no lock taken."""
+        try:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)").fetchall()]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+        if problems != ["ok"]:
+            raise self.damaged(one_line("integrity check: " + "; ".join(p for p in problems if not p.startswith("***")), 200))
+        missing = [name for name in expected_tables() if name not in tables]
+        if missing:
+            raise self.damaged(f"table(s) {', '.join(missing)} missing")
 
     def _refuse_lost_records(self) -> None:
         """A missing or zero-length database beside run folders means the records are lost: say so, create nothing."""
@@ -247,9 +365,10 @@ class Database:
             return
         shown = ", ".join(folders[:3]) + (", ..." if len(folders) > 3 else "")
         state = "empty" if exists else "missing"
-        raise StoreError(
+        raise StoreDamagedError(
             f"{self.db_path.name} in '{self.home}' is {state} but runs/ holds {len(folders)} run folder(s) ({shown}); "
-            "their records are lost: restore store.sqlite3 from a backup, or move runs/ and datasets/ away to start an empty store"
+            f"their records are lost, the folders are intact: {recover_advice(self.home)}",
+            home=self.home,
         )
 
     def _upgrade(self, conn: sqlite3.Connection) -> None:
@@ -270,10 +389,7 @@ class Database:
                     return  # another process got there first
                 if version == 0:
                     if tx.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
-                        raise StoreError(
-                            f"{self.db_path.name} in '{self.home}' holds tables but no schema version; it is not a metarec "
-                            "store: move it away or set METAREC_HOME elsewhere"
-                        )
+                        raise self._not_ours()
                     for statement in SCHEMA.split(";"):
                         if statement.strip():
                             tx.execute(statement)

@@ -42,6 +42,10 @@ FINISHED_STATUSES = ("completed", "failed", "cancelled")
 JOB_KINDS = ("train", "evaluate")
 #: Artifacts a completed (or cancelled) run directory is expected to hold.
 EXPECTED_ARTIFACTS = ("config.json", "model.json", "weights.safetensors", "context.safetensors", "metrics.jsonl")
+#: Seconds marking a dead worker's job failed waits for another writer (it is retried on the next look).
+STALE_WRITE_WAIT = 2.0
+#: The run's own record in its folder (name, config, dataset, creation time), from which ``runs recover`` rebuilds it.
+RUN_RECORD_FILE = "run.json"
 
 _RUN_SELECT = (
     "SELECT r.id, r.name, j.status, r.config, r.dataset_ref, r.dataset_fingerprint, r.device, j.pid, j.host, "
@@ -238,6 +242,10 @@ class RunRegistry(Database):
                          one_line(error) if error else None),
                     )
                     self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+                    write_run_record(self.run_dir(run_id), {
+                        "id": run_id, "name": name, "config": dict(config), "dataset_ref": dataset_ref,
+                        "dataset_fingerprint": dataset_fingerprint, "created": created,
+                    })
             except sqlite3.IntegrityError:
                 continue
             return run_id
@@ -272,6 +280,11 @@ class RunRegistry(Database):
             sql += f" WHERE j.status IN ({', '.join('?' * len(params))})"
         return [_run_from_row(r) for r in self._read(sql + " ORDER BY r.created DESC, r.rowid DESC", params)]
 
+    def unrecorded_run_folders(self) -> list[str]:
+        """Run folders under ``runs/`` the database has no record of (``runs recover`` adds them back)."""
+        known = {row[0] for row in self._read("SELECT id FROM runs")}
+        return [name for name in self.run_folders() if name not in known]
+
     def runs_using_dataset(self, dataset_id: str) -> list[RunRecord]:
         """Runs whose dataset reference is ``stored:<dataset_id>``, newest first."""
         rows = self._read(_RUN_SELECT + " WHERE r.dataset_ref = ? ORDER BY r.created DESC", (f"stored:{dataset_id}",))
@@ -283,6 +296,9 @@ class RunRegistry(Database):
         with self._write() as conn:
             if conn.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id)).rowcount == 0:
                 raise StoreError(f"no run '{run_id}' to rename")
+            record = read_run_record(self.run_dir(run_id))
+            if record is not None:
+                write_run_record(self.run_dir(run_id), {**record, "name": name})
 
     def delete(self, run_id: str) -> None:
         """Delete a run, its jobs and its artifact directory.
@@ -434,8 +450,12 @@ class RunRegistry(Database):
             return done
 
     def fail_if_stale(self, run_id: str, heartbeat: float | None, error: str, *, kind: str = "train") -> bool:
-        """Mark a running job failed if its heartbeat is still ``heartbeat`` (compare-and-set)."""
-        with self._write() as conn:
+        """Mark a running job failed if its heartbeat is still ``heartbeat`` (compare-and-set).
+
+        Waits at most :data:`STALE_WRITE_WAIT` seconds for another writer (listing
+        calls it and must not hang on a busy store); :class:`StoreBusyError` after that.
+        """
+        with self._write(wait=STALE_WRITE_WAIT) as conn:
             return conn.execute(
                 "UPDATE jobs SET status = 'failed', error = ?, finished = ? "
                 "WHERE run_id = ? AND kind = ? AND status = 'running' AND heartbeat IS ?",
@@ -490,10 +510,11 @@ class RunRegistry(Database):
     def check_run(self, run_id: str) -> tuple[str, ...]:
         """Problems with a run's stored data and artifacts, as sentences (empty when all is well).
 
-        Reports a missing artifact directory, expected artifacts missing or empty,
-        and lines of ``metrics.jsonl`` that are incomplete (e.g. half-written by a
-        killed worker) or hold values that are not numbers. None of these stop
-        listing, showing or exporting the run.
+        Reports a missing artifact directory, expected artifacts missing, empty
+        or damaged (:func:`metarec_core.artifacts.check_run_files`: headers and
+        JSON only), and lines of ``metrics.jsonl`` that are incomplete (e.g.
+        half-written by a killed worker) or hold values that are not numbers.
+        None of these stop listing, showing or exporting the run.
         """
         run = self.get_run(run_id)
         run_dir = self.run_dir(run_id)
@@ -501,12 +522,15 @@ class RunRegistry(Database):
             return (f"artifact directory '{run_dir}' is missing",)
         problems: list[str] = []
         if run.status in ("completed", "cancelled"):
+            from metarec_core.artifacts import check_run_files  # here: torch loads only when a run is checked
+
             for name in EXPECTED_ARTIFACTS:
                 path = run_dir / name
                 if not path.is_file():
                     problems.append(f"artifact '{name}' is missing from '{run_dir}'")
                 elif path.stat().st_size == 0:
                     problems.append(f"artifact '{name}' in '{run_dir}' is empty")
+            problems.extend(check_run_files(run_dir))
         problems.extend(self._metrics.log(run_dir).problems)
         return tuple(problems)
 
@@ -529,6 +553,26 @@ class RunRegistry(Database):
             index=pd.Index([r.id for r in runs], name="run"),
         )
         return RunComparison(params=params, metrics=metrics)
+
+
+def write_run_record(run_dir: Path, record: Mapping[str, Any]) -> None:
+    """Write a run's own record (``run.json``) atomically; a failure is logged, the database stays the source of truth."""
+    path = run_dir / RUN_RECORD_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(dict(record), sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except (OSError, TypeError, ValueError) as exc:
+        logger.warning("could not write %s: %s", path, exc)
+
+
+def read_run_record(run_dir: Path) -> dict[str, Any] | None:
+    """A run's ``run.json`` as a dict, or None when it is missing or not a JSON object."""
+    try:
+        record = json.loads((run_dir / RUN_RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _check_kind(kind: str) -> str:

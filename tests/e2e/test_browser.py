@@ -194,3 +194,23 @@ def test_a_servers_first_request_to_a_page_url_gets_that_page_inside_the_app(bro
         assert page.locator("h1", has_text="冷启动实验室").count() == 1  # the language stays from page to page
         assert page.locator("[data-testid='stException']").count() == 0
         page.close()
+
+
+def test_a_junk_store_gets_its_message_and_is_recovered_from_the_browser(browser, tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = tmp_path_factory.mktemp("junk-home")
+    (home / "store.sqlite3").write_bytes(b"junk\n")
+    with streamlit_server(home) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        for path in ("", "train", "runs"):
+            page.goto(f"{url}/{path}")
+            idle(page)
+            assert page.locator("[data-testid='stException']").count() == 0, path
+            error = page.locator("[data-testid='stAlertContentError']")
+            assert error.count() == 1 and "runs recover" in error.inner_text() and "Traceback" not in page.content(), path
+            assert page.locator("h1", has_text="The run store cannot be opened").count() == 1, path
+        page.get_by_role("button", name="Recover the store").click()
+        idle(page)
+        assert "The store was rebuilt from its folders" in page.locator("[data-testid='stAlertContentSuccess']").inner_text()
+        assert page.locator("h1", has_text="Runs").count() == 1 and page.locator("[data-testid='stAlertContentError']").count() == 0
+        assert [p.read_bytes() for p in home.glob("store.sqlite3.damaged-*")] == [b"junk\n"]
+        page.close()
