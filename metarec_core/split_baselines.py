@@ -11,7 +11,7 @@ from typing import Any
 from metarec_core.dataset import Dataset
 from metarec_core.evaluation import evaluate_baselines
 from metarec_core.evaluation_report import EvaluationConfig
-from metarec_core.train_config import TrainConfig
+from metarec_core.train_config import TrainConfig, resolve_scenario
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ _KEPT = ("mae", "rmse", "ndcg@3", "ndcg@10", "auc")
 
 
 def split_key(dataset: Dataset, config: TrainConfig) -> str:
-    """What the baselines' scores depend on: the data and the split (not the model's settings)."""
+    """What the baselines' scores depend on: the data and the split (not the model's settings); ``scenario="auto"`` resolved as training does."""
+    config = resolve_scenario(config, dataset).config
     parts = (dataset.fingerprint, config.scenario, f"{config.cold_fraction:g}", str(config.seed), str(config.eval_support_size))
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
@@ -56,6 +57,7 @@ def score_split_baselines(dataset: Dataset, config: TrainConfig, *, cache_dir: s
     """
     if dataset.implicit:
         return {}
+    config = resolve_scenario(config, dataset).config  # the split the run trained on, as fit resolves it
     key = split_key(dataset, config)
     path = Path(cache_dir) / f"{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():

@@ -9,7 +9,7 @@ from metarec_core import split_baselines
 from metarec_core.evaluation import evaluate_baselines
 from metarec_core.evaluation_report import EvaluationConfig
 from metarec_core.split_baselines import read_run_baselines, score_split_baselines, split_key, write_run_baselines
-from metarec_core.train_config import TrainConfig
+from metarec_core.train_config import TrainConfig, resolve_scenario
 
 CONFIG = TrainConfig(eval_support_size=5, seed=3)
 
@@ -18,7 +18,8 @@ def test_scores_are_the_baselines_on_the_runs_split(tiny_scenario, tmp_path) -> 
     data = tiny_scenario.dataset
     scores = score_split_baselines(data, CONFIG, cache_dir=tmp_path)
     assert set(scores) == {"bias", "mf"}
-    direct = evaluate_baselines(data, EvaluationConfig(scenario=CONFIG.scenario, shots=(5,), seeds=(3,), baselines=("bias",),
+    scenario = resolve_scenario(CONFIG, data).config.scenario  # "auto" resolved as training does
+    direct = evaluate_baselines(data, EvaluationConfig(scenario=scenario, shots=(5,), seeds=(3,), baselines=("bias",),
                                                        cold_fraction=CONFIG.cold_fraction, no_adaptation=False))
     mae = direct.frame.query("metric == 'mae'")["value"].mean()
     assert scores["bias"]["test_mae"] == pytest.approx(mae) and 0.3 < mae < 2.0
