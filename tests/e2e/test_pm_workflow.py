@@ -137,7 +137,9 @@ def test_a_product_managers_log_maps_in_runs_compare_and_recommendations_go_out(
 
         # 3. Compare: baselines beside the final metrics without evaluating, the best run marked.
         open_page(page, "Runs")
+        idle(page)
         select = page.get_by_role("combobox", name="Runs to compare")
+        select.wait_for(timeout=120_000)  # the run table and the baselines are read first
         for name, _, _ in RUNS:
             if page.locator("[data-baseweb='tag']", has_text=name).count() == 0:
                 select.click()
