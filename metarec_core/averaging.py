@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -138,3 +139,55 @@ class BestEpoch:
         with torch.no_grad():
             for name, value in inner_lr.items():
                 value.copy_(self.rates[name])
+
+
+#: Later epochs count as worse than the best one when they are off by more than this share of its value.
+WORSE_SHARE = 0.0025
+
+
+@dataclass(frozen=True)
+class ValidationTrend:
+    """How a validation metric went around its best epoch (the one :class:`BestEpoch` keeps).
+
+    Attributes
+    ----------
+    best_epoch, best
+        The epoch with the best value, and the value.
+    last_epoch, last
+        The last validated epoch, and its value.
+    worse_after
+        Whether the epochs after the best one ended worse than it (by more
+        than :data:`WORSE_SHARE` of its value): more epochs did not help.
+    """
+
+    best_epoch: int
+    best: float
+    last_epoch: int
+    last: float
+    worse_after: bool
+
+
+def validation_trend(epochs: Sequence[int], values: Sequence[float], *, lower_is_better: bool = True) -> ValidationTrend | None:
+    """The best epoch of a validation curve and whether the epochs after it got worse (``None`` without points).
+
+    Ties keep the earliest epoch, as :class:`BestEpoch` does.
+
+    Parameters
+    ----------
+    epochs, values
+        The curve (any order; sorted by epoch here).
+    lower_is_better
+        ``True`` for MAE, ``False`` for AUC or nDCG.
+
+    Returns
+    -------
+    ValidationTrend or None
+    """
+    points = sorted((int(e), float(v)) for e, v in zip(epochs, values) if v == v)
+    if not points:
+        return None
+    sign = 1.0 if lower_is_better else -1.0
+    best_epoch, best = min(points, key=lambda p: (sign * p[1], p[0]))
+    last_epoch, last = points[-1]
+    worse = sign * (last - best) > WORSE_SHARE * max(abs(best), 1e-12)
+    return ValidationTrend(best_epoch, best, last_epoch, last, bool(last_epoch > best_epoch and worse))

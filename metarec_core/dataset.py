@@ -40,6 +40,9 @@ class Dataset:
     warnings
         Problems found while loading that did not stop it (duplicates
         resolved, unmatched side-table rows, ...), as plain sentences.
+    item_name_column, user_name_column
+        The side-table column that names each item / user, as chosen with the
+        data; ``None`` means detect it (:mod:`metarec_core.titles`), ``""`` none.
     """
 
     name: str
@@ -52,6 +55,8 @@ class Dataset:
     item_features: tuple[FeatureSpec, ...] = ()
     implicit: bool = False
     warnings: tuple[str, ...] = field(default=())
+    item_name_column: str | None = None
+    user_name_column: str | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in RATING_COLUMNS if c not in self.ratings.columns]
@@ -100,6 +105,9 @@ class Dataset:
             h.update(pd.util.hash_pandas_object(table.astype(str), index=True).to_numpy().tobytes())
         for spec in self.user_features + self.item_features:
             h.update(f"{spec.name}:{spec.kind}:{spec.separator}".encode())
+        for role, chosen in (("items", self.item_name_column), ("users", self.user_name_column)):
+            if chosen is not None:  # a choice made with the data; the detected default leaves the hash as it was
+                h.update(f"name of {role}:{chosen}".encode())
         return h.hexdigest()[:16]
 
     def text_columns(self) -> tuple[str, ...]:

@@ -23,6 +23,19 @@ class DataError(MetarecError):
         The column involved, if any.
     row
         The 1-based data row involved, if any.
+    hint
+        How to fix it from Python or the command line (``ColumnMapping(user=...)
+        or --user-col``); appended to the message in brackets. An app
+        shows :attr:`problem` with its own words for its controls instead.
+    setting
+        The setting that fixes it, as a stable key an app can name its own
+        control by: ``user``, ``item``, ``rating``, ``timestamp`` (the column
+        of that role), ``user_table_id``, ``item_table_id``, ``implicit``.
+
+    Attributes
+    ----------
+    problem
+        The message without :attr:`hint` (what is wrong, with where).
     """
 
     def __init__(
@@ -32,10 +45,14 @@ class DataError(MetarecError):
         source: str | None = None,
         column: str | None = None,
         row: int | None = None,
+        hint: str | None = None,
+        setting: str | None = None,
     ) -> None:
         self.source = source
         self.column = column
         self.row = row
+        self.hint = hint
+        self.setting = setting
         where = []
         if source:
             where.append(f"file '{source}'")
@@ -44,7 +61,8 @@ class DataError(MetarecError):
         if row is not None:
             where.append(f"row {row}")
         prefix = (", ".join(where) + ": ") if where else ""
-        super().__init__(prefix + message)
+        self.problem = prefix + message
+        super().__init__(self.problem + (f" ({hint})" if hint else ""))
 
 
 class ConfigError(MetarecError):

@@ -63,3 +63,37 @@ def example_user(dataset: Dataset, *, support_size: int) -> str | None:
         return None
     user = int((eligible - eligible.median()).abs().sort_values(kind="stable").index[0])
     return dataset.users.external(user)
+
+
+def has_times(dataset: Dataset) -> bool:
+    """Whether the dataset's interactions carry timestamps (else histories are in file order)."""
+    return bool((dataset.ratings["timestamp"] >= 0).any())
+
+
+def first_interactions(dataset: Dataset, user_ids: list[str], *, support_size: int) -> pd.DataFrame:
+    """Each user's first ``support_size`` interactions in time order (ties by item), as :func:`user_history` orders them.
+
+    Parameters
+    ----------
+    dataset
+        The dataset.
+    user_ids
+        External user IDs (unknown ones have no rows).
+    support_size
+        K.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user_id``, ``item_id``, ``rating`` (the support sets of new users, ready for
+        :meth:`metarec_core.recommender.Recommender.adapt_user` or :func:`metarec_core.top_lists.top_lists`).
+    """
+    index = dataset.users.lookup(list(user_ids))
+    rows = dataset.ratings[dataset.ratings["user"].isin(index[index >= 0])]
+    rows = rows.sort_values(["user", "timestamp", "item"], kind="stable")
+    rows = rows[rows.groupby("user").cumcount() < support_size]
+    return pd.DataFrame({
+        "user_id": dataset.users.externals(rows["user"].to_numpy()),
+        "item_id": dataset.items.externals(rows["item"].to_numpy()),
+        "rating": rows["rating"].to_numpy(),
+    })

@@ -315,7 +315,27 @@ def run_worker(store: RunStore, run_id: str) -> str:
         dispatch(store)
     except MetarecError as exc:
         logger.warning("could not start the next queued run: %s", exc)
+    if status == "completed":
+        _keep_baselines(store, run_dir, config, dataset)
     return status
+
+
+#: Where the store keeps the baselines measured per dataset and split (see :mod:`metarec_core.split_baselines`).
+BASELINE_CACHE = "baselines"
+
+
+def _keep_baselines(store: RunStore, run_dir: Path, config: Any, dataset: Any) -> None:
+    """Score the bias and ALS baselines on the run's split (once per split, cached in the store) and keep them with the run.
+
+    Done after the run is marked completed, so its weights are usable at once; a
+    failure here is logged and leaves the run without baselines, never failed.
+    """
+    from metarec_core.split_baselines import score_split_baselines, write_run_baselines
+
+    try:
+        write_run_baselines(run_dir, score_split_baselines(dataset, config, cache_dir=store.home / BASELINE_CACHE))
+    except (MetarecError, OSError, ValueError) as exc:
+        logger.warning("baselines for %s not measured: %s", run_dir.name, exc)
 
 
 # ---------------------------------------------------------------------- evaluations

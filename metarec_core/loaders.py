@@ -30,16 +30,28 @@ READ_MEMORY_FACTOR = 10
 
 #: Recognised column names per role, compared after :func:`normalise_column_name`.
 COLUMN_NAMES: dict[str, tuple[str, ...]] = {
-    "user": ("userid", "user", "uid"),
-    "item": ("itemid", "movieid", "item", "iid"),
-    "rating": ("rating", "score"),
-    "timestamp": ("timestamp", "time", "ts"),
+    "user": (
+        "userid", "user", "uid", "customer", "customerid", "client", "clientid", "member", "memberid", "visitor",
+        "visitorid", "account", "accountid", "buyer", "buyerid", "reader", "readerid", "viewer", "viewerid",
+    ),
+    "item": (
+        "itemid", "movieid", "item", "iid", "sku", "product", "productid", "article", "articleid", "asin", "isbn",
+        "book", "bookid", "movie", "track", "trackid", "song", "songid", "video", "videoid", "offer", "offerid",
+    ),
+    "rating": ("rating", "score", "stars", "star", "rate", "grade", "ratingvalue", "reviewscore", "overall"),
+    "timestamp": (
+        "timestamp", "time", "ts", "date", "datetime", "eventtime", "createdat", "ratedat", "when", "unixtime", "epoch",
+    ),
 }
+#: The roles of the interactions' columns, in the order they are resolved.
+ROLES = ("user", "item", "rating", "timestamp")
+#: Endings that make a usual name an ID column too (``customer_code``, ``product_key``).
+_ID_SUFFIXES = ("id", "key", "code", "no", "number", "ref")
 _SHOWN_NAMES = {
-    "user": "user_id / userId / user / uid",
-    "item": "item_id / movieId / item / iid",
-    "rating": "rating / score",
-    "timestamp": "timestamp / time / ts",
+    "user": "user_id / user / customer / client / member / visitor / account",
+    "item": "item_id / item / movieId / sku / product / article / asin",
+    "rating": "rating / score / stars / grade",
+    "timestamp": "timestamp / time / ts / date / datetime",
 }
 _ROLE_WORDS = {"user": "user IDs", "item": "item IDs", "rating": "ratings", "timestamp": "timestamps"}
 _DELIMITERS = (",", "\t", ";", "|")
@@ -73,6 +85,10 @@ class ColumnMapping:
         same names, else the interactions' column name).
     implicit
         Ignore any rating column and treat every row as an interaction.
+    item_name, user_name
+        The item / user table's column that names each row (shown instead of
+        the ID); ``None`` detects it (:func:`metarec_core.titles.name_column`),
+        ``""`` shows IDs.
     allow_mixed_ids
         Accept ID columns mixing numeric and non-numeric IDs (all IDs are then
         compared as text). By default such a column is an error, since it is
@@ -87,6 +103,8 @@ class ColumnMapping:
     item_table_id: str | None = None
     implicit: bool = False
     allow_mixed_ids: bool = False
+    item_name: str | None = None
+    user_name: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -370,20 +388,131 @@ def normalise_column_name(name: object) -> str:
     return re.sub(r"[\s_\-.]", "", text)
 
 
-def detect_columns(
+@dataclass(frozen=True)
+class ColumnGuess:
+    """What :func:`guess_columns` found for each role, how, and why a role stayed open.
+
+    Attributes
+    ----------
+    mapping
+        The chosen or guessed column of each role; a role nothing fits is ``None``.
+    how
+        ``{role: "chosen" | "name" | "content"}`` for every role that has a column:
+        given by the caller, recognised by its name, or by its values.
+    problems
+        ``{role: DataError}`` for each role that is ambiguous, or required and missing,
+        or chosen but not in the table. The other roles are guessed regardless.
+    rating_like
+        Columns whose values look like ratings (numbers on a small scale), whether used or not.
+    """
+
+    mapping: ColumnMapping
+    how: Mapping[str, str]
+    problems: Mapping[str, DataError]
+    rating_like: tuple[str, ...] = ()
+
+
+def guess_columns(
     interactions: pd.DataFrame,
     columns: ColumnMapping | None = None,
     *,
     source: str | None = None,
-) -> ColumnMapping:
-    """Resolve which interactions column is the user, item, rating and timestamp.
+) -> ColumnGuess:
+    """Guess each role's column independently: by name, else by content; never raises for a missing role.
+
+    Rules, per role: a column chosen in ``columns`` wins; else exactly one column
+    whose name is a usual name of the role (:data:`COLUMN_NAMES`, e.g. ``customer``,
+    ``sku``, ``stars``, ``ts``), else one whose name starts with such a word and
+    ends in ``id``/``key``/``code``/``no``; else, for the timestamp, the one column
+    of dates or of Unix seconds, and for the rating the one column of numbers on
+    a small scale (at most 21 distinct values spanning at most 10). A role that
+    fails leaves the others guessed.
 
     Parameters
     ----------
     interactions
         The interactions table.
     columns
-        Explicit choices; unset roles are auto-detected from the usual names.
+        Explicit choices (``None`` roles are guessed).
+    source
+        File name for messages.
+
+    Returns
+    -------
+    ColumnGuess
+    """
+    columns = columns or ColumnMapping()
+    source = source or interactions.attrs.get("source")
+    present = [str(c) for c in interactions.columns]
+    resolved: dict[str, str | None] = {}
+    how: dict[str, str] = {}
+    problems: dict[str, DataError] = {}
+    for role in ROLES:
+        chosen = getattr(columns, role)
+        if role == "rating" and columns.implicit:
+            resolved[role] = None
+            continue
+        if chosen is None:
+            continue
+        if chosen in present:
+            resolved[role], how[role] = chosen, "chosen"
+        else:
+            resolved[role] = None
+            problems[role] = DataError(
+                f"the column '{chosen}' chosen for {_ROLE_WORDS[role]} is not in the table; its columns are {_list(present)}",
+                source=source, column=chosen, setting=role,
+            )
+    for role in ROLES:
+        if role in resolved:
+            continue
+        free = [c for c in present if c not in resolved.values()]
+        matches = _named_like(free, role)
+        if len(matches) > 1:
+            resolved[role] = None
+            problems[role] = DataError(
+                f"ambiguous {_ROLE_WORDS[role]}: columns {_list(matches)} all look like {_ROLE_WORDS[role]}; choose one",
+                source=source, hint=f"ColumnMapping({role}=...) or --{role}-col", setting=role,
+            )
+        elif matches:
+            resolved[role], how[role] = matches[0], "name"
+    for role, test in (("timestamp", _looks_like_times), ("rating", _looks_like_ratings)):
+        if role in resolved:
+            continue
+        free = [c for c in present if c not in resolved.values()]
+        found = [c for c in free if test(interactions[c])]
+        resolved[role] = found[0] if len(found) == 1 else None
+        if len(found) == 1:
+            how[role] = "content"
+    for role in ("user", "item"):
+        if resolved.get(role) is None and role not in problems:
+            hint = ""
+            if present and all(_looks_numeric(c) for c in present):
+                hint = " (the column names look like data: does the file have a header line?)"
+            problems[role] = DataError(
+                f"no column of {_ROLE_WORDS[role]} found{hint}: expected one named {_SHOWN_NAMES[role]}, "
+                f"the columns are {_list(present)}; rename it or choose it",
+                source=source, hint=f"ColumnMapping({role}=...) or --{role}-col", setting=role,
+            )
+        resolved.setdefault(role, None)
+    ids = {resolved["user"], resolved["item"], resolved["timestamp"]}
+    rating_like = tuple(c for c in present if c not in ids and _looks_like_ratings(interactions[c]))
+    return ColumnGuess(replace(columns, **resolved), how, problems, rating_like)
+
+
+def detect_columns(
+    interactions: pd.DataFrame,
+    columns: ColumnMapping | None = None,
+    *,
+    source: str | None = None,
+) -> ColumnMapping:
+    """Resolve which interactions column is the user, item, rating and timestamp (see :func:`guess_columns`).
+
+    Parameters
+    ----------
+    interactions
+        The interactions table.
+    columns
+        Explicit choices; unset roles are guessed.
     source
         File name for messages.
 
@@ -398,27 +527,13 @@ def detect_columns(
     DataError
         A named column is missing, or an ID column is missing or ambiguous.
     """
-    columns = columns or ColumnMapping()
     source = source or interactions.attrs.get("source")
-    present = [str(c) for c in interactions.columns]
-    resolved: dict[str, str | None] = {}
-    for role in ("user", "item", "rating", "timestamp"):
-        chosen = getattr(columns, role)
-        if role == "rating" and columns.implicit:
-            resolved[role] = None
-            continue
-        if chosen is not None:
-            if chosen not in present:
-                raise DataError(
-                    f"the column '{chosen}' chosen for {_ROLE_WORDS[role]} is not in the table; "
-                    f"its columns are {_list(present)}",
-                    source=source,
-                    column=chosen,
-                )
-            resolved[role] = chosen
-            continue
-        resolved[role] = _find_role(present, role, source, required=role in ("user", "item"))
-    taken = [v for v in resolved.values() if v is not None]
+    guess = guess_columns(interactions, columns, source=source)
+    for role in ROLES:
+        if role in guess.problems:
+            raise guess.problems[role]
+    resolved = [getattr(guess.mapping, role) for role in ROLES]
+    taken = [v for v in resolved if v is not None]
     clash = sorted({v for v in taken if taken.count(v) > 1})
     if clash:
         raise DataError(
@@ -426,31 +541,66 @@ def detect_columns(
             source=source,
             column=clash[0],
         )
-    return replace(columns, **resolved)
+    for role, kind in guess.how.items():
+        if kind == "content":
+            logger.info("%s: column %r read as %s (its values look like it)", source or "interactions", getattr(guess.mapping, role), _ROLE_WORDS[role])
+    return guess.mapping
 
 
-def _find_role(present: Sequence[str], role: str, source: str | None, *, required: bool) -> str | None:
-    wanted = COLUMN_NAMES[role]
-    matches = [c for c in present if normalise_column_name(c) in wanted]
-    if len(matches) > 1:
-        # An exact spelling preference (e.g. 'user_id' over 'user') resolves nothing: both are plausible.
-        raise DataError(
-            f"ambiguous {_ROLE_WORDS[role]}: columns {_list(matches)} all look like {_ROLE_WORDS[role]}; "
-            f"choose one (ColumnMapping({role}=...) or --{role}-col)",
-            source=source,
-        )
-    if matches:
+def side_id_column(table: pd.DataFrame, role: str, interactions_column: str | None) -> str | None:
+    """The ID column of a user (``role="user"``) or item table: the one usual ID name, else the interactions' column name.
+
+    ``None`` when neither fits (no such column, or several usual names).
+    """
+    present = [str(c) for c in table.columns]
+    matches = _named_like(present, role)
+    if len(matches) == 1:
         return matches[0]
-    if not required:
-        return None
-    hint = ""
-    if present and all(_looks_numeric(c) for c in present[: max(1, len(present))]):
-        hint = " (the column names look like data: does the file have a header line?)"
-    raise DataError(
-        f"no column of {_ROLE_WORDS[role]} found{hint}: expected one named {_SHOWN_NAMES[role]}, "
-        f"the columns are {_list(present)}; rename it or choose it (ColumnMapping({role}=...) or --{role}-col)",
-        source=source,
-    )
+    return interactions_column if interactions_column in present else None
+
+
+def _named_like(present: Sequence[str], role: str) -> list[str]:
+    """Columns named like ``role``: exact usual names, else a usual name followed by an ID suffix."""
+    wanted = COLUMN_NAMES[role]
+    exact = [c for c in present if normalise_column_name(c) in wanted]
+    if exact or role not in ("user", "item"):
+        return exact
+    return [
+        c for c in present
+        if any(normalise_column_name(c) == w + suffix for w in wanted for suffix in _ID_SUFFIXES)
+    ]
+
+
+def _looks_like_times(values: pd.Series) -> bool:
+    """Dates, date strings, or whole numbers in the range of Unix seconds (1973 to 2096)."""
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return True
+    present = values.dropna()
+    if len(present) == 0 or pd.api.types.is_bool_dtype(values.dtype):
+        return False
+    sample = present.iloc[:: max(1, len(present) // 200)]
+    if pd.api.types.is_numeric_dtype(values.dtype):
+        numbers = sample.to_numpy(dtype=np.float64)
+        return bool(np.all(np.mod(numbers, 1) == 0) and numbers.min() >= 1e8 and numbers.max() <= 4e9 and present.nunique() > 1)
+    text = sample.astype(str)
+    if text.str.fullmatch(r"\s*-?\d+(\.\d+)?\s*").any() or not text.str.contains(r"\d", regex=True).all():
+        return False
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    return bool(parsed.notna().mean() >= 0.95)
+
+
+def _looks_like_ratings(values: pd.Series) -> bool:
+    """Numbers (not IDs, not times) on a small scale: 2 to 21 distinct values spanning at most 10."""
+    if not pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
+        return False
+    present = values.dropna()
+    if len(present) < 2:
+        return False
+    numbers = present.to_numpy(dtype=np.float64)
+    if not np.isfinite(numbers).all():
+        return False
+    distinct = present.nunique()
+    return bool(2 <= distinct <= 21 and numbers.max() - numbers.min() <= 10)
 
 
 def _list(names: Sequence[str]) -> str:
@@ -851,9 +1001,12 @@ def build_dataset(
         rating = np.ones(len(interactions), dtype=np.float32)
         implicit = True
         if not mapping.implicit:
+            like = [str(c) for c in interactions.columns if c not in (user_col, item_col, mapping.timestamp)
+                    and _looks_like_ratings(interactions[c])]
+            seen = f"; column(s) {_list(like)} look like ratings: choose one as the rating column if they are" if like else ""
             warnings.append(
                 f"{src_inter or 'interactions'}: no rating column (looked for {_SHOWN_NAMES['rating']}); "
-                "every row is treated as an implicit interaction (1)."
+                f"every row is treated as an implicit interaction (1){seen}."
             )
     if mapping.timestamp is not None:
         timestamp = _timestamps(interactions[mapping.timestamp], source=src_inter, column=mapping.timestamp, warnings=warnings)
@@ -892,6 +1045,13 @@ def build_dataset(
     item_map, item_table, item_specs = _side_table(
         items, "item", item_ids, mapping.item_table_id, item_col, kinds["items"], names.get("items"), mapping, warnings
     )
+    for role, chosen, table in (("item", mapping.item_name, item_table), ("user", mapping.user_name, user_table)):
+        if chosen and chosen not in table.columns:
+            raise DataError(
+                f"the column '{chosen}' chosen for {role} names is not a feature of the {role} table "
+                f"(its features are {_list([str(c) for c in table.columns]) or 'none'}); choose another or none",
+                source=names.get(f"{role}s"), column=chosen, hint=f"ColumnMapping({role}_name=...)", setting=f"{role}_name",
+            )
     ratings = pd.DataFrame(
         {
             "user": user_codes.astype(np.int64, copy=False),
@@ -911,6 +1071,8 @@ def build_dataset(
         item_features=item_specs,
         implicit=implicit,
         warnings=tuple(warnings),
+        item_name_column=mapping.item_name,
+        user_name_column=mapping.user_name,
     )
     logger.info("built %r with %d warning(s)", dataset, len(warnings))
     return dataset
@@ -1026,23 +1188,20 @@ def _side_table(
             )
         column = id_column
     else:
-        matches = [c for c in present if normalise_column_name(c) in COLUMN_NAMES[role]]
-        if len(matches) == 1:
-            column = matches[0]
-        elif interactions_column in present:
-            column = interactions_column
+        matches = _named_like(present, role)
+        found = side_id_column(table, role, interactions_column)
+        if found is not None:
+            column = found
         elif matches:
             raise DataError(
-                f"ambiguous {role} IDs in the {role} table: columns {_list(matches)}; choose one "
-                f"(ColumnMapping({role}_table_id=...))",
-                source=source,
+                f"ambiguous {role} IDs in the {role} table: columns {_list(matches)}; choose one",
+                source=source, hint=f"ColumnMapping({role}_table_id=...)", setting=f"{role}_table_id",
             )
         else:
             raise DataError(
                 f"no {role} ID column in the {role} table: expected one named {_SHOWN_NAMES[role]} or "
-                f"'{interactions_column}', the columns are {_list(present)}; rename it or choose it "
-                f"(ColumnMapping({role}_table_id=...))",
-                source=source,
+                f"'{interactions_column}', the columns are {_list(present)}; rename it or choose it",
+                source=source, hint=f"ColumnMapping({role}_table_id=...)", setting=f"{role}_table_id",
             )
     _refuse_nested(table[column], what=f"{role} ID", source=source, column=column)
     codes, side_ids = _encode_ids(

@@ -28,6 +28,7 @@ from metarec_core.schedule import batch, n_batches, plan
 from metarec_core.scoring import catalogue_auc, evaluate_held_out, predict_tasks, query_metrics
 from metarec_core.splits import ColdStartSplit
 from metarec_core.tasks import TaskBatch, UserRatings, sample_tasks, tasks_from_frames
+from metarec_core.titles import dataset_titles, has_item_names
 from metarec_core.train_config import TrainConfig, resolve_scenario
 from metarec_core.training_data import TrainingData, item_text_vectors, prepare_data, whiten
 from metarec_core.transfer import source_anchor, source_inner_rates
@@ -235,7 +236,7 @@ class Trainer:
             dataset_name=dataset.name, fingerprint=dataset.fingerprint, loss=self.kind,
             rating_range=dataset.rating_range, context=data.context,
             seen=(data.split.train["user"].to_numpy(np.int64), data.split.train["item"].to_numpy(np.int64)),
-            item_titles=tuple(dataset.item_table["title"].astype(str)) if "title" in dataset.item_table else (),
+            item_titles=tuple(dataset_titles(dataset)) if has_item_names(dataset) else (),
             cold_users=tuple(int(u) for u in data.split.cold_users), cold_items=tuple(int(i) for i in data.split.cold_items),
         )
 

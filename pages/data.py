@@ -9,7 +9,7 @@ import streamlit as st
 from metarec_core.errors import MetarecError
 from ui import cache, charts, datasets, navigation, onboarding, state
 from ui.errors import guard, show_error, show_warnings
-from ui.i18n import labeller, t
+from ui.i18n import feature_label, labeller, t, value_labels
 from ui.markup import plain
 
 NONE = "—"
@@ -126,34 +126,86 @@ def summary_section(dataset) -> None:
     st.markdown(f"**{t('data.cold.header')}**")
     st.caption(t("data.cold.caption", k=summary.support_size, share=f"{summary.cold_fraction:.0%}"))
     scenarios = summary.scenarios_frame()
-    left, right = st.columns([1, 3])  # the table has seven columns: give it the room
-    with left:
-        st.plotly_chart(
-            charts.cold_share_figure(
-                scenarios,
-                summary.n_users,
-                summary.n_items,
-                scenario_labels={s: t(f"scenario.{s}") for s in scenarios["scenario"]},
-                labels={"users": t("data.cold.users"), "items": t("data.cold.items")},
-                y_title=t("data.cold.share"),
-            ),
-            config={"displayModeBar": False},
-        )
-    with right:
-        table = scenarios.assign(scenario=[t(f"scenario.{s}") for s in scenarios["scenario"]])
-        table.columns = [t(f"data.scn.{c}") for c in scenarios.columns]
-        st.dataframe(table, hide_index=True)
+    # The chart gets the page's width (a quarter of it crammed its labels); the seven-column table goes under it.
+    st.plotly_chart(
+        charts.cold_share_figure(
+            scenarios,
+            summary.n_users,
+            summary.n_items,
+            scenario_labels={s: t(f"scenario.{s}") for s in scenarios["scenario"]},
+            labels={"users": t("data.cold.users"), "items": t("data.cold.items")},
+            y_title=t("data.cold.share"),
+        ),
+        config={"displayModeBar": False},
+    )
+    table = scenarios.assign(scenario=[t(f"scenario.{s}") for s in scenarios["scenario"]])
+    table.columns = [t(f"data.scn.{c}") for c in scenarios.columns]
+    st.dataframe(table, hide_index=True)
     if summary.features:
         st.markdown(f"**{t('data.features')}**")
         features = summary.features_frame()
         features["table"] = [t(f"data.kinds.{v}") if v in ("users", "items") else v for v in features["table"]]
         features["kind"] = [t(f"kind.{v}") for v in features["kind"]]
+        features["example"] = [value_labels(n).get(str(v), v) for n, v in zip(features["name"], features["example"])]
+        features["name"] = [feature_label(v) for v in features["name"]]
         features.columns = [t(f"data.feat.{c}") for c in features.columns]
         st.dataframe(features, hide_index=True)
 
 
 #: Widgets whose values belong to one uploaded interactions file.
-MAPPING_KEYS = ("map_user", "map_item", "map_rating", "map_timestamp", "upload_name")
+MAPPING_KEYS = ("map_user", "map_item", "map_rating", "map_timestamp", "map_implicit_ok", "map_item_name", "map_user_name", "upload_name")
+
+
+def mapping_notes(rating_like: tuple[str, ...], chosen: dict[str, str | None]) -> bool:
+    """Say what an unmapped rating or timestamp means; returns whether the mapping may be validated.
+
+    Ratings never turn into implicit data unasked: with a rating-like column left
+    unmapped the user must confirm that the data have no ratings.
+    """
+    if chosen["timestamp"] is None:
+        st.caption(t("data.mapping.no_time"))
+    if chosen["rating"] is not None:
+        return True
+    candidates = [c for c in rating_like if c not in chosen.values()]
+    if not candidates:
+        st.caption(t("data.mapping.implicit.none"))
+        return True
+    st.warning(t("data.mapping.implicit.ask", columns=", ".join(f"“{plain(c)}”" for c in candidates)), icon=":material/warning:")
+    return st.checkbox(t("data.mapping.implicit.confirm"), key="map_implicit_ok")
+
+
+def name_choices(users: pd.DataFrame | None, items: pd.DataFrame | None, user: str | None, item: str | None) -> tuple:
+    """Select boxes of the user and item tables' name columns, pre-set to the detected ones.
+
+    Returns the ``(key, column)`` pairs for the column mapping: a column only
+    when it differs from the detected one (``None`` keeps detection), ``""`` for IDs only.
+    """
+    from metarec_core.loaders import side_id_column
+    from metarec_core.titles import name_column
+
+    tables = [(role, frame, id_of) for role, frame, id_of in (("item", items, item), ("user", users, user)) if frame is not None]
+    if not tables:
+        return ()
+    st.subheader(t("data.names.header"))
+    st.caption(t("data.names.caption"))
+    out = []
+    cols = st.columns(2)
+    for col, (role, frame, id_of) in zip(cols, tables):
+        id_column = side_id_column(frame, role, id_of)
+        features = frame.drop(columns=[id_column]) if id_column in frame.columns else frame
+        detected = name_column(features)
+        options = [""] + [str(c) for c in features.columns]
+        label = {"": t("data.names.ids")} | {c: c for c in options[1:]}
+        with col:
+            picked = st.selectbox(
+                t(f"data.names.{role}s"), options, index=options.index(detected) if detected in options else 0,
+                format_func=label.__getitem__, key=f"map_{role}_name",
+            )
+            if picked:
+                example = features[picked].dropna().astype(str).head(3).tolist()
+                st.caption(t("data.names.example", example=" · ".join(plain(e) for e in example)))
+        out.append((f"{role}_name", None if picked == (detected or "") else picked))
+    return tuple(out)
 
 
 def forget_mapping_of_other_files(digest: str) -> None:
@@ -176,27 +228,29 @@ def upload_section() -> None:
     if interactions is None:
         return
 
-    from metarec_core.loaders import ColumnMapping, detect_columns
+    from metarec_core.loaders import guess_columns
 
     source = interactions.attrs.get("source", "upload")
-    try:
-        detected = detect_columns(interactions, source=source)
-    except MetarecError as exc:
-        st.error(f"{plain(exc)}\n\n{t('data.mapping.next')}", icon=":material/error:")
-        detected = ColumnMapping()
+    guess = guess_columns(interactions, source=source)  # each role on its own: a role that fails leaves the others guessed
     forget_mapping_of_other_files(inter_digest)
     st.subheader(t("data.mapping.header"))
     st.caption(t("data.mapping.caption"))
     columns = [str(c) for c in interactions.columns]
+    chosen: dict[str, str | None] = {}
     cols = st.columns(4)
-    with cols[0]:
-        user = choose_column("data.mapping.user", columns, detected.user, key="map_user", optional=False)
-    with cols[1]:
-        item = choose_column("data.mapping.item", columns, detected.item, key="map_item", optional=False)
-    with cols[2]:
-        rating = choose_column("data.mapping.rating", columns, detected.rating, key="map_rating", optional=True)
-    with cols[3]:
-        timestamp = choose_column("data.mapping.timestamp", columns, detected.timestamp, key="map_timestamp", optional=True)
+    for col, role in zip(cols, ("user", "item", "rating", "timestamp")):
+        with col:
+            chosen[role] = choose_column(
+                f"data.mapping.{role}", columns, getattr(guess.mapping, role), key=f"map_{role}", optional=role in ("rating", "timestamp")
+            )
+    user, item, rating, timestamp = (chosen[r] for r in ("user", "item", "rating", "timestamp"))
+    for role, problem in guess.problems.items():
+        if chosen[role] is None:  # once the user has chosen that column, its message is gone
+            show_error(problem)
+    by_content = [t(f"data.mapping.{r}") for r, how in guess.how.items() if how == "content" and chosen[r] == getattr(guess.mapping, r)]
+    if by_content:
+        st.caption(t("data.mapping.guessed", roles=", ".join(by_content)))
+    implicit_ok = mapping_notes(guess.rating_like, chosen)
     kinds: dict[str, str] = {}
     side = [(p, f) for p, f in (("users", users), ("items", items)) if f is not None]
     if side:
@@ -216,10 +270,15 @@ def upload_section() -> None:
     st.subheader(t("data.preview.header"))
     st.dataframe(interactions.head(50), hide_index=True, height=220)
 
+    names = name_choices(users, items, user, item)
+
     if user is None or item is None:
         st.info(t("data.mapping.missing"), icon=":material/info:")
         return
-    mapping = (("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp), ("implicit", rating is None))
+    if not implicit_ok:
+        st.info(t("data.mapping.implicit.wait"), icon=":material/info:")
+        return
+    mapping = (("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp), ("implicit", rating is None), *names)
     name = st.text_input(t("data.name"), value=str(source).rsplit(".", 1)[0][:60] or "uploaded", max_chars=60, key="upload_name")
     key = (inter_digest, users_digest, items_digest)
     try:

@@ -9,7 +9,7 @@ import streamlit as st
 from metarec_core import embedding_views, projection
 from ui import cache, charts, navigation, onboarding, state
 from ui.errors import guard
-from ui.i18n import cohort_labels, labeller, t
+from ui.i18n import cohort_labels, feature_label, labeller, t, value_labels
 from ui.markup import plain
 
 #: UMAP's settings on this page (part of the cached coordinates' key).
@@ -56,8 +56,10 @@ with guard():
         t("emb.method"), ["pca", "umap"], format_func=labeller("emb.method."), default="pca", required=True, key="emb_method"
     )
     features = [c for c in frame.columns if c not in ("id", "label")]
+    column_label = labeller("emb.col.")
     color = cols[2].selectbox(
-        t("emb.color"), features, format_func=labeller("emb.col."), key=f"emb_color_{kind}"
+        t("emb.color"), features, format_func=lambda c: column_label(c) if c in ("cohort", "n_ratings") else feature_label(c),
+        key=f"emb_color_{kind}",
     )
     if method == "umap" and not have_umap:
         warm_umap()
@@ -86,7 +88,8 @@ with guard():
     fig = charts.embedding_figure(
         points, color=color, hover=["id", *hover], title="label", highlight=highlight,
         group_colours=charts.COHORT_COLOURS if color == "cohort" else None, other_label=t("emb.other"),
-        group_labels=cohort_labels() if color == "cohort" else None,
+        group_labels=cohort_labels() if color == "cohort" else value_labels(color),
+        field_labels={c: column_label(c) if c in ("id", "cohort", "n_ratings") else feature_label(c) for c in frame.columns},
     )
     st.plotly_chart(fig, config={"scrollZoom": True, "displaylogo": False}, key="emb_chart")
     st.caption(t("emb.caption.pca") if method == "pca" else t("emb.caption.umap"))

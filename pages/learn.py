@@ -10,6 +10,7 @@ from ui import cache, charts, datasets, navigation, runs, state
 from ui.errors import guard
 from ui.i18n import labeller, language, load_strings, phase_labels, t
 from ui.markup import plain
+from ui.metrics import method_label, metric_label
 
 navigation.enter_page(__file__)
 st.title(t("learn.title"))
@@ -195,7 +196,8 @@ def live_miniature() -> None:
         if evaluation is not None:
             metric = "mae" if "mae" in evaluation.metrics else evaluation.metrics[0]
             st.plotly_chart(
-                charts.shots_figure(evaluation.shots_curve(metric), highlight=evaluation.methods[0], x_title=t("runs.shots.k"), y_title=metric, height=300),
+                charts.shots_figure(evaluation.shots_curve(metric), highlight=evaluation.methods[0], x_title=t("runs.shots.k"), y_title=metric_label(metric),
+                                    height=300, labels={m: method_label(str(m)) for m in evaluation.methods}),
                 config={"displayModeBar": False},
             )
             st.caption(t("learn.live.shots"))
@@ -210,7 +212,7 @@ def live_miniature() -> None:
         final = cache.store().final_metrics(run.id)
         shown = {k: v for k, v in final.items() if k.startswith("test_")}
         if shown:
-            st.dataframe(pd.DataFrame({t("learn.live.metric"): list(shown), t("learn.live.value"): [round(v, 4) for v in shown.values()]}), hide_index=True)
+            st.dataframe(pd.DataFrame({t("learn.live.metric"): [metric_label(k) for k in shown], t("learn.live.value"): [round(v, 4) for v in shown.values()]}), hide_index=True)
         else:
             st.info(t("learn.live.no_final" if run.is_active else "learn.live.no_final.ended", status=t(f"status.{run.status}")))
         if evaluation is None and run.status == "completed":

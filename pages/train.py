@@ -10,6 +10,7 @@ from ui import cache, charts, datasets, navigation, runs, state, sweeps
 from ui.errors import guard, show_error
 from ui.i18n import labeller, phase_labels, t
 from ui.markup import plain
+from ui.metrics import metric_label
 
 PREFIX = "cfg_"
 BASE = "train_base"  # the preset's (or default) full config: settings the page does not show come from it
@@ -266,7 +267,7 @@ def progress_view(run) -> None:
     tests = {key: value for key, value in final.items() if key.startswith("test_")}
     if tests:
         st.subheader(t("train.final"))
-        st.dataframe(pd.DataFrame([tests]).round(4), hide_index=True)
+        st.dataframe(pd.DataFrame([tests]).round(4).rename(columns=metric_label), hide_index=True)
 
 
 def live_section() -> None:

@@ -170,10 +170,37 @@ def test_changing_the_mapping_revalidates(home: Path) -> None:
     at = new_app()
     at.file_uploader(key="upload_interactions").upload("r.csv", tiny_csv(), "text/csv").run()
     at.selectbox(key="map_rating").set_value("—").run()
+    # A rating-like column left unmapped: the data are not made implicit until the user says so.
+    assert not at.success and any("look like ratings" in w.value for w in at.warning)
+    at.checkbox(key="map_implicit_ok").check().run()
     assert any("implicit" in s.value for s in at.success)
     at.selectbox(key="map_item").set_value("userId").run()  # the same column for two roles
     assert at.error and "two roles" in at.error[0].value
     assert not at.exception
+
+
+def test_a_log_with_other_names_maps_every_column_and_names_come_from_product_name(home: Path) -> None:
+    at = new_app()
+    log = b"customer,sku,stars,ts\nc1,s1,4,1600000000\nc2,s1,2,1600000100\nc1,s2,5,1600000200\nc3,s2,1,1600000300\n"
+    at.file_uploader(key="upload_interactions").upload("orders.csv", log, "text/csv").run()
+    at.file_uploader(key="upload_items").upload("products.csv", b"sku,product_name,category\ns1,Red mug,kitchen\ns2,Blue pen,office\n", "text/csv").run()
+    assert_clean(at)
+    assert {k: at.selectbox(key=f"map_{k}").value for k in ("user", "item", "rating", "timestamp")} == {
+        "user": "customer", "item": "sku", "rating": "stars", "timestamp": "ts"}
+    assert at.selectbox(key="map_item_name").value == "product_name"
+    assert any("3 users, 2 items, 4 ratings" in s.value for s in at.success)
+
+
+def test_a_failed_guess_asks_in_the_apps_words_and_goes_once_chosen(home: Path) -> None:
+    at = new_app()
+    at.file_uploader(key="upload_interactions").upload("orders.csv", b"who,sku,stars,ts\na,x,4,1600000000\nb,x,2,1600000100\na,y,5,1600000200\n", "text/csv").run()
+    assert [at.selectbox(key=f"map_{k}").value for k in ("user", "item", "rating", "timestamp")] == [None, "sku", "stars", "ts"]
+    message = at.error[0].value
+    assert "no column of user IDs" in message and "Column mapping" in message
+    assert "ColumnMapping" not in message and "--user-col" not in message
+    at.selectbox(key="map_user").set_value("who").run()
+    assert_clean(at)  # the stale message is gone once the column is chosen
+    assert any("2 users, 2 items, 3 ratings" in s.value for s in at.success)
 
 
 def test_a_new_file_gets_its_own_detected_mapping_after_a_failed_one(home: Path) -> None:
@@ -333,8 +360,8 @@ def test_a_run_started_on_the_train_page_trains_in_the_background_and_shows_its_
     at = at.run()
     assert_clean(at)
     final = at.dataframe[-1].value
-    assert {"test_mae", "test_rmse", "test_ndcg@3"} <= set(final.columns)
-    assert 0.0 < float(final["test_mae"].iloc[0]) < 2.0
+    assert {"MAE (test, new users)", "RMSE (test, new users)", "nDCG@3 (test, new users)"} <= set(final.columns)
+    assert 0.0 < float(final["MAE (test, new users)"].iloc[0]) < 2.0
     specs = plotly_specs(at)
     loss = next(s for s in specs if any(tr.get("name") == "L_meta" for tr in s["data"]))
     assert len(values(loss["data"][0]["x"])) > 0  # the loss chart has points
@@ -350,6 +377,45 @@ def test_runs_page_compares_and_lists_the_run(trained: dict) -> None:
     assert at.multiselect(key="runs_selected").value[0] == trained["run_id"]
     names = [tr["name"] for s in plotly_specs(at) for tr in s["data"]]
     assert "L_meta" in names and "L_trans" in names
+
+
+def test_runs_page_shows_baselines_beside_final_metrics_without_an_evaluation(trained: dict) -> None:
+    at = open_page(trained["at"], "runs")
+    assert_clean(at)
+    final = next(d.value for d in at.dataframe if "MAE (test, new users)" in d.value.columns and "ID" not in d.value.columns)
+    rows = set(final.index)
+    assert {"bias (item + user offset)", "ALS + fold-in"} <= rows  # kept with the run when it completed
+    assert final.loc["ALS + fold-in", "MAE (test, new users)"] > 0
+    loss = next(s for s in plotly_specs(at) if any(tr.get("name") == "L_meta" for tr in s["data"]))
+    labels = {a["text"] for a in loss["layout"].get("annotations", [])}
+    assert labels & {"meta", "transfer"}  # the phases are shaded and named
+
+
+def test_runs_page_filters_the_table_and_pins_a_default_run(trained: dict) -> None:
+    from metarec_core import jobs
+    from metarec_core.default_runs import default_run, pinned_run
+    from metarec_core.store import RunStore
+
+    store = RunStore()
+    side = jobs.submit(store, {**TINY, "lambda_meta": 0.0}, trained["dataset"], name="transfer side run")
+    assert jobs.run_worker(store, side) == "completed"
+    assert default_run(store, trained["dataset"]) == trained["run_id"]  # newer, but not of the default kind
+    at = open_page(trained["at"], "runs")
+    assert any("New sessions open on this run" in c.value for c in at.caption)
+    at.text_input(key="runs_filter").set_value("no such run").run()
+    assert_clean(at)
+    assert any("No run matches" in i.value for i in at.info)
+    at.text_input(key="runs_filter").set_value("tiny").run()
+    assert "tiny <b>run</b>" in set(at.dataframe[0].value.iloc[:, 0])
+    at.text_input(key="runs_filter").set_value("").run()
+    at.selectbox(key="manage_pick").set_value(side).run()
+    at.button(key=f"default_{side}").click().run()
+    assert_clean(at)
+    try:
+        assert pinned_run(store, trained["dataset"]) == side
+    finally:
+        store.delete(side)
+        at.selectbox(key="manage_pick").set_value(trained["run_id"]).run()
 
 
 def test_runs_page_says_when_it_shows_runs_of_other_datasets(trained: dict) -> None:
@@ -630,6 +696,56 @@ def test_side_tables_and_feature_kinds(home: Path, tiny_scenario) -> None:
     saved = RunStore().load_dataset(at.session_state["dataset_key"].split(":", 1)[1])
     assert [s.name for s in saved.item_features] == ["title", "price"]  # tags ignored as asked
     assert saved.n_items == data.n_items  # side-table-only items kept as cold items
+
+
+#: Keys the core records that a person must never read as they are (metric, method and setting names).
+RAW_KEYS = ("test_mae", "test_rmse", "test_ndcg@3", "valid_mae", "valid_ndcg@3", "valid_rmse", "best_epoch",
+            "catalogue_ndcg@10", "hit_rate@10", "global-mean", "item-mean", "lambda_meta", "lambda_trans", "lambda_l0")
+
+
+def shown_text(at: AppTest) -> list[str]:
+    """Every string the page shows: text elements, widget labels and options, table headers and cells, chart labels."""
+    out: list[str] = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "success", "error"):
+        out += [str(e.value) for e in at.get(kind)]
+    for metric in at.metric:
+        out += [str(metric.label), str(metric.value)]
+    for kind in ("selectbox", "multiselect", "radio", "segmented_control", "pills", "select_slider"):
+        for widget in at.get(kind):
+            out += [str(widget.label)] + [str(o) for o in getattr(widget, "options", [])]
+    for frame in [*at.dataframe, *at.table]:
+        value = frame.value
+        out += [str(c) for c in value.columns] + [str(i) for i in value.index]
+        out += [str(v) for v in value.select_dtypes(exclude="number").to_numpy().ravel()]
+    for spec in plotly_specs(at):
+        layout = spec.get("layout", {})
+        out += [str(tr.get("name", "")) for tr in spec["data"]]
+        out += [str(a.get("text", "")) for a in layout.get("annotations", [])]
+        for axis in ("xaxis", "yaxis"):
+            title = layout.get(axis, {}).get("title", {})
+            out.append(str(title.get("text", "") if isinstance(title, dict) else title))
+    return out
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+def test_no_raw_key_reaches_a_page(trained: dict, lang: str) -> None:
+    at = trained["at"]
+    at.session_state["lang"] = lang
+    try:
+        for page in PAGES:
+            if page == "lab":
+                continue  # the lab is checked by its own tests
+            at = open_page(at, page)
+            assert_clean(at)
+            text = "\n".join(shown_text(at))
+            # The Learn page teaches the settings' own names (for Python and the command line) in its settings table.
+            found = [raw for raw in RAW_KEYS if raw in text and not (page == "learn" and raw.startswith("lambda_"))]
+            assert not found, (lang, page, found)
+            cells = set(shown_text(at))
+            assert not cells & {"mf", "bias", "M", "F"}, (lang, page)  # method and feature values shown bare
+    finally:
+        at.session_state["lang"] = "en"
+        open_page(at, "data")
 
 
 @pytest.mark.parametrize("damage", ["junk", "zero length beside run folders"])

@@ -119,3 +119,17 @@ def test_a_lazily_averaged_table_equals_the_average_updated_at_every_step():
     assert torch.allclose(lazy_model.weight, dense_model.weight, atol=1e-5)
     with pytest.raises(ValueError, match="no parameter named nothing"):
         WeightAverage(lazy_model, {}, decay=0.9, rows=("nothing",))
+
+
+def test_validation_trend_flags_an_early_best_epoch_that_later_epochs_lost() -> None:
+    from metarec_core.averaging import validation_trend
+
+    rising = validation_trend([1, 2, 3, 4], [0.80, 0.82, 0.85, 0.86])
+    assert (rising.best_epoch, rising.last_epoch, rising.worse_after) == (1, 4, True)
+    improving = validation_trend([3, 1, 2], [0.78, 0.80, 0.79])
+    assert (improving.best_epoch, improving.worse_after) == (3, False)
+    flat = validation_trend([1, 2, 3], [0.800, 0.799, 0.8005])  # within noise of the best: not a warning
+    assert flat.best_epoch == 2 and not flat.worse_after
+    auc = validation_trend([1, 2, 3], [0.70, 0.75, 0.71], lower_is_better=False)
+    assert (auc.best_epoch, auc.worse_after) == (2, True)
+    assert validation_trend([], []) is None

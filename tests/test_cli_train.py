@@ -138,6 +138,55 @@ def test_recommend_refuses_a_k_below_one_in_one_line(files, capsys, k):
     assert "--k" in err and "at least 1" in err and "Traceback" not in err
 
 
+def test_recommend_all_users_writes_every_users_top_k(files, tmp_path, capsys):
+    root, run = files
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", "--run", str(run), "--all-users", "--k", "4", "--out", str(out)]) == 0
+    recs = pd.read_csv(out, dtype={"user_id": str, "item_id": str})
+    assert list(recs.columns) == ["user_id", "rank", "item_id", "name", "score"]
+    ranks = recs.groupby("user_id")["rank"].apply(list)
+    # Ranks from 1; a user who has rated all but a few of the 60 items gets fewer than 4, one who rated all none (and is counted).
+    missing = 120 - recs["user_id"].nunique()
+    assert missing < 3 and all(r == list(range(1, len(r) + 1)) for r in ranks)
+    assert (ranks.str.len() == 4).mean() > 0.8
+    assert (f"{missing} user(s) have no list" in capsys.readouterr().err) == (missing > 0)
+    assert recs.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+    items = pd.read_csv(root / "items.csv", dtype={"item_id": str}).set_index("item_id")["title"]
+    assert (recs["name"] == recs["item_id"].map(items)).all()  # names, not IDs twice
+    # A known user's list is the one `recommend --user` prints for them.
+    capsys.readouterr()
+    assert main(["recommend", "--run", str(run), "--user", "7", "--k", "4", "--json"]) == 0
+    single = [row["item_id"] for row in json.loads(capsys.readouterr().out)["items"]]
+    assert recs.loc[recs["user_id"] == "7", "item_id"].tolist() == single
+
+
+def test_recommend_for_a_cohort_and_a_users_file(files, tmp_path, capsys):
+    _, run = files
+    out = tmp_path / "new.csv"
+    assert main(["recommend", "--run", str(run), "--all-users", "--cohort", "new", "--k", "2", "--out", str(out)]) == 0
+    new = pd.read_csv(out, dtype={"user_id": str})
+    assert 0 < new["user_id"].nunique() < 120
+    capsys.readouterr()
+    (tmp_path / "u.csv").write_text("user_id\n7\nnewbie\n7\n")
+    assert main(["recommend", "--run", str(run), "--users-file", str(tmp_path / "u.csv"), "--k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "user_id,rank,item_id,name,score" and len(lines) == 1 + 2 * 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--user", "7", "--out", "x.csv"], "--out go with --all-users"), (["--all-users", "--json"], "--json prints one user"),
+     (["--users-file", "u.csv", "--cohort", "new"], "--cohort picks among")],
+)
+def test_recommend_many_refuses_mixed_options_in_one_line(files, tmp_path, capsys, extra, message):
+    _, run = files
+    (tmp_path / "u.csv").write_text("user_id\n7\n")
+    extra = [str(tmp_path / e) if e.endswith(".csv") else e for e in extra]
+    assert main(["recommend", "--run", str(run), *extra]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_train_says_when_it_trains_for_new_items_and_records_it(files, tmp_path, capsys):
     root, _ = files
     items = pd.read_csv(root / "items.csv")

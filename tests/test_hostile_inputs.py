@@ -78,7 +78,7 @@ FILE_CASES = [
     FileCase("broken UTF-16", b"\xff\xfeu\x00s\x00\x00\xd8", "starts like UTF-16 text but cannot be decoded"),
     FileCase("unclosed quote", 'user_id,item_id,rating\n1,"10,4\n2,11,3\n', "cannot parse the table"),
     FileCase("too many fields", "user_id,item_id,rating\n1,10,4\n2,11,3,9,9\n", "cannot parse the table"),
-    FileCase("no user column", "customer,item_id,rating\n1,10,4\n2,11,3\n", "no column of user IDs found"),
+    FileCase("no user column", "who,item_id,rating\nx,10,4\ny,11,3\n", "no column of user IDs found"),
     FileCase("missing user ID", _with_row(",12,3,1005"), "row(s) have no user ID"),
     FileCase("mixed ID types", _with_row("abc,12,3,1005"), "mixed types in the user ID column"),
     FileCase("rating text", _with_row("2,12,good,1005"), "rating(s) are not numbers"),

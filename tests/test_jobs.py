@@ -430,6 +430,18 @@ def test_evaluating_a_deleted_run_does_not_bring_its_folder_back(store: RunStore
     assert not store.run_dir(run_id).exists()
 
 
+def test_a_completed_run_keeps_its_baselines_measured_once_per_split(store: RunStore, dataset_ref: str) -> None:
+    from metarec_core.split_baselines import read_run_baselines
+
+    first = trained_run(store, dataset_ref, name="first")
+    kept = read_run_baselines(store.run_dir(first))
+    assert set(kept) == {"bias", "mf"} and 0.0 < kept["bias"]["test_mae"] < 3.0
+    assert len(list((store.home / jobs.BASELINE_CACHE).glob("*.json"))) == 1
+    second = trained_run(store, dataset_ref, name="second")  # the same split: the cached measurement
+    assert read_run_baselines(store.run_dir(second)) == kept
+    assert len(list((store.home / jobs.BASELINE_CACHE).glob("*.json"))) == 1
+
+
 def test_a_new_process_starts_its_own_line_in_a_log_a_killed_one_left_unfinished(tmp_path):
     from metarec_core.jobs import _start_log_section
 

@@ -155,10 +155,10 @@ def test_usual_names_are_detected(header):
 
 
 def test_mapping_overrides_detection():
-    text = "customer,product,stars,when\n1,10,4,5\n2,10,2,6\n"
+    text = "shopper,product,points,when\n1,10,4,5\n2,10,2,6\n"
     with pytest.raises(DataError, match="no column of user IDs"):
         load(text)
-    data = load(text, columns=ColumnMapping(user="customer", item="product", rating="stars", timestamp="when"))
+    data = load(text, columns=ColumnMapping(user="shopper", item="product", rating="points", timestamp="when"))
     assert data.ratings["rating"].tolist() == [4, 2] and data.ratings["timestamp"].tolist() == [5, 6]
     with pytest.raises(DataError, match="'nope'.*not in the table"):
         load(text, columns=ColumnMapping(user="nope", item="product"))
@@ -345,6 +345,60 @@ def test_feature_kind_overrides():
 def test_empty_interactions_frame():
     with pytest.raises(DataError, match="no interactions"):
         build_dataset(pd.DataFrame({"user": [], "item": [], "rating": []}))
+
+
+# ----------------------------------------------------------------- guessing each role on its own
+
+
+def test_a_log_with_other_names_maps_every_role():
+    text = "customer,sku,stars,ts\nc1,s1,4,1600000000\nc2,s1,2,1600000100\nc1,s2,5,1600000200\n"
+    data = load(text)
+    assert not data.implicit and data.ratings["rating"].tolist() == [4, 2, 5]
+    assert sorted(data.ratings["timestamp"].tolist()) == [1600000000, 1600000100, 1600000200]
+    assert not any("not used" in w for w in data.warnings)
+
+
+def test_a_role_that_fails_leaves_the_others_guessed():
+    from metarec_core.loaders import guess_columns
+
+    frame = pd.DataFrame({"who": ["a", "b"], "sku": ["x", "y"], "stars": [1, 5], "ts": [1600000000, 1600000009]})
+    guess = guess_columns(frame, source="orders.csv")
+    assert guess.mapping.user is None and set(guess.problems) == {"user"}
+    assert (guess.mapping.item, guess.mapping.rating, guess.mapping.timestamp) == ("sku", "stars", "ts")
+    problem = guess.problems["user"]
+    assert problem.setting == "user" and "--user-col" in str(problem) and "--user-col" not in problem.problem
+    assert "ColumnMapping" not in problem.problem and "orders.csv" in problem.problem
+
+
+def test_ratings_and_times_are_recognised_by_their_values():
+    from metarec_core.loaders import guess_columns
+
+    frame = pd.DataFrame(
+        {"user_id": [1, 2, 3], "item_id": [7, 8, 9], "v": [1.0, 4.5, 3.0], "when_it": ["2024-05-01", "2024-05-02 13:00", "2024-06-01"]}
+    )
+    guess = guess_columns(frame)
+    assert (guess.mapping.rating, guess.mapping.timestamp) == ("v", "when_it")
+    assert guess.how == {"user": "name", "item": "name", "rating": "content", "timestamp": "content"}
+    seconds = pd.DataFrame({"user_id": [1, 2], "item_id": [7, 8], "rating": [3, 4], "t": [1_600_000_000, 1_600_000_500]})
+    assert guess_columns(seconds).mapping.timestamp == "t"
+    # IDs on a small scale are not ratings, a count of 1,000 distinct values is not either.
+    counts = pd.DataFrame({"user_id": np.arange(30) % 3, "item_id": np.arange(30), "clicks": np.arange(30) * 37})
+    assert guess_columns(counts).mapping.rating is None and guess_columns(counts).rating_like == ()
+
+
+def test_an_unused_rating_like_column_is_named_in_the_implicit_warning():
+    frame = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [7, 8, 9], "a": [1, 2, 3], "b": [2, 3, 4]})
+    implicit = build_dataset(frame)  # two candidates: none is picked, and the warning says which ones
+    assert implicit.implicit and any("'a', 'b' look like ratings" in w for w in implicit.warnings)
+
+
+def test_a_chosen_name_column_is_kept_and_checked():
+    items = b"sku,product_name,category\ns1,Red mug,kitchen\ns2,Blue pen,office\n"
+    data = load_dataset(b"customer,sku,stars\nc1,s1,4\nc2,s2,2\n", items=items, columns=ColumnMapping(item_name="category"))
+    assert data.item_name_column == "category"
+    with pytest.raises(DataError, match="'colour' chosen for item names") as info:
+        load_dataset(b"customer,sku,stars\nc1,s1,4\nc2,s2,2\n", items=items, columns=ColumnMapping(item_name="colour"))
+    assert info.value.setting == "item_name"
 
 
 # ----------------------------------------------------------------- rating scale, nested values, too few users

@@ -158,6 +158,44 @@ def schedule_figure(segments: pd.DataFrame, labels: Mapping[str, str], *, x_titl
 #: Loss terms drawn by default, and how each is dashed when several runs share a chart.
 LOSS_KEYS = ("meta", "trans", "total")
 _DASH = {"meta": "solid", "trans": "dash", "l0": "dot", "total": "dashdot"}
+
+
+def run_colours(run_ids: Sequence[str]) -> dict[str, str]:
+    """A colour per run that depends on its ID, not on its place in a list, so a run looks the same on every page and in every session.
+
+    Each ID hashes to a colour of :data:`METHOD_COLOURS`; when two of the runs
+    shown hash to the same one, the later ID (in sorted order, so again not by
+    position) takes the next free colour.
+    """
+    import hashlib
+
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for run_id in sorted(set(run_ids)):
+        start = int(hashlib.sha256(str(run_id).encode()).hexdigest(), 16) % len(METHOD_COLOURS)
+        for step in range(len(METHOD_COLOURS)):
+            colour = METHOD_COLOURS[(start + step) % len(METHOD_COLOURS)]
+            if colour not in taken or len(taken) >= len(METHOD_COLOURS):
+                break
+        out[run_id] = colour
+        taken.add(colour)
+    return out
+
+
+def phase_spans(points: pd.DataFrame, x: str = "step") -> list[tuple[str, float, float]]:
+    """Contiguous stretches of one training phase in a run's points: ``(phase, first x, last x)``, in order."""
+    part = points[points["phase"].isin(TRAINING_PHASES)].sort_values(["step", "time"])
+    if part.empty:
+        return []
+    xs = part["step"].to_numpy(dtype=float) if x == "step" else part["time"].to_numpy(dtype=float) - float(points["time"].min())
+    phases = part["phase"].to_numpy()
+    spans: list[tuple[str, float, float]] = []
+    start = 0
+    for i in range(1, len(phases) + 1):
+        if i == len(phases) or phases[i] != phases[start]:
+            spans.append((str(phases[start]), float(xs[start]), float(xs[i - 1])))
+            start = i
+    return spans
 _KEY_COLOURS = {"meta": PHASE_COLOURS["meta"], "trans": PHASE_COLOURS["transfer"], "l0": "#e9c46a", "total": "#264653"}
 TRAINING_PHASES = ("meta", "transfer", "joint")
 
@@ -200,8 +238,10 @@ def loss_figure(
     x_title: str = "",
     y_title: str = "",
     height: int = 360,
+    colours: Mapping[str, str] | None = None,
+    phase_names: Mapping[str, str] | None = None,
 ) -> go.Figure:
-    """Training-loss curves, one line per (run, loss term), overlaid.
+    """Training-loss curves, one line per (run, loss term), overlaid; the first run's phases shaded and labelled.
 
     Parameters
     ----------
@@ -219,6 +259,11 @@ def loss_figure(
         Display names of runs and loss terms.
     x_title, y_title
         Axis titles.
+    colours
+        A colour per run (:func:`run_colours`); default by position.
+    phase_names
+        Labels of the phases (``meta``, ``transfer``, ``joint``); when given, the
+        phases of the first run are shaded in their colours and labelled at the top.
     """
     if x not in ("step", "time"):
         raise ValueError(f"x must be 'step' or 'time', got '{x}'")
@@ -242,10 +287,18 @@ def loss_figure(
             name = (key_labels or {}).get(key, key)
             if len(runs) > 1:
                 name = f"{esc((run_labels or {}).get(run, run))} · {name}"
-                line = dict(color=METHOD_COLOURS[r % len(METHOD_COLOURS)], dash=_DASH.get(key, "solid"))
+                line = dict(color=(colours or {}).get(run, METHOD_COLOURS[r % len(METHOD_COLOURS)]), dash=_DASH.get(key, "solid"))
             else:
                 line = dict(color=_KEY_COLOURS.get(key, "#999999"))
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, line=line, connectgaps=False))
+    if phase_names and runs:
+        first = metrics[metrics["run"] == runs[0]]
+        for phase, x0, x1 in phase_spans(first, x):
+            fig.add_vrect(
+                x0=x0, x1=max(x1, x0 + 0.5), fillcolor=PHASE_COLOURS.get(phase, "#999999"), opacity=0.08, line_width=0, layer="below",
+                annotation_text=esc(phase_names.get(phase, phase)), annotation_position="top left",
+                annotation_font=dict(size=10, color=PHASE_COLOURS.get(phase, "#666666")),
+            )
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=30, b=40),
@@ -264,8 +317,11 @@ def validation_figure(
     x_title: str = "",
     y_title: str = "",
     height: int = 300,
+    colours: Mapping[str, str] | None = None,
+    best_epochs: Mapping[str, int] | None = None,
+    best_label: str = "best",
 ) -> go.Figure:
-    """A validation metric per epoch (``validate`` points), one line per run."""
+    """A validation metric per epoch (``validate`` points), one line per run; each run's best epoch ringed (``best_epochs``)."""
     frame = metrics[(metrics["phase"] == "validate") & (metrics["key"] == key)]
     if "run" not in frame.columns:
         frame = frame.assign(run="")
@@ -277,11 +333,22 @@ def validation_figure(
                 x=part["epoch"].to_numpy(dtype=float),
                 y=part["value"].to_numpy(dtype=float),
                 mode="lines+markers",
-                name=esc((run_labels or {}).get(run, run) or key),
-                line=dict(color=METHOD_COLOURS[r % len(METHOD_COLOURS)]),
+                name=esc((run_labels or {}).get(run, run) or y_title),
+                line=dict(color=(colours or {}).get(run, METHOD_COLOURS[r % len(METHOD_COLOURS)])),
             )
         )
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, showlegend=len(fig.data) > 1)
+        best = (best_epochs or {}).get(run)
+        at_best = part[part["epoch"] == best] if best is not None else part.iloc[0:0]
+        if len(at_best):
+            fig.add_trace(
+                go.Scatter(
+                    x=at_best["epoch"].to_numpy(dtype=float)[:1], y=at_best["value"].to_numpy(dtype=float)[:1], mode="markers+text",
+                    marker=dict(size=16, color="rgba(0,0,0,0)", line=dict(color=(colours or {}).get(run, "#111111"), width=2)),
+                    text=[esc(best_label)], textposition="top center", showlegend=False, hoverinfo="skip", name=esc(best_label),
+                )
+            )
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title,
+                      showlegend=frame["run"].nunique() > 1)
     fig.update_xaxes(tickformat="d", dtick=1 if len(frame) and frame["epoch"].max() <= 20 else None)  # whole epochs only
     return fig
 
@@ -370,10 +437,11 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=False)
 
 
-def hover_text(frame: pd.DataFrame, title: str, fields: Sequence[str]) -> list[str]:
-    """One escaped hover label per row: the title in bold, then ``field: value`` lines."""
+def hover_text(frame: pd.DataFrame, title: str, fields: Sequence[str], labels: Mapping[str, str] | None = None) -> list[str]:
+    """One escaped hover label per row: the title in bold, then ``field: value`` lines (fields named by ``labels``)."""
     titles = frame[title].map(esc).to_numpy()
-    parts = [frame[f].map(lambda v, f=f: f"{esc(f)}: {esc(v)}").to_numpy() for f in fields if f in frame.columns]
+    names = labels or {}
+    parts = [frame[f].map(lambda v, f=f: f"{esc(names.get(f, f))}: {esc(v)}").to_numpy() for f in fields if f in frame.columns]
     return ["<br>".join([f"<b>{titles[i]}</b>", *(p[i] for p in parts)]) for i in range(len(frame))]
 
 
@@ -386,6 +454,7 @@ def embedding_base(
     group_colours: Mapping[str, str] | None = None,
     other_label: str = "other",
     group_labels: Mapping[str, str] | None = None,
+    field_labels: Mapping[str, str] | None = None,
 ) -> tuple[list, np.ndarray]:
     """The base layer of an embedding map: one WebGL trace per colour group, and the escaped hover labels.
 
@@ -393,16 +462,17 @@ def embedding_base(
     thousands of points); see :func:`embedding_figure` for the parameters.
     """
     traces: list = []
-    text = np.asarray(hover_text(points, title, hover), dtype=object)  # arrays validate much faster than lists
+    text = np.asarray(hover_text(points, title, hover, field_labels), dtype=object)  # arrays validate much faster than lists
+    color_name = esc((field_labels or {}).get(color, color)) if color is not None else ""
     base = dict(mode="markers", hoverinfo="text", hovertemplate="%{text}<extra></extra>")
     if color is None:
         traces.append(go.Scattergl(x=points["x"], y=points["y"], text=text, marker=dict(size=5, color="#7b2cbf", opacity=0.6), name="", **base))
     elif pd.api.types.is_numeric_dtype(points[color]) and not pd.api.types.is_bool_dtype(points[color]):
         traces.append(
             go.Scattergl(
-                x=points["x"], y=points["y"], text=text, name=esc(color),
+                x=points["x"], y=points["y"], text=text, name=color_name,
                 marker=dict(size=5, color=points[color], colorscale="Viridis", showscale=True, opacity=0.7,
-                            colorbar=dict(title=esc(color), thickness=12)),
+                            colorbar=dict(title=color_name, thickness=12)),
                 **base,
             )
         )
@@ -441,6 +511,7 @@ def embedding_figure(
     group_labels: Mapping[str, str] | None = None,
     focus: bool = False,
     height: int = 560,
+    field_labels: Mapping[str, str] | None = None,
 ) -> go.Figure:
     """A 2-D map of embeddings drawn with WebGL (``Scattergl``), one figure per page.
 
@@ -467,9 +538,11 @@ def embedding_figure(
     focus
         Start zoomed in on the trail (the rest of the map stays there: zoom
         out, or use the autoscale button).
+    field_labels
+        Display names of columns (hover lines, the colour bar's title); default the column names.
     """
     traces, text = embedding_base(points, color=color, hover=hover, title=title, group_colours=group_colours,
-                                  other_label=other_label, group_labels=group_labels)
+                                  other_label=other_label, group_labels=group_labels, field_labels=field_labels)
     fig = go.Figure(data=traces)
     base = dict(mode="markers", hoverinfo="text", hovertemplate="%{text}<extra></extra>")
     if len(highlight):
@@ -605,7 +678,10 @@ def inner_loss_figure(
 
 
 # ---------------------------------------------------------------- evaluation
-def shots_figure(curve: pd.DataFrame, *, highlight: str | None = None, x_title: str = "", y_title: str = "", height: int = 360) -> go.Figure:
+def shots_figure(
+    curve: pd.DataFrame, *, highlight: str | None = None, x_title: str = "", y_title: str = "", height: int = 360,
+    labels: Mapping[str, str] | None = None,
+) -> go.Figure:
     """A metric against K support ratings, one line per method (error bars when there are several seeds).
 
     Parameters
@@ -614,6 +690,8 @@ def shots_figure(curve: pd.DataFrame, *, highlight: str | None = None, x_title: 
         Columns ``method``, ``shots``, ``mean`` and ``std`` (``EvaluationResult.shots_curve``).
     highlight
         A method drawn thicker (the run itself).
+    labels
+        Legend names of methods (e.g. translated baseline names); styles stay keyed by the raw name.
     """
     fig = go.Figure()
     for m, (method, part) in enumerate(curve.groupby("method", sort=False)):
@@ -621,7 +699,7 @@ def shots_figure(curve: pd.DataFrame, *, highlight: str | None = None, x_title: 
         std = part["std"].to_numpy(dtype=float)
         fig.add_trace(
             go.Scatter(
-                x=part["shots"].to_numpy(dtype=float), y=part["mean"].to_numpy(dtype=float), mode="lines+markers", name=esc(method),
+                x=part["shots"].to_numpy(dtype=float), y=part["mean"].to_numpy(dtype=float), mode="lines+markers", name=esc((labels or {}).get(method, method)),
                 error_y=dict(type="data", array=np.nan_to_num(std), visible=bool(np.isfinite(std).any())),
                 line=dict(color=METHOD_COLOURS[m % len(METHOD_COLOURS)], width=4 if method == highlight else 2,
                           dash="solid" if method == highlight or "no adaptation" not in str(method) else "dot"),

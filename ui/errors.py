@@ -41,7 +41,11 @@ def error_message(exc: BaseException) -> str:
         row, source = getattr(exc, "row", None), str(getattr(exc, "source", "") or "")
         text_file = not source.lower().endswith((".parquet", ".pq"))  # Parquet has no lines
         hint = f" {t('error.row_hint', row=row, line=row + 1)}" if isinstance(exc, DataError) and row is not None and text_file else ""
-        return f"{plain(exc)}\n\n{t(step_key)}{hint}"
+        if isinstance(exc, DataError) and exc.setting:
+            # The fix named by the app's own control, not by the Python or command-line option the core names.
+            return f"{plain(exc.problem)}\n\n{t(f'error.setting.{exc.setting}')}{hint}"
+        text = exc.problem if isinstance(exc, DataError) else str(exc)
+        return f"{plain(text)}\n\n{t(step_key)}{hint}"
     return t("error.unexpected", kind=type(exc).__name__, message=plain(exc))
 
 

@@ -89,3 +89,17 @@ def phase_labels() -> dict[str, str]:
 def cohort_labels() -> dict[str, str]:
     """Display names of the cohorts users and items are coloured by (warm, new, validation)."""
     return {c: t(f"cohort.{c}") for c in ("warm", "new", "meta-test")}
+
+
+def feature_label(name: object) -> str:
+    """A side feature's name in words where the app knows it (the built-in datasets' ``age``, ``gender``, ...); else as it is."""
+    entry = load_strings().get(f"feature.{name}")
+    return (entry.get(language()) or entry["en"]) if entry else str(name)
+
+
+def value_labels(feature: object) -> dict[str, str]:
+    """The known values of a built-in feature in words (``gender``: ``M`` -> male / 男); empty for any other feature."""
+    prefix = f"value.{feature}."
+    lang = language()
+    return {key[len(prefix):]: entry.get(lang) or entry["en"] for key, entry in load_strings().items() if key.startswith(prefix)}
+

@@ -125,3 +125,15 @@ def evaluation_state(run_id: str) -> Any:
 def load_evaluation(run_id: str) -> Any:
     """The saved :class:`~metarec_core.evaluation_report.EvaluationResult` of a run, or ``None``."""
     return cache.evaluation(evaluation_dir(run_id))
+
+
+def run_baselines(run_id: str) -> dict[str, dict[str, float]]:
+    """The bias and ALS baselines scored on a run's own split when it completed (``{}`` before that, or on implicit data)."""
+    from metarec_core.split_baselines import read_run_baselines
+
+    return read_run_baselines(cache.store().run_dir(run_id))
+
+
+def active_runs() -> list[Any]:
+    """Queued and running runs, oldest first (the order the queue starts them)."""
+    return list(reversed(cache.store().list_runs(("queued", "running"))))

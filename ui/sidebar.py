@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui import datasets, runs
+from ui import cache, datasets, runs
 from ui.errors import guard
 from ui.i18n import LANGUAGES, t
 from ui.state import DATASET, DEFAULT_DATASET, LANG, RUN, dataset_ref
@@ -44,7 +44,7 @@ def dataset_picker() -> None:
 
 
 def run_picker() -> None:
-    """Select box of the current dataset's runs (newest usable run first by default)."""
+    """Select box of the current dataset's runs; a new session starts on the dataset's default run (:mod:`metarec_core.default_runs`)."""
     ref = dataset_ref()
     listed = runs.runs_for(ref)
     if not listed:
@@ -55,8 +55,10 @@ def run_picker() -> None:
     labels = {r.id: runs.run_label(r) for r in listed}
     current = st.session_state.get(RUN)
     if current not in ids:
+        from metarec_core.default_runs import default_run
+
         usable = [r.id for r in listed if r.status == "completed" and runs.has_weights(r.id)] or ids
-        current = usable[0]
+        current = default_run(cache.store(), ref) or usable[0]
     st.session_state[RUN] = current
     st.session_state["sidebar_run"] = current
     st.selectbox(

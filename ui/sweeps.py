@@ -30,10 +30,14 @@ HEATMAP_MAX_VALUES = 12  # more distinct values than this on an axis (random dra
 
 
 def param_label(key: str) -> str:
-    """A setting's name as the Train page shows it, with its key: ``λ1 — weight of L_meta (lambda_meta)``."""
+    """A setting's name as the Train page shows it (``λ1 — weight of L_meta``); a key with no such name as it is.
+
+    The dotted key itself (what ``--grid`` and ``--set`` take) is in the
+    parameter picker's help, so the section shows words, not raw keys.
+    """
     label_key = LABEL_KEYS.get(key, f"train.{key}")
     text = t(label_key)
-    return key if text == label_key else f"{text} ({key})"
+    return key if text == label_key else text
 
 
 # ---------------------------------------------------------------------- figures (pure)
@@ -253,8 +257,8 @@ def sweep_view(sweep_id: str, *, was_active: bool, prefix: str, fields: Sequence
         x_default = keys.index("lambda_meta") if "lambda_meta" in keys else 0
         y_default = keys.index("lambda_trans") if "lambda_trans" in keys else (1 if x_default != 1 else 0)
         cols = st.columns([1, 1, 3])
-        x = cols[0].selectbox(t("sweep.heatmap.x"), keys, index=x_default, key=f"sweep_x_{sweep_id}")
-        y = cols[1].selectbox(t("sweep.heatmap.y"), keys, index=y_default, key=f"sweep_y_{sweep_id}")
+        x = cols[0].selectbox(t("sweep.heatmap.x"), keys, index=x_default, format_func=param_label, key=f"sweep_x_{sweep_id}")
+        y = cols[1].selectbox(t("sweep.heatmap.y"), keys, index=y_default, format_func=param_label, key=f"sweep_y_{sweep_id}")
     else:
         x = y = keys[0]
     left, right = st.columns(2)
@@ -262,7 +266,7 @@ def sweep_view(sweep_id: str, *, was_active: bool, prefix: str, fields: Sequence
         st.subheader(t("sweep.heatmap"))
         if x == y:
             st.caption(t("sweep.heatmap.two"))
-        st.plotly_chart(heatmap_figure(table, x, y, metric_label=metric_label, mode=spec.mode, x_title=x, y_title=y),
+        st.plotly_chart(heatmap_figure(table, x, y, metric_label=metric_label, mode=spec.mode, x_title=param_label(x), y_title=param_label(y)),
                         config={"displayModeBar": False}, key=f"sweep_heat_{sweep_id}")
     with right:
         st.subheader(t("sweep.parallel"))

@@ -47,6 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_id", metavar="ID")
     p.add_argument("name")
     p.set_defaults(func=cmd_rename)
+    p = sub.add_parser("default", parents=[home], help="show the run new app sessions open on, or pin one (ID) as its dataset's default")
+    p.add_argument("run_id", metavar="ID", nargs="?")
+    p.add_argument("--dataset", default="builtin:movielens-100k", help="with no ID: the dataset reference to show the default of")
+    p.set_defaults(func=cmd_default)
     p = sub.add_parser("compare", parents=[home, as_json], help="settings that differ and final metrics of runs")
     p.add_argument("run_ids", metavar="ID", nargs="+")
     p.set_defaults(func=cmd_compare)
@@ -229,6 +233,25 @@ def cmd_rename(args: argparse.Namespace) -> int:
     run = store.find_run(args.run_id)
     store.rename(run.id, args.name)
     print(f"run {run.id} is now named '{store.get_run(run.id).name}'")
+    return 0
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    """``runs default [ID]``: the run new sessions open on, or pin one."""
+    from metarec_core.default_runs import default_run, pin_default_run, pinned_run
+
+    store = _store(args)
+    if args.run_id:
+        run = store.find_run(args.run_id)
+        ref = pin_default_run(store, run.id)
+        print(f"run {run.id} ('{run.name}') is now the default of {ref}")
+        return 0
+    run_id = default_run(store, args.dataset)
+    if run_id is None:
+        print(f"no completed run on {args.dataset}")
+        return 0
+    how = "pinned" if pinned_run(store, args.dataset) == run_id else "newest completed run of the default kind"
+    print(f"{run_id} ('{store.get_run(run_id).name}'): {how}")
     return 0
 
 

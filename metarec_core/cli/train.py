@@ -52,12 +52,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--out", type=Path, required=True, help="output CSV user_id,item_id,score")
     score.set_defaults(func=run_score)
 
-    rec = subparsers.add_parser("recommend", help="top-K unseen items for a user")
+    rec = subparsers.add_parser("recommend", help="top-K unseen items for a user, or for every user into a CSV")
     rec.add_argument("--run", type=Path, required=True, help="run directory")
-    rec.add_argument("--user", required=True, help="user ID (known or new)")
-    rec.add_argument("--support", type=Path, help="CSV user_id,item_id,rating with this user's ratings")
+    who = rec.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="user ID (known or new)")
+    who.add_argument("--all-users", action="store_true", help="every user of the run (or of --cohort), into --out")
+    who.add_argument("--users-file", type=Path, metavar="FILE", help="a CSV with a user_id column: those users, into --out")
+    rec.add_argument("--cohort", choices=("new", "warm", "validation"), help="with --all-users: only this cohort of the run's users")
+    rec.add_argument("--support", type=Path, help="CSV user_id,item_id,rating with the users' ratings to adapt on")
     rec.add_argument("--k", type=_at_least_one, default=10, help="how many items (default 10)")
-    rec.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rec.add_argument("--out", type=Path, help="CSV user_id,rank,item_id,name,score (many users; default: printed)")
+    rec.add_argument("--json", action="store_true", help="print JSON instead of a table (one user)")
     rec.set_defaults(func=run_recommend)
 
 
@@ -251,9 +256,13 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_recommend(args: argparse.Namespace) -> int:
-    """``recommend``: top-K unseen items for one user."""
+    """``recommend``: top-K unseen items for one user, or for many users as CSV rows."""
     from metarec_core.recommender import Recommender
 
+    if args.user is None:
+        return _recommend_many(args)
+    if args.cohort or args.out:
+        raise DataError("--cohort and --out go with --all-users or --users-file; for one --user the list is printed")
     rec = Recommender.from_run_dir(args.run)
     support: pd.DataFrame | list = []
     user = str(args.user).strip()
@@ -275,6 +284,56 @@ def run_recommend(args: argparse.Namespace) -> int:
         kind = "known user" if state.known else "new user"
         print(f"top {len(top)} for {kind} {args.user} (adapted on {len(state.support_items)} rating(s)):")
         print(top.drop(columns=["item"]).to_string(index=False))
+    return 0
+
+
+def _recommend_many(args: argparse.Namespace) -> int:
+    """``recommend --all-users`` / ``--users-file``: every user's top-K, streamed to ``--out`` (or stdout) in chunks."""
+    from metarec_core.recommender import Recommender
+    from metarec_core.titles import run_titles
+    from metarec_core.top_lists import cohort_users, top_lists
+
+    if args.json:
+        raise DataError("--json prints one user's list; for many users use --out recs.csv (CSV)")
+    if args.cohort and not args.all_users:
+        raise DataError("--cohort picks among the run's users: use it with --all-users")
+    if args.out is not None and args.out.is_dir():
+        raise DataError(f"--out '{args.out}' is a folder; give a file name for the recommendations, e.g. {args.out / 'recs.csv'}")
+    rec = Recommender.from_run_dir(args.run)
+    if args.all_users:
+        users = cohort_users(rec, args.cohort)
+    else:
+        users = list(dict.fromkeys(_read_csv(args.users_file, ("user_id",))["user_id"]))
+    if not users:
+        raise DataError(f"no users to recommend for (the run has no {args.cohort or ''} users); check --cohort or --users-file")
+    support = _read_csv(args.support, ("user_id", "item_id", "rating")) if args.support else None
+    listed: set[str] = set()
+
+    def counted(frames):
+        for frame in frames:
+            listed.update(frame["user_id"])
+            yield frame
+
+    frames = counted(top_lists(rec, users, k=args.k, support=support, names=run_titles(rec.run)))
+    try:
+        return _write_many(args, frames, len(users))
+    finally:
+        if 0 < len(listed) < len(users):
+            print(f"note: {len(users) - len(listed)} user(s) have no list: they have rated every item of the run", file=sys.stderr)
+
+
+def _write_many(args: argparse.Namespace, frames, n_users: int) -> int:
+    if args.out is None:
+        from metarec_core.top_lists import TOP_LIST_COLUMNS
+
+        print(",".join(TOP_LIST_COLUMNS))
+        for frame in frames:
+            sys.stdout.write(frame.to_csv(header=False, index=False, float_format="%.4f", lineterminator="\n"))
+        return 0
+    from metarec_core.top_lists import write_top_lists
+
+    rows = write_top_lists(frames, args.out)
+    print(f"top {args.k} for {n_users} user(s): {rows} rows -> {args.out}")
     return 0
 
 

@@ -216,6 +216,8 @@ def write_dataset_dir(dataset: Dataset, directory: Path, *, name: str, fingerpri
         "items": dataset.items.to_json(),
         "user_features": [dataclasses.asdict(s) for s in dataset.user_features],
         "item_features": [dataclasses.asdict(s) for s in dataset.item_features],
+        "item_name_column": dataset.item_name_column,
+        "user_name_column": dataset.user_name_column,
     }
     (directory / "meta.json").write_text(json.dumps(meta))
 
@@ -248,6 +250,8 @@ def read_dataset_dir(directory: Path, *, label: str, verify: bool = True) -> Dat
             item_features=tuple(FeatureSpec(**s) for s in meta["item_features"]),
             implicit=bool(meta["implicit"]),
             warnings=tuple(str(w) for w in meta["warnings"]),
+            item_name_column=meta.get("item_name_column"),
+            user_name_column=meta.get("user_name_column"),
         )
     except DataError:
         raise

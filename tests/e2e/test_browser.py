@@ -137,7 +137,7 @@ def test_upload_train_lab_and_a_second_session(server: str, browser, tmp_path: P
 
     # Start a tiny training run and watch the loss chart fill.
     open_page(page, "Train")
-    epochs = page.get_by_label("num_epochs", exact=True)
+    epochs = page.get_by_label("Epochs", exact=True)
     epochs.fill("2")
     epochs.press("Enter")
     idle(page)
