@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 from abc import ABC, abstractmethod
@@ -862,6 +863,61 @@ class MatrixFactorization(Baseline):
         return other
 
 
+class ALSFits:
+    """ALS fits kept by their settings and training rows, for evaluations that fit the same ALS again.
+
+    An evaluation over several support sizes K splits the data once per K,
+    but the training rows are the same for every K (the new users and their
+    ratings stay aside), and the fold-in penalties chosen per K do not change
+    an ALS fit (see :meth:`MatrixFactorization.with_fold_in`). Asking this
+    cache for a fit returns the earlier one when the ALS settings (fold-in
+    penalties aside), the index-space sizes and the rows are equal, with the
+    asked-for fold-in penalties; otherwise it fits and keeps the result (the
+    ``max_fits`` most recent).
+    """
+
+    def __init__(self, max_fits: int = 4) -> None:
+        self.max_fits = max_fits
+        self._fits: dict[tuple, MatrixFactorization] = {}
+        self.hits = 0
+
+    @staticmethod
+    def _rows_key(train: pd.DataFrame) -> str:
+        digest = hashlib.sha1()
+        for column in ("user", "item", "rating"):
+            digest.update(np.ascontiguousarray(train[column].to_numpy()).tobytes())
+        return digest.hexdigest()
+
+    def fit(self, config: MFConfig, train: pd.DataFrame, n_users: int, n_items: int) -> MatrixFactorization:
+        """``MatrixFactorization(config).fit(train, n_users, n_items)``, reused when an equal fit is kept.
+
+        Parameters
+        ----------
+        config
+            The ALS settings and the fold-in penalties the returned model uses.
+        train
+            Training rows (``user``, ``item``, ``rating``).
+        n_users, n_items
+            Index-space sizes.
+
+        Returns
+        -------
+        MatrixFactorization
+            A fitted model (possibly sharing its factors with an earlier one; they are never modified in place).
+        """
+        fold_in = {name: getattr(config, name) for name in _FOLD_IN_FIELDS}
+        key = (replace(config, **{name: getattr(MFConfig(), name) for name in _FOLD_IN_FIELDS}), n_users, n_items,
+               len(train), self._rows_key(train))
+        if key in self._fits:
+            self.hits += 1
+            return self._fits[key].with_fold_in(**fold_in)
+        fitted = MatrixFactorization(config).fit(train, n_users, n_items)
+        self._fits[key] = fitted
+        while len(self._fits) > self.max_fits:
+            self._fits.pop(next(iter(self._fits)))
+        return fitted
+
+
 # --------------------------------------------------------------------------- selection
 
 #: Candidate settings searched by :func:`tune_bias` (every combination).
@@ -1014,6 +1070,7 @@ def tune_fold_in(
     *,
     grid: dict[str, Sequence[float]] | None = None,
     objective: Callable[[pd.DataFrame, np.ndarray], float] = validation_mae,
+    fits: ALSFits | None = None,
 ) -> tuple[MFConfig, list[tuple[MFConfig, float]]]:
     """Choose the fold-in penalties of :class:`MatrixFactorization` on validation users.
 
@@ -1044,6 +1101,8 @@ def tune_fold_in(
         ``{"fold_in_reg": (...), "fold_in_bias_reg": (...)}``; a missing key keeps ``model_config``'s value.
     objective
         ``objective(query, scores) -> float``, lower is better.
+    fits
+        Where to take (or keep) the ALS fit on ``train`` (:class:`ALSFits`); default a fresh fit.
 
     Returns
     -------
@@ -1067,7 +1126,7 @@ def tune_fold_in(
             "no validation query rows to choose the fold-in penalties on; hold out validation users "
             "(valid_fraction > 0) or keep the default penalties"
         )
-    fitted = MatrixFactorization(model_config).fit(train, n_users, n_items)
+    fitted = (fits or ALSFits(max_fits=0)).fit(model_config, train, n_users, n_items)
     table: list[tuple[MFConfig, float]] = []
     for variant in _combinations(model_config, grid):
         model = fitted.with_fold_in(**{k: getattr(variant, k) for k in grid})

@@ -62,7 +62,9 @@ import numpy as np
 import pandas as pd
 
 from metarec_core.artifacts import LoadedRun, load_run
-from metarec_core.baselines import Baseline, GenreBaseline, GlobalMean, ItemMean, MatrixFactorization, MFConfig, tune_fold_in
+from metarec_core.baselines import (
+    ALSFits, Baseline, GenreBaseline, GlobalMean, ItemMean, MatrixFactorization, MFConfig, tune_fold_in,
+)
 from metarec_core.dataset import Dataset
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.evaluation_report import _EXPLICIT_ONLY, BASELINES, PER_USER_COLUMNS, RESULT_COLUMNS, EvaluationConfig, EvaluationResult
@@ -271,18 +273,24 @@ def mf_validation(
 
 def _tuned_mf(
     split: ColdStartSplit, dataset: Dataset, run_config: TrainConfig | None, shots: int | None, warnings: list[str],
+    fits: ALSFits,
 ) -> MatrixFactorization:
-    """ALS fitted on the split's training rows, fold-in penalties chosen on :func:`mf_validation` users."""
+    """ALS fitted on the split's training rows, fold-in penalties chosen on :func:`mf_validation` users.
+
+    ``fits`` keeps the ALS fits, so the splits of several K (same training rows) fit ALS once.
+    """
     config = MFConfig()
     data = mf_validation(split, dataset, run_config, shots)
     if data is not None:
-        config, _ = tune_fold_in(config, data.train, data.valid_support, data.valid_query, dataset.n_users, dataset.n_items)
+        config, _ = tune_fold_in(
+            config, data.train, data.valid_support, data.valid_query, dataset.n_users, dataset.n_items, fits=fits,
+        )
     elif shots != 0:
         warnings.append(
             f"baseline 'mf' kept its default fold-in penalties (K={shots}, seed {split.config.seed}): no validation "
             "users to choose them on (valid_fraction 0 or too few ratings per training user)"
         )
-    return MatrixFactorization(config).fit(split.train, dataset.n_users, dataset.n_items)
+    return fits.fit(config, split.train, dataset.n_users, dataset.n_items)
 
 
 def evaluate_split(
@@ -294,6 +302,7 @@ def evaluate_split(
     label: str | None = None,
     shots: int | None = None,
     seed: int | None = None,
+    fits: ALSFits | None = None,
 ) -> EvaluationResult:
     """Evaluate the chosen baselines (and optionally a run) on one given split.
 
@@ -318,6 +327,8 @@ def evaluate_split(
         missing (``<NA>``) when the support is "every rating not in the query").
     seed
         The seed recorded in the results (default: the split's).
+    fits
+        ALS fits to reuse and keep (:class:`~metarec_core.baselines.ALSFits`; default fresh ones).
 
     Returns
     -------
@@ -342,7 +353,7 @@ def evaluate_split(
             warnings.append(f"baseline '{bname}' needs explicit ratings and was skipped on implicit data")
             continue
         if bname == "mf":
-            model = _tuned_mf(split, dataset, run.config if run is not None else None, shots, warnings)
+            model = _tuned_mf(split, dataset, run.config if run is not None else None, shots, warnings, fits or ALSFits())
         elif bname == "genre":
             genre = GenreBaseline.from_dataset(dataset)
             if genre.item_labels is None:
@@ -416,13 +427,14 @@ def _evaluate_all(
 ) -> EvaluationResult:
     results = []
     started = time.perf_counter()
+    fits = ALSFits()  # the splits of one seed share their training rows: ALS is fitted once for all K
     for done, (seed, k, split) in enumerate(jobs, start=1):
         if len(split.query) == 0:
             raise DataError(
                 f"no user can be evaluated with K={k} shots (seed {seed}): every candidate user has at most {k} "
                 "usable ratings; drop that K from shots or use a larger dataset"
             )
-        results.append(evaluate_split(split, dataset, config, run=run, label=label, shots=k, seed=seed))
+        results.append(evaluate_split(split, dataset, config, run=run, label=label, shots=k, seed=seed, fits=fits))
         log.info("evaluated K=%d seed %d (%d/%d) after %.1fs", k, seed, done, len(jobs), time.perf_counter() - started)
         if on_progress is not None:
             on_progress(done, len(jobs))

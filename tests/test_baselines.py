@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from metarec_core.baselines import (
+    ALSFits,
     BiasBaseline,
     BiasConfig,
     GlobalMean,
@@ -338,3 +339,20 @@ def test_genre_baseline_refuses_implicit_data_and_mismatched_labels() -> None:
     with pytest.raises(DataError, match="item_labels has 3 rows but there are 2 items"):
         GenreBaseline(np.eye(3)).fit(train, 2, 2)
     assert GenreBaseline().fit(train, 2, 2).predict(np.array([0]), np.array([4.0]), np.array([1])).shape == (1,)
+
+
+def test_als_fits_reuse_an_equal_fit_with_the_asked_fold_in_and_refit_when_rows_or_settings_differ(split) -> None:
+    train, support, query = split
+    fits = ALSFits()
+    config = MFConfig(n_factors=3, n_iter=6)
+    first = fits.fit(config, train, N_USERS, N_ITEMS)
+    again = fits.fit(MFConfig(n_factors=3, n_iter=6, fold_in_reg=30.0), train.copy(), N_USERS, N_ITEMS)
+    assert fits.hits == 1 and again.item_factors is first.item_factors and again.config.fold_in_reg == 30.0
+    fresh = MatrixFactorization(MFConfig(n_factors=3, n_iter=6, fold_in_reg=30.0)).fit(train, N_USERS, N_ITEMS)
+    assert np.allclose(again.predict_tasks(support, query), fresh.predict_tasks(support, query))
+    changed = train.copy()
+    changed.loc[0, "rating"] = changed.loc[0, "rating"] + 0.5
+    other_rows = fits.fit(config, changed, N_USERS, N_ITEMS)
+    other_settings = fits.fit(MFConfig(n_factors=4, n_iter=6), train, N_USERS, N_ITEMS)
+    assert fits.hits == 1 and other_rows.item_factors is not first.item_factors
+    assert other_settings.item_factors.shape[1] == 4
