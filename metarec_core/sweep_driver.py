@@ -252,6 +252,9 @@ def run_sweep(
         from metarec_core.sweep_trials import run_trials
 
         run_trials(store, sweep, spec, dataset, pulse, echo or (lambda _line: None))
+        # The trials poll the store's cancel flag too, and may all stop before the pulse's next look at it.
+        if not pulse.cancelled.is_set() and store.is_sweep_cancel_requested(sweep_id):
+            pulse.cancelled.set()
         status = "cancelled" if pulse.cancelled.is_set() else "completed"
         error = pulse.reason if status == "cancelled" else None
     except KeyboardInterrupt:
