@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 import typing
 from collections.abc import Mapping
@@ -178,3 +179,23 @@ def load_config(cls: type[C], path: str | Path) -> C:
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read config file '{path}': {exc}") from exc
     return config_from_dict(cls, values)
+
+
+def positive_int_env(name: str, default: int) -> int:
+    """A whole number >= 1 from environment variable ``name`` (``default`` when unset or empty).
+
+    Raises
+    ------
+    ConfigError
+        If the variable is set to anything else, naming it and the value.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number >= 1, got '{raw}'")
+    return value

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from metarec_core.catalogue import dataset_fingerprint, resolve_dataset
-from metarec_core.configs import config_from_dict
+from metarec_core.configs import positive_int_env, config_from_dict
 from metarec_core.errors import ConfigError, DataError, MetarecError
 from metarec_core.store import JobRecord, RunRecord, RunStore, StoreError
 
@@ -64,16 +64,7 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 def default_max_concurrent() -> int:
     """Concurrent training workers allowed: ``METAREC_MAX_WORKERS`` if set, else 1."""
-    raw = os.environ.get("METAREC_MAX_WORKERS", "").strip()
-    if not raw:
-        return 1
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"METAREC_MAX_WORKERS must be a whole number >= 1, got '{raw}'")
-    return value
+    return positive_int_env("METAREC_MAX_WORKERS", 1)
 
 
 def submit(store: RunStore, config: Any, dataset_ref: str, *, name: str | None = None) -> str:

@@ -17,14 +17,13 @@ import difflib
 import itertools
 import json
 import math
-import os
 import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metarec_core.configs import config_from_dict, config_to_dict, flatten_settings, unflatten_settings
+from metarec_core.configs import positive_int_env, config_from_dict, config_to_dict, flatten_settings, unflatten_settings
 from metarec_core.errors import ConfigError
 
 #: Metrics a sweep can optimise, with their direction.
@@ -163,16 +162,7 @@ def spec_from_json(values: Mapping[str, Any]) -> SweepSpec:
 
 def default_max_trials() -> int:
     """The most trials a sweep may have: ``METAREC_SWEEP_MAX_TRIALS`` if set, else :data:`DEFAULT_MAX_TRIALS`."""
-    raw = os.environ.get("METAREC_SWEEP_MAX_TRIALS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_TRIALS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"METAREC_SWEEP_MAX_TRIALS must be a whole number >= 1, got '{raw}'")
-    return value
+    return positive_int_env("METAREC_SWEEP_MAX_TRIALS", DEFAULT_MAX_TRIALS)
 
 
 # ---------------------------------------------------------------------- parsing the command line's forms
