@@ -1,4 +1,4 @@
-"""Where a run computes: the torch device a setting names, and the CPU threads a run uses."""
+"""Where a run computes: the torch device a setting names, and the CPU threads and float mode a run uses."""
 from __future__ import annotations
 
 import contextlib
@@ -36,3 +36,24 @@ def cpu_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Run the block with denormal (subnormal) floats flushed to zero on the CPU, then turn flushing off again.
+
+    Adam's moment estimates and the weight average of rows that stop moving
+    decay towards zero and pass through the subnormal range, where x86 CPUs
+    take a slow path for every multiply: on ML-1M the transfer phase slowed
+    from 4.6 s an epoch to 14 s by epoch 8 with it, and held 4.7 s without it
+    (same metrics to the third decimal). Values below about 1e-38 carry nothing
+    the model uses. It applies to the calling thread (all of the work with one
+    torch thread); on a CPU without the switch it does nothing.
+    """
+    if not torch.set_flush_denormal(True):
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)

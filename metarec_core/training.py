@@ -15,7 +15,7 @@ import torch
 from metarec_core.artifacts import RunArtifacts, save_run
 from metarec_core.averaging import BestEpoch, WeightAverage
 from metarec_core.dataset import Dataset
-from metarec_core.device import cpu_threads, resolve_device
+from metarec_core.device import cpu_threads, flush_denormals, resolve_device
 from metarec_core.errors import TrainingError
 from metarec_core.footprint import check_fits, data_shape, estimate
 from metarec_core.inner_rates import initial_inner_rates, validated_prior
@@ -107,7 +107,7 @@ def fit(
     caller's torch random state is the same after ``fit`` as before.
     """
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with cpu_threads(config.cpu_threads), torch.random.fork_rng(devices=devices):
+    with cpu_threads(config.cpu_threads), flush_denormals(), torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
         return Trainer(config, dataset, out_dir=out_dir, text_vectors=text_vectors, split=split).run(
             on_progress=on_progress, should_stop=should_stop,
