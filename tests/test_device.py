@@ -1,8 +1,8 @@
-"""Tests of metarec_core.device: which torch device a setting names, and the CPU threads a block runs with."""
+"""Tests of metarec_core.device: which torch device a setting names, and the CPU threads and float mode a block runs with."""
 import pytest
 import torch
 
-from metarec_core.device import cpu_threads, resolve_device
+from metarec_core.device import cpu_threads, flush_denormals, resolve_device
 from metarec_core.errors import ConfigError
 
 
@@ -55,3 +55,13 @@ def test_auto_picks_cuda_when_there_is_one(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda")
     assert resolve_device("cuda") == torch.device("cuda")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_flush_denormals_zeroes_subnormal_arithmetic_only_inside_the_block():
+    subnormal = torch.tensor([1e-40], dtype=torch.float32)
+    assert (subnormal * 1.0).item() > 0  # off by default
+    with flush_denormals():
+        if torch.set_flush_denormal(True):  # this CPU has the switch (x86 with SSE3)
+            assert (subnormal * 1.0).item() == 0.0
+            assert (torch.tensor([1e-30]) * 1.0).item() > 0  # normal floats are untouched
+    assert (subnormal * 1.0).item() > 0  # turned off again

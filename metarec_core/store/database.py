@@ -257,6 +257,26 @@ class Database:
         rows = self._read(sql, params)
         return rows[0] if rows else None
 
+    def _by_prefix(self, kind: str, id_or_prefix: str, select: str) -> tuple[str, tuple | None]:
+        """Look up a ``kind`` (``run``, ``sweep``) by its full ID or a unique prefix of 4+ hex characters.
+
+        ``select`` is the query with a ``LIKE ?`` on the ID at its end. Returns
+        ``(id, None)`` for a full ID (the caller fetches it its own way) or
+        ``(id, row)`` for the one row a prefix matches; a prefix that is too
+        short, matches nothing or matches several raises :class:`StoreError` naming it.
+        """
+        text = str(id_or_prefix).strip().lower()
+        if ID_PATTERN.match(text):
+            return text, None
+        if len(text) < 4 or not re.fullmatch(r"[0-9a-f]+", text):
+            raise StoreError(f"'{id_or_prefix}' is not a {kind} ID; give the ID or its first 4+ characters")
+        rows = self._read(select, (text + "%",))
+        if not rows:
+            raise StoreError(f"no {kind} ID starts with '{text}' in the store at '{self.home}'")
+        if len(rows) > 1:
+            raise StoreError(f"'{text}' matches {len(rows)} {kind}s ({', '.join(r[0] for r in rows[:5])}); give more characters")
+        return text, rows[0]
+
     @contextmanager
     def _write(self, *, wait: float | None = None) -> Iterator[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction, committed on success; :class:`sqlite3.IntegrityError` passes through.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import re
 import secrets
 import shutil
 import socket
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from metarec_core.configs import config_to_dict, flatten_settings
-from metarec_core.store.database import ID_PATTERN, Database, StoreError, check_id, check_name, one_line
+from metarec_core.store.database import Database, StoreError, check_id, check_name, one_line
 from metarec_core.store.datasets import split_dataset_ref
 from metarec_core.store.metrics import MetricsReader
 
@@ -268,17 +267,8 @@ class RunRegistry(Database):
 
     def find_run(self, id_or_prefix: str) -> RunRecord:
         """A run by its full ID or a unique prefix of at least 4 characters."""
-        text = str(id_or_prefix).strip().lower()
-        if ID_PATTERN.match(text):
-            return self.get_run(text)
-        if len(text) < 4 or not re.fullmatch(r"[0-9a-f]+", text):
-            raise StoreError(f"'{id_or_prefix}' is not a run ID; give the ID or its first 4+ characters")
-        rows = self._read(_RUN_SELECT + " WHERE r.id LIKE ?", (text + "%",))
-        if not rows:
-            raise StoreError(f"no run ID starts with '{text}' in the store at '{self.home}'")
-        if len(rows) > 1:
-            raise StoreError(f"'{text}' matches {len(rows)} runs ({', '.join(r[0] for r in rows[:5])}); give more characters")
-        return _run_from_row(rows[0])
+        run_id, row = self._by_prefix("run", id_or_prefix, _RUN_SELECT + " WHERE r.id LIKE ?")
+        return self.get_run(run_id) if row is None else _run_from_row(row)
 
     def list_runs(self, status: str | Sequence[str] | None = None, *, sweep_id: str | None = None) -> list[RunRecord]:
         """All runs, newest first, optionally only those with the given status(es) or the trials of one sweep."""

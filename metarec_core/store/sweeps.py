@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import secrets
 import socket
 import sqlite3
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metarec_core.store.database import ID_PATTERN, Database, StoreError, check_id, check_name, one_line
+from metarec_core.store.database import Database, StoreError, check_id, check_name, one_line
 from metarec_core.store.datasets import split_dataset_ref
 
 #: Sweep statuses, in life-cycle order (those of a job).
@@ -123,17 +122,8 @@ class SweepRegistry(Database):
 
     def find_sweep(self, id_or_prefix: str) -> SweepRecord:
         """A sweep by its full ID or a unique prefix of at least 4 characters."""
-        text = str(id_or_prefix).strip().lower()
-        if ID_PATTERN.match(text):
-            return self.get_sweep(text)
-        if len(text) < 4 or not re.fullmatch(r"[0-9a-f]+", text):
-            raise StoreError(f"'{id_or_prefix}' is not a sweep ID; give the ID or its first 4+ characters")
-        rows = self._read(f"SELECT {_COLUMNS} FROM sweeps WHERE id LIKE ?", (text + "%",))
-        if not rows:
-            raise StoreError(f"no sweep ID starts with '{text}' in the store at '{self.home}'")
-        if len(rows) > 1:
-            raise StoreError(f"'{text}' matches {len(rows)} sweeps ({', '.join(r[0] for r in rows[:5])}); give more characters")
-        return _sweep_from_row(rows[0])
+        sweep_id, row = self._by_prefix("sweep", id_or_prefix, f"SELECT {_COLUMNS} FROM sweeps WHERE id LIKE ?")
+        return self.get_sweep(sweep_id) if row is None else _sweep_from_row(row)
 
     def list_sweeps(self, status: str | Sequence[str] | None = None) -> list[SweepRecord]:
         """Every sweep, newest first, optionally only those with the given status(es)."""
