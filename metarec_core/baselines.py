@@ -626,20 +626,60 @@ class GenreBaseline(Baseline):
 # --------------------------------------------------------------------------- ALS and fold-in
 
 
+class _Incidence:
+    """Which group (user or item) each row belongs to and which entity its features come from, as sparse matrices.
+
+    Built once per set of rows and reused by every ALS sweep: ``counts`` is the
+    ``(n_groups, n_entities)`` matrix of row counts, and :meth:`weighted` puts
+    per-row values into the same pattern (rows ordered by group, duplicates
+    kept, which sparse products sum).
+    """
+
+    def __init__(self, groups: np.ndarray, entities: np.ndarray, n_groups: int, n_entities: int) -> None:
+        from scipy import sparse
+
+        groups = np.asarray(groups, dtype=np.int64)
+        entities = np.asarray(entities, dtype=np.int64)
+        self.shape = (int(n_groups), int(n_entities))
+        self.order = np.argsort(groups, kind="stable")
+        self.indptr = np.r_[0, np.cumsum(np.bincount(groups, minlength=n_groups))].astype(np.int64)
+        self.indices = entities[self.order]
+        self.counts = sparse.csr_matrix((np.ones(len(groups)), (groups, entities)), shape=self.shape)
+        self.n_rows = len(groups)
+
+    def weighted(self, values: np.ndarray):
+        """The sparse matrix with ``values[j]`` at (group of row j, entity of row j), summed over rows."""
+        from scipy import sparse
+
+        data = np.asarray(values, dtype=np.float64)[self.order]
+        return sparse.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+
+
 def _normal_equations(
-    groups: np.ndarray, features: np.ndarray, targets: np.ndarray, n_groups: int
+    groups: np.ndarray | _Incidence, entities: np.ndarray | None, entity_features: np.ndarray, targets: np.ndarray,
+    n_groups: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group Gram matrices ``Σ x xᵀ`` (n_groups, d, d) and ``Σ x y`` (n_groups, d), vectorised over rows."""
-    d = features.shape[1]
-    gram = np.empty((n_groups, d, d))
-    for a in range(d):  # d(d+1)/2 bincounts, each over all rows at once
-        for b in range(a, d):
-            v = np.bincount(groups, weights=features[:, a] * features[:, b], minlength=n_groups)
-            gram[:, a, b] = v
-            gram[:, b, a] = v
-    rhs = np.stack(
-        [np.bincount(groups, weights=features[:, a] * targets, minlength=n_groups) for a in range(d)], axis=1
-    ) if d else np.zeros((n_groups, 0))
+    """Per-group Gram matrices ``Σ x xᵀ`` (n_groups, d, d) and ``Σ x y`` (n_groups, d) of rows ``x = entity_features[entity]``.
+
+    Row ``j`` belongs to group ``groups[j]``, has features
+    ``entity_features[entities[j]]`` (in ALS: the factors of the item it rates,
+    or of the user who rated it, with a trailing 1) and target ``targets[j]``.
+    Because a row's features are those of its entity, both sums are products of
+    the sparse ``(n_groups, n_entities)`` matrix of row counts (or of summed
+    targets) with a table over entities: ``Σ x xᵀ = C · vec(f fᵀ)`` and
+    ``Σ x y = W · f``, one pass over the rows instead of ``d(d+1)/2``.
+    ``groups`` may be an :class:`_Incidence` built once for rows used again
+    (``entities`` and ``n_groups`` are then taken from it).
+    """
+    f = np.asarray(entity_features, dtype=np.float64)
+    n_entities, d = f.shape
+    incidence = groups if isinstance(groups, _Incidence) else _Incidence(groups, entities, n_groups, n_entities)
+    n = incidence.shape[0]
+    if d == 0 or incidence.n_rows == 0:
+        return np.zeros((n, d, d)), np.zeros((n, d))
+    outer = (f[:, :, None] * f[:, None, :]).reshape(n_entities, d * d)
+    gram = np.asarray(incidence.counts @ outer).reshape(n, d, d)
+    rhs = np.asarray(incidence.weighted(targets) @ f)
     return gram, rhs
 
 
@@ -702,9 +742,8 @@ def fold_in_batch(
     ratings = np.asarray(support_ratings, dtype=np.float64)[keep]
     q = np.asarray(item_factors, dtype=np.float64)
     k = q.shape[1]
-    x = np.concatenate([q[items], np.ones((len(items), 1))], axis=1)
     y = ratings - global_mean - np.asarray(item_biases, dtype=np.float64)[items]
-    gram, rhs = _normal_equations(task_ids[keep], x, y, n_tasks)
+    gram, rhs = _normal_equations(task_ids[keep], items, np.concatenate([q, np.ones((len(q), 1))], axis=1), y, n_tasks)
     penalty = np.r_[np.full(k, float(reg)), float(bias_reg)]
     sol = _ridge_solve(gram, rhs, penalty)
     return sol[:, :k], sol[:, k]
@@ -794,15 +833,16 @@ class MatrixFactorization(Baseline):
         residual = ratings - self.global_mean
         pen_u = self._penalties(np.bincount(users, minlength=self.n_users))
         pen_i = self._penalties(np.bincount(items, minlength=self.n_items))
-        ones = np.ones((len(ratings), 1))
+        by_user = _Incidence(users, items, self.n_users, self.n_items)
+        by_item = _Incidence(items, users, self.n_items, self.n_users)
         self.train_rmse = []
         for it in range(c.n_iter):
-            x_items = np.concatenate([q[items], ones], axis=1)
-            gram, rhs = _normal_equations(users, x_items, residual - b_i[items], self.n_users)
+            x_items = np.concatenate([q, np.ones((self.n_items, 1))], axis=1)
+            gram, rhs = _normal_equations(by_user, None, x_items, residual - b_i[items])
             sol = _ridge_solve(gram, rhs, pen_u)
             p, b_u = sol[:, :k], sol[:, k]
-            x_users = np.concatenate([p[users], ones], axis=1)
-            gram, rhs = _normal_equations(items, x_users, residual - b_u[users], self.n_items)
+            x_users = np.concatenate([p, np.ones((self.n_users, 1))], axis=1)
+            gram, rhs = _normal_equations(by_item, None, x_users, residual - b_u[users])
             sol = _ridge_solve(gram, rhs, pen_i)
             q, b_i = sol[:, :k], sol[:, k]
             err = residual - b_u[users] - b_i[items] - np.einsum("nk,nk->n", p[users], q[items])

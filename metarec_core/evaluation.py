@@ -66,20 +66,20 @@ from metarec_core.baselines import (
     ALSFits, Baseline, GenreBaseline, GlobalMean, ItemMean, MatrixFactorization, MFConfig, tune_fold_in,
 )
 from metarec_core.dataset import Dataset
+from metarec_core.device import cpu_threads, flush_denormals
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.evaluation_report import _EXPLICIT_ONLY, BASELINES, PER_USER_COLUMNS, RESULT_COLUMNS, EvaluationConfig, EvaluationResult
 from metarec_core.metrics import (
     auc,
-    hit_rate_at_k,
+    catalogue_hits_per_user,
+    catalogue_ndcg_per_user,
     mae,
     mean_ndcg_at_k,
-    ndcg_at_k_catalogue,
     per_user,
-    recall_at_k,
     rmse,
 )
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
-from metarec_core.tasks import catalogue_query, tasks_from_frames
+from metarec_core.tasks import TaskBatch, catalogue_query, tasks_from_frames
 from metarec_core.train_config import TrainConfig
 from metarec_core.training_data import TrainingData, prepare_data
 
@@ -99,13 +99,24 @@ def run_label(run: LoadedRun) -> str:
 class _Scorer:
     """One method: scores of every item for every evaluated user, after adapting on a support frame.
 
-    ``adapts`` is False for methods that ignore the support set (their score
-    before adaptation is their score after).
+    ``scores(support, users)`` scores each user's whole catalogue ``(T, n_items)``;
+    ``query_scores(support, query)`` scores only the rows of a query frame
+    (the same numbers, for the per-user metric before adaptation, which reads
+    only the query). ``adapts`` is False for methods that ignore the support
+    set (their score before adaptation is their score after).
     """
 
-    def __init__(self, name: str, scores: Callable[[pd.DataFrame, np.ndarray], np.ndarray], *, adapts: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        scores: Callable[[pd.DataFrame, np.ndarray], np.ndarray],
+        query_scores: Callable[[pd.DataFrame, pd.DataFrame], np.ndarray],
+        *,
+        adapts: bool = True,
+    ) -> None:
         self.name = name
         self.scores = scores
+        self.query_scores = query_scores
         self.adapts = adapts
 
 
@@ -113,7 +124,7 @@ def _baseline_scorer(name: str, model: Baseline, n_items: int) -> _Scorer:
     def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
         return model.predict_tasks(support, catalogue_query(users, n_items)).reshape(len(users), n_items)
 
-    return _Scorer(name, scores, adapts=not isinstance(model, (GlobalMean, ItemMean)))
+    return _Scorer(name, scores, model.predict_tasks, adapts=not isinstance(model, (GlobalMean, ItemMean)))
 
 
 def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, chunk: int = 64) -> _Scorer:
@@ -125,12 +136,18 @@ def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, 
     warm = scenario in ("warm", "item-cold")
     inner_lr = run.inner_lr or run.config.inner_lr
 
+    def predict(tasks: TaskBatch) -> np.ndarray:
+        return predict_tasks(run.model, inner_lr, config, tasks.to(device), run.context, run.loss, chunk=chunk)
+
     def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
         tasks, _ = tasks_from_frames(support, catalogue_query(users, n_items), users=users, warm=warm)
-        out = predict_tasks(run.model, inner_lr, config, tasks.to(device), run.context, run.loss, chunk=chunk)
-        return np.asarray(out, dtype=np.float64).reshape(len(users), n_items)
+        return np.asarray(predict(tasks), dtype=np.float64).reshape(len(users), n_items)
 
-    return _Scorer(name, scores, adapts=steps != 0)
+    def query_scores(support: pd.DataFrame, query: pd.DataFrame) -> np.ndarray:
+        tasks, positions = tasks_from_frames(support, query, warm=warm)
+        return np.asarray(predict(tasks).reshape(-1)[positions], dtype=np.float64)
+
+    return _Scorer(name, scores, query_scores, adapts=steps != 0)
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,7 @@ class _SplitView:
 
     users: np.ndarray
     support: pd.DataFrame
+    query: pd.DataFrame  # user, item, rating of each query row, in the order of the arrays below
     query_task: np.ndarray
     query_items: np.ndarray
     query_ratings: np.ndarray
@@ -161,6 +179,7 @@ class _SplitView:
         return cls(
             users=users,
             support=support,
+            query=pd.DataFrame({"user": q_users, "item": items, "rating": query["rating"].to_numpy(np.float64)}),
             query_task=task,
             query_items=items,
             query_ratings=query["rating"].to_numpy(np.float64),
@@ -179,7 +198,12 @@ def _user_metric(view: _SplitView, scores: np.ndarray, *, implicit: bool) -> np.
         labels[t, items] = True
         _, values = per_user(auc, rows, labels[rows, cols].astype(np.float64), scores[rows, cols])
         return values
-    _, values = per_user(mae, t, view.query_ratings, scores[t, items])
+    return _query_mae(view, scores[t, items])
+
+
+def _query_mae(view: _SplitView, predictions: np.ndarray) -> np.ndarray:
+    """Each evaluated user's MAE over their query rows, in task order (``predictions`` aligned with the query rows)."""
+    _, values = per_user(mae, view.query_task, view.query_ratings, predictions)
     return values
 
 
@@ -204,19 +228,14 @@ def _metrics(
         for k in config.ks:
             out[f"ndcg@{k}"] = mean_ndcg_at_k(t, y, pred, k)
     k = config.catalogue_k
-    order = np.argsort(t, kind="stable")
-    bounds = np.cumsum(view.n_query)[:-1]
-    ndcg, recall, hit = [], [], []
-    for task, (q_items, q_ratings) in enumerate(zip(np.split(items[order], bounds), np.split(y[order], bounds), strict=True)):
-        exclude = np.flatnonzero(view.seen[task])
-        ndcg.append(ndcg_at_k_catalogue((q_items, q_ratings), scores[task], k, exclude=exclude))
-        liked = q_items if implicit else q_items[q_ratings >= config.relevant_rating]
-        if len(liked):
-            recall.append(recall_at_k(liked, scores[task], k, exclude=exclude))
-            hit.append(hit_rate_at_k(liked, scores[task], k, exclude=exclude))
+    ndcg = catalogue_ndcg_per_user(scores, view.seen, t, items, y, k)
+    liked = np.ones(len(t), dtype=bool) if implicit else y >= config.relevant_rating
+    recall, hit = catalogue_hits_per_user(scores, view.seen, t[liked], items[liked], k)
+    has_liked = np.bincount(t[liked], minlength=len(view.users)) > 0
+    recall, hit = recall[has_liked], hit[has_liked]
     out[f"catalogue_ndcg@{k}"] = float(np.nanmean(ndcg)) if np.isfinite(ndcg).any() else float("nan")
-    out[f"recall@{k}"] = float(np.mean(recall)) if recall else float("nan")
-    out[f"hit_rate@{k}"] = float(np.mean(hit)) if hit else float("nan")
+    out[f"recall@{k}"] = float(np.mean(recall)) if len(recall) else float("nan")
+    out[f"hit_rate@{k}"] = float(np.mean(hit)) if len(hit) else float("nan")
     return out, user_values, len(recall)
 
 
@@ -374,11 +393,14 @@ def evaluate_split(
         raw = scorer.scores(support, view.users)
         return raw if dataset.implicit else np.clip(raw, *rating_range)
 
+    def before_of(scorer: _Scorer) -> np.ndarray:
+        if dataset.implicit:  # AUC ranks the whole catalogue
+            return _user_metric(view, scores_of(scorer, empty), implicit=True)
+        return _query_mae(view, np.clip(scorer.query_scores(empty, view.query), *rating_range))  # MAE reads the query only
+
     for scorer in scorers:
         after, user_after, n_relevant = _metrics(view, scores_of(scorer, view.support), implicit=dataset.implicit, config=config)
-        user_before = (
-            _user_metric(view, scores_of(scorer, empty), implicit=dataset.implicit) if scorer.adapts else user_after
-        )
+        user_before = before_of(scorer) if scorer.adapts else user_after
         rows += [(scorer.name, scenario, shots, seed, metric, value) for metric, value in after.items()]
         user_rows.append(pd.DataFrame({
             "method": scorer.name, "scenario": scenario, "shots": shots, "seed": seed,
@@ -526,7 +548,8 @@ def evaluate_run(
     if scenario == "warm":
         jobs, notes = _held_out_queries(jobs, dataset, tc, cold_fraction)
     full = dataclasses.replace(config, scenario=scenario, seeds=(tc.seed,), cold_fraction=cold_fraction)
-    result = _evaluate_all(jobs, dataset, full, run=loaded, label=label, on_progress=on_progress)
+    with cpu_threads(tc.cpu_threads), flush_denormals():
+        result = _evaluate_all(jobs, dataset, full, run=loaded, label=label, on_progress=on_progress)
     return dataclasses.replace(result, warnings=tuple(notes) + result.warnings)
 
 

@@ -36,6 +36,8 @@ DEFAULT_KS = (1, 3, 5, 10)
 __all__ = [
     "DEFAULT_KS",
     "auc",
+    "catalogue_hits_per_user",
+    "catalogue_ndcg_per_user",
     "dcg_gains",
     "hit_rate_at_k",
     "mae",
@@ -232,26 +234,45 @@ def dcg_gains(ratings: np.ndarray, gain: str = "exponential") -> np.ndarray:
     raise ConfigError(f"gain must be 'exponential' or 'linear', got {gain!r}")
 
 
-def _grouped_ndcg(groups: np.ndarray, gains: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tie-averaged nDCG@k of every group; returns (group ids, values with NaN where IDCG = 0)."""
-    ids, g = np.unique(groups, return_inverse=True)
-    n_groups = len(ids)
-    # DCG: rank by score descending within group; tied items share their group's mean gain.
+def _positions(sorted_groups: np.ndarray) -> np.ndarray:
+    """0-based position of each element within its run of equal groups (``sorted_groups`` sorted)."""
+    starts = _group_starts(sorted_groups)
+    return np.arange(len(sorted_groups)) - np.repeat(starts, np.diff(np.r_[starts, len(sorted_groups)]))
+
+
+def _discount(positions: np.ndarray, k: int) -> np.ndarray:
+    return np.where(positions < k, 1.0 / np.log2(positions + 2.0), 0.0)
+
+
+def _grouped_dcg(g: np.ndarray, gains: np.ndarray, scores: np.ndarray, k: int, n_groups: int) -> np.ndarray:
+    """Tie-averaged DCG@k of groups ``0..n_groups-1``: rank by score descending, tied items share their mean gain."""
     order = np.lexsort((-scores, g))
     g_s, s_s, gain_s = g[order], scores[order], gains[order]
-    starts = _group_starts(g_s)
-    pos = np.arange(len(g_s)) - np.repeat(starts, np.diff(np.r_[starts, len(g_s)]))
-    discount = np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)
+    discount = _discount(_positions(g_s), k)
     tie_new = np.r_[True, (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])]
     tie_id = np.cumsum(tie_new) - 1
     tie_mean = np.bincount(tie_id, weights=gain_s) / np.bincount(tie_id)
-    dcg = np.bincount(g_s, weights=tie_mean[tie_id] * discount, minlength=n_groups)
-    # IDCG: the same items ranked by their true gain.
+    return np.bincount(g_s, weights=tie_mean[tie_id] * discount, minlength=n_groups)
+
+
+def _grouped_idcg(g: np.ndarray, gains: np.ndarray, k: int, n_groups: int) -> np.ndarray:
+    """IDCG@k of groups ``0..n_groups-1``: the same items ranked by their true gain."""
     ideal = np.lexsort((-gains, g))
-    idcg = np.bincount(g[ideal], weights=gains[ideal] * discount, minlength=n_groups)
+    g_i = g[ideal]
+    return np.bincount(g_i, weights=gains[ideal] * _discount(_positions(g_i), k), minlength=n_groups)
+
+
+def _ratio_or_nan(dcg: np.ndarray, idcg: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
-        values = np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan)
-    return ids, values
+        return np.where(idcg > 0, dcg / np.where(idcg > 0, idcg, 1.0), np.nan)
+
+
+def _grouped_ndcg(groups: np.ndarray, gains: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tie-averaged nDCG@k of every group; returns (group ids, values with NaN where IDCG = 0)."""
+    ids, g = np.unique(groups, return_inverse=True)
+    dcg = _grouped_dcg(g, gains, scores, k, len(ids))
+    idcg = _grouped_idcg(g, gains, k, len(ids))
+    return ids, _ratio_or_nan(dcg, idcg)
 
 
 def ndcg_at_k(y_true: np.ndarray, y_score: np.ndarray, k: int, *, gain: str = "exponential") -> float:
@@ -433,8 +454,11 @@ def _expected_hits(s: np.ndarray, is_rel: np.ndarray, k: int) -> tuple[float, fl
     above = s > threshold
     tied = s == threshold
     slots = k - int(above.sum())  # how many of the tied items make the top k
-    hits_above = int(is_rel[above].sum())
-    n_tied, rel_tied = int(tied.sum()), int(is_rel[tied].sum())
+    return _hits_from_counts(int(is_rel[above].sum()), slots, int(tied.sum()), int(is_rel[tied].sum()))
+
+
+def _hits_from_counts(hits_above: int, slots: int, n_tied: int, rel_tied: int) -> tuple[float, float]:
+    """:func:`_expected_hits` from its counts: relevant items above the k-th score, free slots, tied items, relevant tied ones."""
     expected = hits_above + slots * rel_tied / n_tied
     if hits_above > 0:
         p_hit = 1.0
@@ -512,6 +536,150 @@ def hit_rate_at_k(
         return float("nan")
     _, p_hit = _expected_hits(s, is_rel, k)
     return p_hit
+
+
+def _catalogue_rows(
+    scores: np.ndarray, exclude: np.ndarray | None, tasks: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Checked ``(T, n)`` scores, candidate mask, and the relevant rows' tasks and items."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2:
+        raise DataError(f"expected a (users, items) score matrix, got shape {s.shape}", column="scores_over_catalogue")
+    if not np.all(np.isfinite(s)):
+        row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(s)))
+        raise DataError(f"score of user row {row}, item {col} is {s[row, col]}; metrics need finite numbers", column="scores_over_catalogue")
+    n_tasks, n = s.shape
+    t = _as_1d(tasks, "tasks", np.int64)
+    rel = _as_1d(items, "relevant_items", np.int64)
+    if len(t) != len(rel):
+        raise DataError(f"{len(t)} tasks but {len(rel)} relevant items; pass one task per item")
+    if len(rel) and (rel.min() < 0 or rel.max() >= n):
+        raise DataError(f"relevant item indices must lie in 0..{n - 1} (the catalogue size is {n})", column="relevant_items")
+    if len(t) and (t.min() < 0 or t.max() >= n_tasks):
+        raise DataError(f"task indices must lie in 0..{n_tasks - 1}", column="tasks")
+    if len(np.unique(t * n + rel)) != len(rel):
+        raise DataError("relevant items contain duplicates; list each item once per user", column="relevant_items")
+    keep = np.ones(s.shape, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    if keep.shape != s.shape:
+        raise DataError(f"exclude has shape {keep.shape} but the scores have {s.shape}", column="exclude")
+    if not keep[t, rel].all():
+        bad = int(np.flatnonzero(~keep[t, rel])[0])
+        raise DataError(
+            f"item {int(rel[bad])} is both relevant and excluded (user row {int(t[bad])}); exclude only items already "
+            "seen (support/train), not query items",
+            column="exclude",
+        )
+    return s, keep, t, rel
+
+
+def _kth_largest(s: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``min(k, #candidates)``-th largest candidate score, and that cut-off ``min(k, #candidates)``."""
+    n_cand = keep.sum(axis=1)
+    k_row = np.minimum(k, n_cand)
+    n = s.shape[1]
+    masked = np.where(keep, s, -np.inf)
+    kk = min(k, n)
+    threshold = np.partition(masked, n - kk, axis=1)[:, n - kk] if n else np.zeros(len(s))
+    short = k_row < kk  # fewer candidates than k: the cut-off is the smallest candidate
+    if short.any():
+        threshold[short] = np.where(keep[short], s[short], np.inf).min(axis=1)
+    return threshold, k_row
+
+
+def catalogue_ndcg_per_user(
+    scores: np.ndarray,
+    exclude: np.ndarray | None,
+    tasks: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    k: int,
+    *,
+    gain: str = "exponential",
+) -> np.ndarray:
+    """:func:`ndcg_at_k_catalogue` of many users at once: row ``t`` of ``scores`` is user ``t``'s catalogue.
+
+    Only each user's candidates scoring at least their k-th largest candidate
+    score are sorted (every tie reaching the top k included), so the result
+    equals the one-user function without sorting the whole catalogue.
+
+    Parameters
+    ----------
+    scores
+        ``(T, n_items)`` predicted scores.
+    exclude
+        ``(T, n_items)`` bool mask of items removed from each user's ranking (or ``None``).
+    tasks, items, ratings
+        The held-out rows: user row, item and true rating (>= 0) of each.
+    k
+        Cut-off.
+    gain
+        ``"exponential"`` (default) or ``"linear"``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(T,)`` nDCG@k, NaN for users with no held-out item (or all gains 0).
+    """
+    k = _check_k(k)
+    s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
+    g = dcg_gains(ratings, gain)
+    if len(g) != len(rel):
+        raise DataError(f"{len(rel)} relevant items but {len(g)} ratings; pass one rating per item")
+    n_tasks = s.shape[0]
+    threshold, _ = _kth_largest(s, keep, k)
+    head = keep & (s >= threshold[:, None])
+    rows, cols = np.nonzero(head)  # row-major: items ascending within a user, as the one-user ranking
+    gain_grid = np.zeros(s.shape)
+    gain_grid[t, rel] = g
+    dcg = _grouped_dcg(rows, gain_grid[rows, cols], s[rows, cols], k, n_tasks)
+    idcg = _grouped_idcg(t, g, k, n_tasks)
+    return _ratio_or_nan(dcg, idcg)
+
+
+def catalogue_hits_per_user(
+    scores: np.ndarray, exclude: np.ndarray | None, tasks: np.ndarray, items: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`recall_at_k` and :func:`hit_rate_at_k` of many users at once (row ``t`` of ``scores`` is user ``t``).
+
+    Parameters
+    ----------
+    scores
+        ``(T, n_items)`` predicted scores.
+    exclude
+        ``(T, n_items)`` bool mask of items removed from each user's ranking (or ``None``).
+    tasks, items
+        The relevant rows: user row and item of each.
+    k
+        Cut-off.
+
+    Returns
+    -------
+    recall, hit_rate
+        ``(T,)`` each, NaN for users with no relevant item.
+    """
+    k = _check_k(k)
+    s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
+    n_tasks = s.shape[0]
+    threshold, k_row = _kth_largest(s, keep, k)
+    is_rel = np.zeros(s.shape, dtype=bool)
+    is_rel[t, rel] = True
+    above = keep & (s > threshold[:, None])
+    tied = keep & (s == threshold[:, None])
+    n_above, n_tied = above.sum(axis=1), tied.sum(axis=1)
+    rel_above, rel_tied = (above & is_rel).sum(axis=1), (tied & is_rel).sum(axis=1)
+    n_rel = np.bincount(t, minlength=n_tasks)
+    recall = np.full(n_tasks, np.nan)
+    hit = np.full(n_tasks, np.nan)
+    for row in np.flatnonzero(n_rel):
+        if k_row[row] == 0:
+            expected, p_hit = 0.0, 0.0
+        else:
+            expected, p_hit = _hits_from_counts(
+                int(rel_above[row]), int(k_row[row] - n_above[row]), int(n_tied[row]), int(rel_tied[row]),
+            )
+        recall[row] = expected / int(n_rel[row])
+        hit[row] = p_hit
+    return recall, hit
 
 
 # --------------------------------------------------------------------------- AUC

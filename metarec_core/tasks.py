@@ -198,43 +198,70 @@ def tasks_from_frames(
     if users is None:
         users = np.unique(query["user"].to_numpy(np.int64))
     users = np.asarray(users, dtype=np.int64)
-    task_of = {int(u): t for t, u in enumerate(users)}
-    sup_groups = _group(support)
-    qry_groups = _group(query)
-    sup_i = [sup_groups.get(int(u), (np.zeros(0, np.int64), np.zeros(0, np.float32)))[0] for u in users]
-    sup_r = [sup_groups.get(int(u), (np.zeros(0, np.int64), np.zeros(0, np.float32)))[1] for u in users]
-    qry_i = [qry_groups.get(int(u), (np.zeros(0, np.int64), np.zeros(0, np.float32)))[0] for u in users]
-    qry_r = [qry_groups.get(int(u), (np.zeros(0, np.int64), np.zeros(0, np.float32)))[1] for u in users]
-    batch = _pad(users, sup_i, sup_r, qry_i, qry_r, warm=warm)
-    width = batch.query_items.shape[1]
-    # Position of every query row inside the padded (T, Q) grid, in the frame's order.
-    q_users = query["user"].to_numpy(np.int64)
-    order = np.argsort(q_users, kind="stable")
-    slot = np.empty(len(query), dtype=np.int64)
-    sorted_users = q_users[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    slot[order] = np.arange(len(order)) - run_start
-    tasks = np.fromiter((task_of.get(int(u), -1) for u in q_users), dtype=np.int64, count=len(q_users))
+    si, sr, sm, _, _ = _padded_rows(support, users)
+    qi, qr, qm, tasks, slot = _padded_rows(query, users)
     if (tasks < 0).any():
         raise ValueError("tasks_from_frames: query rows of users not in `users`")
-    return batch, tasks * width + slot
+    batch = TaskBatch(
+        torch.as_tensor(users, dtype=torch.long), torch.from_numpy(si), torch.from_numpy(sr), torch.from_numpy(sm),
+        torch.from_numpy(qi), torch.from_numpy(qr), torch.from_numpy(qm), warm=warm,
+    )
+    # Position of every query row inside the padded (T, Q) grid, in the frame's order.
+    return batch, tasks * qi.shape[1] + slot
 
 
-def _group(frame: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Items and ratings per user, keeping the frame's row order within a user."""
-    if len(frame) == 0:
-        return {}
-    users = frame["user"].to_numpy(np.int64)
-    order = np.argsort(users, kind="stable")
-    items = frame["item"].to_numpy(np.int64)[order]
-    ratings = frame["rating"].to_numpy(np.float32)[order]
-    sorted_users = users[order]
-    cuts = np.flatnonzero(np.diff(sorted_users)) + 1
-    return {
-        int(u): (i, r)
-        for u, i, r in zip(sorted_users[np.r_[0, cuts]], np.split(items, cuts), np.split(ratings, cuts))
-    }
+def _padded_rows(
+    frame: pd.DataFrame, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each task's rows of ``frame`` padded into ``(T, W)`` items, ratings and mask, in the frame's row order per user.
+
+    Task ``t`` holds the rows of user ``users[t]`` (a user listed twice gets
+    its rows twice); ``W`` is the most rows of a listed user (at least 1).
+    Also returns, for every row of ``frame``, its task (the last one listing
+    its user, ``-1`` if none does) and its slot among its user's rows.
+    """
+    n = len(frame)
+    if n == 0:
+        width = 1
+        return (np.zeros((len(users), width), np.int64), np.zeros((len(users), width), np.float32),
+                np.zeros((len(users), width), bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    row_users = frame["user"].to_numpy(np.int64)
+    # Rank of each row among its user's rows, keeping the frame's order (one stable sort).
+    order = np.argsort(row_users, kind="stable")
+    sorted_users = row_users[order]
+    starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+    slot = np.empty(n, dtype=np.int64)
+    slot[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    # Task of each row: the last position of its user in `users`.
+    by_user = np.argsort(users, kind="stable")
+    listed = users[by_user]
+    pos = np.searchsorted(listed, row_users, side="right") - 1
+    if len(users):
+        found = (pos >= 0) & (listed[np.maximum(pos, 0)] == row_users)
+        task = np.where(found, by_user[np.maximum(pos, 0)], -1)
+    else:
+        task = np.full(n, -1, dtype=np.int64)
+    # Rows of each distinct user, then copied to every task listing that user.
+    group_ids = sorted_users[starts]
+    counts = np.diff(np.r_[starts, n])
+    g = np.searchsorted(group_ids, users)
+    has = g < len(group_ids)
+    has[has] = group_ids[g[has]] == users[has]
+    per_task = np.where(has, counts[np.minimum(g, len(counts) - 1)], 0)
+    width = max(int(per_task.max()) if len(per_task) else 0, 1)
+    items = np.zeros((len(users), width), dtype=np.int64)
+    ratings = np.zeros((len(users), width), dtype=np.float32)
+    mask = np.zeros((len(users), width), dtype=bool)
+    if len(users):
+        # For each task, the sorted positions of its user's rows.
+        t_rep = np.repeat(np.arange(len(users)), per_task)
+        first = np.repeat(np.where(has, starts[np.minimum(g, len(starts) - 1)], 0), per_task)
+        within = np.arange(len(t_rep)) - np.repeat(np.r_[0, np.cumsum(per_task)[:-1]], per_task)
+        rows = order[first + within]
+        items[t_rep, within] = frame["item"].to_numpy(np.int64)[rows]
+        ratings[t_rep, within] = frame["rating"].to_numpy(np.float32)[rows]
+        mask[t_rep, within] = True
+    return items, ratings, mask, task.astype(np.int64), slot
 
 
 def _add_negatives(item_lists, rating_lists, user_ratings, users, n_items, negatives, rng):
