@@ -292,6 +292,30 @@ class TaskRows:
             users=users,
         )
 
+    @classmethod
+    def for_catalogue(cls, support: pd.DataFrame, users: np.ndarray, n_items: int, *, with_query: bool = True) -> "TaskRows":
+        """One task per user of ``users`` (sorted, distinct) whose query is the whole catalogue ``0..n_items-1``.
+
+        The rows :meth:`from_frames` makes of ``catalogue_query(users, n_items)``,
+        without building or sorting that frame. ``with_query=False`` leaves the
+        query empty (for methods that only need each task's support).
+        """
+        users = np.asarray(users, dtype=np.int64)
+        if len(users) > 1 and not np.all(users[1:] > users[:-1]):
+            raise ValueError("TaskRows.for_catalogue: users must be sorted and distinct")
+        s_users = support["user"].to_numpy(np.int64)
+        pos = np.minimum(np.searchsorted(users, s_users), max(len(users) - 1, 0))
+        found = users[pos] == s_users if len(users) else np.zeros(len(s_users), dtype=bool)
+        return cls(
+            support_task=np.where(found, pos, -1).astype(np.int64),
+            support_items=support["item"].to_numpy(np.int64),
+            support_ratings=support["rating"].to_numpy(np.float64),
+            query_task=np.repeat(np.arange(len(users), dtype=np.int64), n_items) if with_query else np.zeros(0, np.int64),
+            query_items=np.tile(np.arange(n_items, dtype=np.int64), len(users)) if with_query else np.zeros(0, np.int64),
+            n_tasks=len(users),
+            users=users,
+        )
+
 
 # --------------------------------------------------------------------------- interface
 
@@ -411,6 +435,20 @@ class Baseline(ABC):
         _frame(support, "support", ("user", "item", "rating"), self.n_items)
         _frame(query, "query", ("user", "item"), self.n_items)
         return self.predict_rows(TaskRows.from_frames(support, query))
+
+    def predict_catalogue(self, support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
+        """Adapt to each user of ``users`` (sorted, distinct) from their ``support`` rows and score every item.
+
+        Returns
+        -------
+        np.ndarray
+            ``(len(users), n_items)`` scores: the numbers :meth:`predict_tasks`
+            gives for ``catalogue_query(users, n_items)``, without that frame.
+        """
+        self._check_fitted()
+        _frame(support, "support", ("user", "item", "rating"), self.n_items)
+        rows = TaskRows.for_catalogue(support, users, self.n_items)
+        return self.predict_rows(rows).reshape(len(users), self.n_items)
 
     def _clip(self, scores: np.ndarray, clip: bool) -> np.ndarray:
         return np.clip(scores, *self.rating_range) if clip else scores
@@ -885,6 +923,16 @@ class MatrixFactorization(Baseline):
         q_task, q_items = rows.query_task, rows.query_items
         interaction = np.einsum("nk,nk->n", p[q_task], self.item_factors[q_items])
         scores = self.global_mean + b[q_task] + self.item_bias[q_items] + interaction
+        return self._clip(scores, self.config.clip)
+
+    def predict_catalogue(self, support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
+        """Every item's score for each user of ``users``: one matrix product after the fold-in (see :meth:`Baseline.predict_catalogue`)."""
+        self._check_fitted()
+        _frame(support, "support", ("user", "item", "rating"), self.n_items)
+        p, b = self.fold_in_tasks(TaskRows.for_catalogue(support, users, self.n_items, with_query=False))
+        scores = p @ self.item_factors.T
+        scores += (self.global_mean + b)[:, None]
+        scores += self.item_bias[None, :]
         return self._clip(scores, self.config.clip)
 
     def with_fold_in(self, **changes: Any) -> "MatrixFactorization":

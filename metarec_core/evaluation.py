@@ -71,15 +71,14 @@ from metarec_core.errors import ConfigError, DataError
 from metarec_core.evaluation_report import _EXPLICIT_ONLY, BASELINES, PER_USER_COLUMNS, RESULT_COLUMNS, EvaluationConfig, EvaluationResult
 from metarec_core.metrics import (
     auc,
-    catalogue_hits_per_user,
-    catalogue_ndcg_per_user,
+    catalogue_metrics_per_user,
     mae,
-    mean_ndcg_at_k,
+    ndcg_per_user_at_ks,
     per_user,
     rmse,
 )
 from metarec_core.splits import ColdStartSplit, SplitConfig, split_cold_start
-from metarec_core.tasks import TaskBatch, catalogue_query, tasks_from_frames
+from metarec_core.tasks import TaskBatch, catalogue_tasks, tasks_from_frames
 from metarec_core.train_config import TrainConfig
 from metarec_core.training_data import TrainingData, prepare_data
 
@@ -122,7 +121,7 @@ class _Scorer:
 
 def _baseline_scorer(name: str, model: Baseline, n_items: int) -> _Scorer:
     def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
-        return model.predict_tasks(support, catalogue_query(users, n_items)).reshape(len(users), n_items)
+        return model.predict_catalogue(support, users)
 
     return _Scorer(name, scores, model.predict_tasks, adapts=not isinstance(model, (GlobalMean, ItemMean)))
 
@@ -140,8 +139,7 @@ def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, 
         return predict_tasks(run.model, inner_lr, config, tasks.to(device), run.context, run.loss, chunk=chunk)
 
     def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
-        tasks, _ = tasks_from_frames(support, catalogue_query(users, n_items), users=users, warm=warm)
-        return np.asarray(predict(tasks), dtype=np.float64).reshape(len(users), n_items)
+        return np.asarray(predict(catalogue_tasks(support, users, n_items, warm=warm)), dtype=np.float64).reshape(len(users), n_items)
 
     def query_scores(support: pd.DataFrame, query: pd.DataFrame) -> np.ndarray:
         tasks, positions = tasks_from_frames(support, query, warm=warm)
@@ -225,12 +223,13 @@ def _metrics(
         out["mae"] = mae(y, pred)
         out["rmse"] = rmse(y, pred)
         out["mae_per_user"] = float(user_values.mean())
+        _, ndcg_at = ndcg_per_user_at_ks(t, y, pred, config.ks)
         for k in config.ks:
-            out[f"ndcg@{k}"] = mean_ndcg_at_k(t, y, pred, k)
+            finite = ndcg_at[k][~np.isnan(ndcg_at[k])]
+            out[f"ndcg@{k}"] = float(finite.mean()) if len(finite) else float("nan")
     k = config.catalogue_k
-    ndcg = catalogue_ndcg_per_user(scores, view.seen, t, items, y, k)
     liked = np.ones(len(t), dtype=bool) if implicit else y >= config.relevant_rating
-    recall, hit = catalogue_hits_per_user(scores, view.seen, t[liked], items[liked], k)
+    ndcg, recall, hit = catalogue_metrics_per_user(scores, view.seen, t, items, y, k, relevant=liked)
     has_liked = np.bincount(t[liked], minlength=len(view.users)) > 0
     recall, hit = recall[has_liked], hit[has_liked]
     out[f"catalogue_ndcg@{k}"] = float(np.nanmean(ndcg)) if np.isfinite(ndcg).any() else float("nan")

@@ -24,7 +24,7 @@ sort and ``np.bincount``; there is no Python loop over rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -246,6 +246,8 @@ def _discount(positions: np.ndarray, k: int) -> np.ndarray:
 
 def _grouped_dcg(g: np.ndarray, gains: np.ndarray, scores: np.ndarray, k: int, n_groups: int) -> np.ndarray:
     """Tie-averaged DCG@k of groups ``0..n_groups-1``: rank by score descending, tied items share their mean gain."""
+    if len(g) == 0:
+        return np.zeros(n_groups)
     order = np.lexsort((-scores, g))
     g_s, s_s, gain_s = g[order], scores[order], gains[order]
     discount = _discount(_positions(g_s), k)
@@ -269,10 +271,31 @@ def _ratio_or_nan(dcg: np.ndarray, idcg: np.ndarray) -> np.ndarray:
 
 def _grouped_ndcg(groups: np.ndarray, gains: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Tie-averaged nDCG@k of every group; returns (group ids, values with NaN where IDCG = 0)."""
+    ids, values = _grouped_ndcg_at_ks(groups, gains, scores, (k,))
+    return ids, values[k]
+
+
+def _grouped_ndcg_at_ks(
+    groups: np.ndarray, gains: np.ndarray, scores: np.ndarray, ks: Sequence[int]
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """:func:`_grouped_ndcg` at several cut-offs from one ranking and one ideal ranking of the rows."""
     ids, g = np.unique(groups, return_inverse=True)
-    dcg = _grouped_dcg(g, gains, scores, k, len(ids))
-    idcg = _grouped_idcg(g, gains, k, len(ids))
-    return ids, _ratio_or_nan(dcg, idcg)
+    n_groups = len(ids)
+    order = np.lexsort((-scores, g))
+    g_s, s_s, gain_s = g[order], scores[order], gains[order]
+    positions = _positions(g_s)
+    tie_new = np.r_[True, (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])]
+    tie_id = np.cumsum(tie_new) - 1
+    tie_gain = (np.bincount(tie_id, weights=gain_s) / np.bincount(tie_id))[tie_id]
+    ideal = np.lexsort((-gains, g))
+    g_i, gain_i = g[ideal], gains[ideal]
+    ideal_positions = _positions(g_i)
+    out = {}
+    for k in ks:
+        dcg = np.bincount(g_s, weights=tie_gain * _discount(positions, k), minlength=n_groups)
+        idcg = np.bincount(g_i, weights=gain_i * _discount(ideal_positions, k), minlength=n_groups)
+        out[k] = _ratio_or_nan(dcg, idcg)
+    return ids, out
 
 
 def ndcg_at_k(y_true: np.ndarray, y_score: np.ndarray, k: int, *, gain: str = "exponential") -> float:
@@ -335,6 +358,24 @@ def ndcg_per_user(
     if len(u) != len(t):
         raise DataError(f"users has {len(u)} values but y_true has {len(t)}; pass one user per row")
     return _grouped_ndcg(u, dcg_gains(t, gain), s, k)
+
+
+def ndcg_per_user_at_ks(
+    users: np.ndarray, y_true: np.ndarray, y_score: np.ndarray, ks: Sequence[int], *, gain: str = "exponential"
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """:func:`ndcg_per_user` at several cut-offs at once (the rows are ranked once, not once per cut-off).
+
+    Returns
+    -------
+    user_ids, values
+        Distinct users in increasing order, and for each cut-off ``k`` their nDCG@k.
+    """
+    ks = tuple(_check_k(k) for k in ks)
+    t, s = _pair(y_true, y_score, "y_score")
+    u = _as_1d(users, "users", np.int64)
+    if len(u) != len(t):
+        raise DataError(f"users has {len(u)} values but y_true has {len(t)}; pass one user per row")
+    return _grouped_ndcg_at_ks(u, dcg_gains(t, gain), s, ks)
 
 
 def mean_ndcg_at_k(
@@ -557,7 +598,8 @@ def _catalogue_rows(
         raise DataError(f"relevant item indices must lie in 0..{n - 1} (the catalogue size is {n})", column="relevant_items")
     if len(t) and (t.min() < 0 or t.max() >= n_tasks):
         raise DataError(f"task indices must lie in 0..{n_tasks - 1}", column="tasks")
-    if len(np.unique(t * n + rel)) != len(rel):
+    cells = np.sort(t * n + rel)  # a sort: np.unique's hashing is slow on keys this spread out
+    if (cells[1:] == cells[:-1]).any():
         raise DataError("relevant items contain duplicates; list each item once per user", column="relevant_items")
     keep = np.ones(s.shape, dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
     if keep.shape != s.shape:
@@ -572,18 +614,80 @@ def _catalogue_rows(
     return s, keep, t, rel
 
 
+#: Scores per block of rows in :func:`_kth_largest` (8 MB of float64): its temporaries stay small whatever the catalogue.
+_BLOCK_CELLS = 1 << 20
+
+
 def _kth_largest(s: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``min(k, #candidates)``-th largest candidate score, and that cut-off ``min(k, #candidates)``."""
     n_cand = keep.sum(axis=1)
     k_row = np.minimum(k, n_cand)
     n = s.shape[1]
-    masked = np.where(keep, s, -np.inf)
     kk = min(k, n)
-    threshold = np.partition(masked, n - kk, axis=1)[:, n - kk] if n else np.zeros(len(s))
+    threshold = np.zeros(len(s))
+    step = max(1, _BLOCK_CELLS // max(n, 1))
+    for start in range(0, len(s) if n else 0, step):
+        block = slice(start, start + step)
+        masked = np.where(keep[block], s[block], -np.inf)
+        threshold[block] = np.partition(masked, n - kk, axis=1)[:, n - kk]
     short = k_row < kk  # fewer candidates than k: the cut-off is the smallest candidate
     if short.any():
         threshold[short] = np.where(keep[short], s[short], np.inf).min(axis=1)
     return threshold, k_row
+
+
+def _catalogue_ndcg(s: np.ndarray, keep: np.ndarray, t: np.ndarray, rel: np.ndarray, g: np.ndarray, k: int,
+                    threshold: np.ndarray) -> np.ndarray:
+    """Per-user catalogue nDCG@k from each row's k-th largest candidate score ``threshold``.
+
+    Candidates above the threshold (fewer than k a user) are ranked by a sort;
+    the candidates tied at it share the places left in the top k and their
+    mean gain, so they need only be counted, not sorted.
+    """
+    n_tasks, n = s.shape
+    above = keep & (s > threshold[:, None])
+    rows, cols = np.nonzero(above)  # row-major: items ascending within a user, as the one-user ranking
+    # The gain of each ranked cell: its held-out rating's, 0 if it has none (looked up among the held-out cells).
+    held_out = t * n + rel
+    by_cell = np.argsort(held_out)
+    ranked = rows * n + cols
+    at = np.minimum(np.searchsorted(held_out[by_cell], ranked), max(len(held_out) - 1, 0))
+    above_gains = np.where(held_out[by_cell][at] == ranked, g[by_cell][at], 0.0) if len(held_out) else np.zeros(len(ranked))
+    dcg = _grouped_dcg(rows, above_gains, s[rows, cols], k, n_tasks)
+    n_above = np.bincount(rows, minlength=n_tasks)
+    n_tied = (keep & (s == threshold[:, None])).sum(axis=1)
+    tied_gain = np.bincount(t, weights=np.where(s[t, rel] == threshold[t], g, 0.0), minlength=n_tasks)
+    # Places n_above .. min(k, n_above + n_tied) - 1 go to the tied candidates, each worth their mean gain.
+    cumulative = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))]
+    places = cumulative[np.minimum(k, n_above + n_tied)] - cumulative[np.minimum(k, n_above)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dcg = dcg + np.where(n_tied > 0, tied_gain / np.maximum(n_tied, 1) * places, 0.0)
+    idcg = _grouped_idcg(t, g, k, n_tasks)
+    return _ratio_or_nan(dcg, idcg)
+
+
+def _catalogue_hits(s: np.ndarray, keep: np.ndarray, t: np.ndarray, rel: np.ndarray, threshold: np.ndarray,
+                    k_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user catalogue recall@k and hit rate@k from each row's threshold and cut-off (see :func:`_kth_largest`)."""
+    n_tasks = s.shape[0]
+    at_rel = s[t, rel]
+    n_above = (keep & (s > threshold[:, None])).sum(axis=1)
+    n_tied = (keep & (s == threshold[:, None])).sum(axis=1)
+    rel_above = np.bincount(t, weights=at_rel > threshold[t], minlength=n_tasks).astype(np.int64)
+    rel_tied = np.bincount(t, weights=at_rel == threshold[t], minlength=n_tasks).astype(np.int64)
+    n_rel = np.bincount(t, minlength=n_tasks)
+    recall = np.full(n_tasks, np.nan)
+    hit = np.full(n_tasks, np.nan)
+    for row in np.flatnonzero(n_rel):
+        if k_row[row] == 0:
+            expected, p_hit = 0.0, 0.0
+        else:
+            expected, p_hit = _hits_from_counts(
+                int(rel_above[row]), int(k_row[row] - n_above[row]), int(n_tied[row]), int(rel_tied[row]),
+            )
+        recall[row] = expected / int(n_rel[row])
+        hit[row] = p_hit
+    return recall, hit
 
 
 def catalogue_ndcg_per_user(
@@ -598,9 +702,10 @@ def catalogue_ndcg_per_user(
 ) -> np.ndarray:
     """:func:`ndcg_at_k_catalogue` of many users at once: row ``t`` of ``scores`` is user ``t``'s catalogue.
 
-    Only each user's candidates scoring at least their k-th largest candidate
-    score are sorted (every tie reaching the top k included), so the result
-    equals the one-user function without sorting the whole catalogue.
+    Only each user's candidates scoring above their k-th largest candidate
+    score are sorted; those tied at it are counted (they share the remaining
+    places and their mean gain), so the result equals the one-user function
+    without sorting the whole catalogue.
 
     Parameters
     ----------
@@ -625,15 +730,8 @@ def catalogue_ndcg_per_user(
     g = dcg_gains(ratings, gain)
     if len(g) != len(rel):
         raise DataError(f"{len(rel)} relevant items but {len(g)} ratings; pass one rating per item")
-    n_tasks = s.shape[0]
     threshold, _ = _kth_largest(s, keep, k)
-    head = keep & (s >= threshold[:, None])
-    rows, cols = np.nonzero(head)  # row-major: items ascending within a user, as the one-user ranking
-    gain_grid = np.zeros(s.shape)
-    gain_grid[t, rel] = g
-    dcg = _grouped_dcg(rows, gain_grid[rows, cols], s[rows, cols], k, n_tasks)
-    idcg = _grouped_idcg(t, g, k, n_tasks)
-    return _ratio_or_nan(dcg, idcg)
+    return _catalogue_ndcg(s, keep, t, rel, g, k, threshold)
 
 
 def catalogue_hits_per_user(
@@ -659,27 +757,42 @@ def catalogue_hits_per_user(
     """
     k = _check_k(k)
     s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
-    n_tasks = s.shape[0]
     threshold, k_row = _kth_largest(s, keep, k)
-    is_rel = np.zeros(s.shape, dtype=bool)
-    is_rel[t, rel] = True
-    above = keep & (s > threshold[:, None])
-    tied = keep & (s == threshold[:, None])
-    n_above, n_tied = above.sum(axis=1), tied.sum(axis=1)
-    rel_above, rel_tied = (above & is_rel).sum(axis=1), (tied & is_rel).sum(axis=1)
-    n_rel = np.bincount(t, minlength=n_tasks)
-    recall = np.full(n_tasks, np.nan)
-    hit = np.full(n_tasks, np.nan)
-    for row in np.flatnonzero(n_rel):
-        if k_row[row] == 0:
-            expected, p_hit = 0.0, 0.0
-        else:
-            expected, p_hit = _hits_from_counts(
-                int(rel_above[row]), int(k_row[row] - n_above[row]), int(n_tied[row]), int(rel_tied[row]),
-            )
-        recall[row] = expected / int(n_rel[row])
-        hit[row] = p_hit
-    return recall, hit
+    return _catalogue_hits(s, keep, t, rel, threshold, k_row)
+
+
+def catalogue_metrics_per_user(
+    scores: np.ndarray,
+    exclude: np.ndarray | None,
+    tasks: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    k: int,
+    *,
+    relevant: np.ndarray | None = None,
+    gain: str = "exponential",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`catalogue_ndcg_per_user` and :func:`catalogue_hits_per_user` from one check and one top-k cut.
+
+    ``relevant`` marks which held-out rows count as relevant for recall and
+    hit rate (default: all of them); nDCG uses every held-out row's gain.
+
+    Returns
+    -------
+    ndcg, recall, hit_rate
+        ``(T,)`` each, NaN for users with nothing held out (or nothing relevant).
+    """
+    k = _check_k(k)
+    s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
+    g = dcg_gains(ratings, gain)
+    if len(g) != len(rel):
+        raise DataError(f"{len(rel)} relevant items but {len(g)} ratings; pass one rating per item")
+    liked = np.ones(len(rel), dtype=bool) if relevant is None else np.asarray(relevant, dtype=bool)
+    if len(liked) != len(rel):
+        raise DataError(f"{len(rel)} held-out items but {len(liked)} relevant flags; pass one flag per item")
+    threshold, k_row = _kth_largest(s, keep, k)
+    recall, hit = _catalogue_hits(s, keep, t[liked], rel[liked], threshold, k_row)
+    return _catalogue_ndcg(s, keep, t, rel, g, k, threshold), recall, hit
 
 
 # --------------------------------------------------------------------------- AUC

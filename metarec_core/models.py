@@ -240,17 +240,44 @@ class PreferenceModel(nn.Module):
 
         ``warm`` adds the users' learned ID bias and factor (known users only).
         """
-        x_item = self.item_features(context.items, items)  # (T, N, Fi)
         x_user = self.user_features(context.users, users)  # (T, Fu)
-        q, b_item = self.item_vectors(items, x_item)
         taste, offset = self.user_vectors(users, x_user, warm=warm)
-        interaction = taste.unsqueeze(1) * q  # (T, N, d)
-        hidden = torch.cat([x_user.unsqueeze(1).expand(-1, items.shape[1], -1), x_item, interaction], dim=-1)
-        for k, layer in enumerate(self.head):
-            hidden = batched_linear(hidden, layer.weight, layer.bias)
-            if k < len(self.head) - 1:
+        first = self.head[0]
+        if not self.training and items.numel() > self.item_known.shape[0] and first.weight.dim() == 2:
+            # Scoring many rows per item (whole catalogues): the item side once per item, then gathered per row,
+            # and the head's first layer split by input block so that no (T, N, Fu + Fi + d) input is built.
+            every = torch.arange(self.item_known.shape[0], device=items.device)
+            x_every = self.item_features(context.items, every)
+            q_every, b_every = self.item_vectors(every, x_every)
+            fu, fi = x_user.shape[-1], x_every.shape[-1]
+            weight = first.weight
+            item_part = x_every @ weight[:, fu:fu + fi].T  # (n_items, H)
+            user_part = (x_user @ weight[:, :fu].T + first.bias).unsqueeze(1)  # (T, 1, H)
+            if items.shape[-1] == len(every) and torch.equal(items, every.expand_as(items)):
+                # Every row is the whole catalogue in order: broadcast instead of gathering, and fold the taste
+                # into the interaction block's weights, (t * q) W^T = q (t[:, None] * W^T), with no (T, N, d) product.
+                hidden = q_every @ (taste.unsqueeze(-1) * weight[:, fu + fi:].T) + item_part + user_part
+                dot, b_item = taste @ q_every.T, b_every  # (T, N), (N,)
+            else:
+                q, b_item = q_every[items], b_every[items]
+                interaction = taste.unsqueeze(1) * q  # (T, N, d)
+                hidden = item_part[items] + user_part + interaction @ weight[:, fu + fi:].T
+                dot = interaction.sum(-1)
+            layers = self.head[1:]
+            if len(self.head) > 1:
                 hidden = torch.relu(hidden)
-        return self.global_bias + b_item + offset.unsqueeze(1) + interaction.sum(-1) + hidden.squeeze(-1)
+        else:
+            x_item = self.item_features(context.items, items)  # (T, N, Fi)
+            q, b_item = self.item_vectors(items, x_item)
+            interaction = taste.unsqueeze(1) * q  # (T, N, d)
+            hidden = torch.cat([x_user.unsqueeze(1).expand(-1, items.shape[1], -1), x_item, interaction], dim=-1)
+            dot = interaction.sum(-1)
+            layers = self.head
+        for layer in layers:
+            hidden = batched_linear(hidden, layer.weight, layer.bias)
+            if layer is not self.head[-1]:
+                hidden = torch.relu(hidden)
+        return self.global_bias + b_item + offset.unsqueeze(1) + dot + hidden.squeeze(-1)
 
     def user_vectors(
         self, users: torch.Tensor, x_user: torch.Tensor, *, warm: bool = False, params: Mapping[str, torch.Tensor] | None = None,

@@ -10,7 +10,7 @@ import torch
 from metarec_core import metrics
 from metarec_core.meta import adapt, score
 from metarec_core.models import FeatureContext, PreferenceModel
-from metarec_core.tasks import TaskBatch, catalogue_query, tasks_from_frames
+from metarec_core.tasks import TaskBatch, catalogue_tasks, tasks_from_frames
 from metarec_core.train_config import TrainConfig
 from metarec_core.training_data import TrainingData
 
@@ -112,7 +112,7 @@ def catalogue_auc(
     device = context.items.categorical.device
     for start in range(0, len(users), chunk):
         part = users[start:start + chunk]
-        tasks, _ = tasks_from_frames(support[support["user"].isin(part)], catalogue_query(part, n_items), users=part, warm=warm)
+        tasks = catalogue_tasks(support[support["user"].isin(part)], part, n_items, warm=warm)
         scores = predict_tasks(model, inner_lr, config, tasks.to(device), context, kind).reshape(len(part), n_items)
         for t, user in enumerate(part):
             labels = np.zeros(n_items)

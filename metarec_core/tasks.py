@@ -168,6 +168,23 @@ def catalogue_query(users: np.ndarray, n_items: int) -> pd.DataFrame:
     })
 
 
+def catalogue_tasks(support: pd.DataFrame, users: np.ndarray, n_items: int, *, warm: bool = False) -> TaskBatch:
+    """One task per user of ``users`` whose query is the whole catalogue ``0..n_items-1``, in item order.
+
+    The batch :func:`tasks_from_frames` makes of ``catalogue_query(users,
+    n_items)``, with the query as broadcast views instead of ``T * n_items``
+    padded rows (a sub-batch from :meth:`TaskBatch.select` copies only its own tasks).
+    """
+    users = np.asarray(users, dtype=np.int64)
+    si, sr, sm, _, _ = _padded_rows(support, users)
+    shape = (len(users), n_items)
+    return TaskBatch(
+        torch.as_tensor(users, dtype=torch.long), torch.from_numpy(si), torch.from_numpy(sr), torch.from_numpy(sm),
+        torch.arange(n_items, dtype=torch.long).expand(shape), torch.zeros(1, dtype=torch.float32).expand(shape),
+        torch.ones(1, dtype=torch.bool).expand(shape), warm=warm,
+    )
+
+
 def tasks_from_frames(
     support: pd.DataFrame,
     query: pd.DataFrame,

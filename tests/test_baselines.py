@@ -356,3 +356,17 @@ def test_als_fits_reuse_an_equal_fit_with_the_asked_fold_in_and_refit_when_rows_
     other_settings = fits.fit(MFConfig(n_factors=4, n_iter=6), train, N_USERS, N_ITEMS)
     assert fits.hits == 1 and other_rows.item_factors is not first.item_factors
     assert other_settings.item_factors.shape[1] == 4
+
+
+@pytest.mark.parametrize("make", [GlobalMean, ItemMean, BiasBaseline, lambda: MatrixFactorization(MFConfig(n_factors=3, n_iter=4))])
+def test_catalogue_scores_equal_the_scores_of_every_user_item_pair(split, make) -> None:
+    train, support, query = split
+    model = make().fit(train, N_USERS, N_ITEMS)
+    users = np.unique(query["user"].to_numpy(np.int64))[:25]
+    pairs = pd.DataFrame({"user": np.repeat(users, N_ITEMS), "item": np.tile(np.arange(N_ITEMS), len(users))})
+    expected = model.predict_tasks(support, pairs).reshape(len(users), N_ITEMS)
+    scores = model.predict_catalogue(support, users)
+    assert scores.shape == (len(users), N_ITEMS)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="sorted and distinct"):
+        model.predict_catalogue(support, users[::-1])

@@ -1,7 +1,10 @@
-"""Tests of metarec_core.device: which torch device a setting names, and the CPU threads and float mode a block runs with."""
+"""Tests of metarec_core.device: which torch device a setting names, and the CPU threads, float mode and allocator a run uses."""
+import sys
+
 import pytest
 import torch
 
+from metarec_core import device
 from metarec_core.device import cpu_threads, flush_denormals, resolve_device
 from metarec_core.errors import ConfigError
 
@@ -65,3 +68,45 @@ def test_flush_denormals_zeroes_subnormal_arithmetic_only_inside_the_block():
             assert (subnormal * 1.0).item() == 0.0
             assert (torch.tensor([1e-30]) * 1.0).item() > 0  # normal floats are untouched
     assert (subnormal * 1.0).item() > 0  # turned off again
+
+
+#: Allocates and frees five 24 MB arrays at a time, ten times, and prints the page faults of the last nine rounds.
+_FAULTS_OF_A_LOOP = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from metarec_core.device import keep_freed_memory
+    assert keep_freed_memory()
+def rounds(n):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        blocks = [np.ones(3_000_000) for _ in range(5)]
+        del blocks
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+rounds(1)
+print(rounds(9))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_keep_freed_memory_reuses_freed_blocks_instead_of_faulting_in_fresh_pages():
+    import subprocess
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+
+    def faults(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_LOOP, mode], capture_output=True, text=True, cwd=root, check=True)
+        return int(done.stdout.split()[-1])
+
+    by_default, kept = faults("default"), faults("keep")
+    assert by_default > 5_000  # glibc hands the freed heap back and faults fresh pages in each round
+    assert kept < by_default / 10
+
+
+def test_keep_freed_memory_is_a_no_op_without_glibc(monkeypatch):
+    def no_libc(*args, **kwargs):
+        raise OSError("no libc here")
+
+    monkeypatch.setattr(device.ctypes, "CDLL", no_libc)
+    assert device.keep_freed_memory() is False

@@ -9,8 +9,12 @@ import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, ndcg_score, roc_auc_score
 
 from metarec_core.errors import ConfigError, DataError
+from metarec_core import metrics
 from metarec_core.metrics import (
     auc,
+    catalogue_hits_per_user,
+    catalogue_metrics_per_user,
+    catalogue_ndcg_per_user,
     dcg_gains,
     hit_rate_at_k,
     mae,
@@ -19,6 +23,7 @@ from metarec_core.metrics import (
     ndcg_at_k,
     ndcg_at_k_catalogue,
     ndcg_per_user,
+    ndcg_per_user_at_ks,
     per_user,
     per_user_mean,
     recall_at_k,
@@ -170,6 +175,66 @@ def test_ndcg_catalogue_matches_sklearn() -> None:
     for k in (1, 5, 10, 50):
         ref = ndcg_score([gains[keep]], [scores[keep]], k=k)
         assert ndcg_at_k_catalogue((items, ratings), scores, k, exclude=exclude) == pytest.approx(ref)
+
+
+@pytest.mark.parametrize("gain", ["exponential", "linear"])
+def test_ndcg_at_several_cutoffs_equals_each_cutoff_alone(grouped, gain) -> None:
+    users, y, score = grouped
+    y = y.copy()
+    y[users == users[0]] = 0.0  # one user with all-zero gains (undefined nDCG)
+    ids, at = ndcg_per_user_at_ks(users, y, score, (1, 3, 5, 10, 40), gain=gain)
+    for k, values in at.items():
+        alone_ids, alone = ndcg_per_user(users, y, score, k, gain=gain)
+        np.testing.assert_array_equal(ids, alone_ids)
+        np.testing.assert_array_equal(values, alone)  # bitwise, NaN where undefined
+    assert np.isnan(at[3][ids == users[0]]).all() and np.isfinite(at[3][ids != users[0]]).all()
+
+
+def _catalogue_case(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """30 users over 40 items: tied scores, ragged held-out sets (some empty, some one item), excluded seen items."""
+    rng = np.random.default_rng(seed)
+    n_tasks, n_items = 30, 40
+    scores = np.round(rng.normal(size=(n_tasks, n_items)), 1)  # coarse: many ties, also across the k-th place
+    exclude = rng.random((n_tasks, n_items)) < 0.3
+    exclude[5, :] = True  # a user with almost no candidates (fewer than k)
+    exclude[5, :2] = False
+    tasks, items, ratings = [], [], []
+    for t in range(n_tasks):
+        candidates = np.flatnonzero(~exclude[t])
+        size = 0 if t % 7 == 3 else (1 if t % 5 == 1 else int(rng.integers(1, min(8, len(candidates)) + 1)))
+        chosen = rng.choice(candidates, size=min(size, len(candidates)), replace=False)
+        tasks += [t] * len(chosen)
+        items += list(chosen)
+        ratings += list(rng.integers(0, 6, size=len(chosen)))
+    perm = rng.permutation(len(tasks))
+    return scores, exclude, np.asarray(tasks)[perm], np.asarray(items)[perm], np.asarray(ratings, dtype=np.float64)[perm]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_catalogue_metrics_of_all_users_equal_the_one_user_functions(seed, k, monkeypatch) -> None:
+    monkeypatch.setattr(metrics, "_BLOCK_CELLS", 90)  # blocks of 2 users: the block edges are exercised too
+    scores, exclude, tasks, items, ratings = _catalogue_case(seed)
+    ndcg = catalogue_ndcg_per_user(scores, exclude, tasks, items, ratings, k)
+    liked = ratings >= 4
+    recall, hit = catalogue_hits_per_user(scores, exclude, tasks[liked], items[liked], k)
+    together = catalogue_metrics_per_user(scores, exclude, tasks, items, ratings, k, relevant=liked)
+    for mine, theirs in zip(together, (ndcg, recall, hit)):
+        np.testing.assert_array_equal(mine, theirs)
+    for t in range(len(scores)):
+        mine, seen = tasks == t, np.flatnonzero(exclude[t])
+        if not mine.any():
+            assert np.isnan(ndcg[t])
+        else:
+            expected = ndcg_at_k_catalogue((items[mine], ratings[mine]), scores[t], k, exclude=seen)
+            assert ndcg[t] == pytest.approx(expected, abs=1e-12) or (np.isnan(ndcg[t]) and np.isnan(expected)), t
+        good = mine & liked
+        if not good.any():
+            assert np.isnan(recall[t]) and np.isnan(hit[t])
+        else:
+            assert recall[t] == pytest.approx(recall_at_k(items[good], scores[t], k, exclude=seen), abs=1e-12), t
+            assert hit[t] == pytest.approx(hit_rate_at_k(items[good], scores[t], k, exclude=seen), abs=1e-12), t
+    assert np.isfinite(ndcg).sum() > 15 and np.isfinite(recall).sum() > 10  # the case is not degenerate
 
 
 def test_recall_and_hit_rate_hand_computed() -> None:

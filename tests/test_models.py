@@ -196,6 +196,35 @@ def test_batched_task_parameters_score_like_a_loop_over_tasks():
     assert not torch.allclose(batched, model(USERS, ITEMS, ctx, warm=True))  # the task parameters were used
 
 
+@pytest.mark.parametrize("hidden", [(6,), (), (5, 4)])
+@pytest.mark.parametrize("warm", [False, True])
+def test_whole_catalogue_scoring_equals_scoring_each_user_alone(hidden, warm):
+    # Many rows per item take the item-table path (item side once per item, head's first layer split by block).
+    model, ctx = build(hidden=hidden)
+    if hidden:
+        with torch.no_grad():
+            model.head[-1].weight.normal_(std=0.3)
+    users = torch.tensor([0, 3, 8, 11])
+    catalogue = torch.arange(N_ITEMS).expand(len(users), -1)
+    g = torch.Generator().manual_seed(3)
+    taste = model.user_taste.detach() + 0.3 * torch.randn(len(users), 4, generator=g)  # adapted per task, as after a fold-in
+    params = {**dict(model.named_parameters()), "user_taste": taste}
+    with torch.no_grad():
+        together = functional_call(model, params, (users, catalogue, ctx), {"warm": warm})
+        for t in range(len(users)):
+            alone = functional_call(model, {**params, "user_taste": taste[t:t + 1]}, (users[t:t + 1], catalogue[t:t + 1], ctx), {"warm": warm})
+            assert torch.allclose(together[t], alone[0], atol=1e-5), t
+    assert together.std() > 0.05  # the scores differ by user and item
+    # Many rows that are not whole catalogues (gathered from the item table), against halves scored row by row.
+    mixed = torch.randint(0, N_ITEMS, (len(users), 2 * N_ITEMS), generator=g)
+    with torch.no_grad():
+        gathered = functional_call(model, params, (users, mixed, ctx), {"warm": warm})
+        for t in range(len(users)):
+            for half in (slice(0, N_ITEMS), slice(N_ITEMS, None)):
+                alone = functional_call(model, {**params, "user_taste": taste[t:t + 1]}, (users[t:t + 1], mixed[t:t + 1, half], ctx), {"warm": warm})
+                assert torch.allclose(gathered[t, half], alone[0], atol=1e-5), t
+
+
 def test_user_vectors_take_task_parameters_by_name():
     model, ctx = build()
     x_user = model.user_features(ctx.users, USERS)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from metarec_core.tasks import UserRatings, catalogue_query, sample_tasks, tasks_from_frames
+from metarec_core.tasks import UserRatings, catalogue_query, catalogue_tasks, sample_tasks, tasks_from_frames
 
 N_USERS, N_ITEMS = 20, 50
 
@@ -112,3 +112,15 @@ def test_catalogue_query_is_every_user_item_pair_in_order():
     tasks, positions = tasks_from_frames(pd.DataFrame(columns=["user", "item", "rating"]), frame, users=np.array([4, 2]))
     assert tasks.query_items.tolist() == [[0, 1, 2], [0, 1, 2]]
     assert positions.tolist() == list(range(6))  # scores reshape straight to (users, items)
+
+
+def test_catalogue_tasks_equal_the_tasks_of_the_catalogue_query(ratings):
+    users = np.array([1, 4, 7, 19])  # user 1 has support rows below, user 19 none
+    support = ratings[ratings["user"].isin([1, 4, 7])].groupby("user").head(3)
+    expected, _ = tasks_from_frames(support, catalogue_query(users, N_ITEMS), users=users, warm=True)
+    tasks = catalogue_tasks(support, users, N_ITEMS, warm=True)
+    assert tasks.warm and len(tasks) == 4
+    for name in ("users", "support_items", "support_ratings", "support_mask", "query_items", "query_ratings", "query_mask"):
+        assert torch.equal(getattr(tasks, name), getattr(expected, name)), name
+    part = tasks.select(np.array([3, 0]))  # a sub-batch owns its rows
+    assert part.query_items.is_contiguous() and part.users.tolist() == [19, 1]

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    from metarec_core.device import keep_freed_memory
+
+    keep_freed_memory()  # a command-line process: trade a little resident memory for far fewer page faults
     try:
         return int(args.func(args) or 0)
     except MetarecError as exc:
@@ -60,5 +63,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback unless asked
         if args.verbose:
             logging.getLogger("metarec_core").exception("unexpected error")
-        print(f"error: unexpected {type(exc).__name__}: {exc} (run with -v to see where)", file=sys.stderr)
+        print(f"error: metarec failed ({type(exc).__name__}: {exc}); run again with -v for where, and report it with the command", file=sys.stderr)
         return 1
