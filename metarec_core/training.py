@@ -18,7 +18,7 @@ from metarec_core.dataset import Dataset
 from metarec_core.device import cpu_threads, flush_denormals, resolve_device
 from metarec_core.errors import TrainingError
 from metarec_core.footprint import check_fits, data_shape, estimate
-from metarec_core.inner_rates import initial_inner_rates, validated_prior
+from metarec_core.inner_rates import calibrated_rates, initial_inner_rates, validated_prior
 from metarec_core.losses import l2_penalty, occurrence_penalty, pointwise_loss
 from metarec_core.meta import meta_loss
 from metarec_core.models import PreferenceModel, shape_for
@@ -520,6 +520,8 @@ class Trainer:
             self.best.restore(self.model, self.inner_lr)
             log.info("restored the weights of epoch %d (best validation)", self.best.epoch)
         final = self.validate()
+        if config.learn_inner_lr and not self.validated_prior and self.valid_tasks is not None and config.lambda_meta > 0:
+            final = calibrated_rates(self.inner_lr, self.validate, self.kind, before=final)
         if self.best.epoch:
             final["best_epoch"] = float(self.best.epoch if config.keep_best else epochs_completed)
         if not stopped:  # a stopped run reports validation only, so that cancelling is quick

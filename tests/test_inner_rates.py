@@ -1,8 +1,8 @@
-"""Tests of metarec_core.inner_rates: the starting inner rates, and the prior chosen on validation users without a meta phase."""
+"""Tests of metarec_core.inner_rates: the starting inner rates, the prior chosen on validation users without a meta phase, and the calibration of learned rates."""
 import pytest
 import torch
 
-from metarec_core.inner_rates import PRIOR_GRID, initial_inner_rates, validated_prior
+from metarec_core.inner_rates import PRIOR_GRID, RATE_FACTORS, calibrated_rates, initial_inner_rates, validated_prior
 from metarec_core.models import ModelConfig, ModelShape, PreferenceModel
 from metarec_core.train_config import TrainConfig
 
@@ -54,3 +54,37 @@ def test_validated_prior_skips_non_finite_scores_and_keeps_the_rates_without_a_s
     assert float(rates["user_offset"]) == pytest.approx(0.5)
     validated_prior(rates, lambda: {"valid_mae": float("nan")}, "mse")
     assert float(rates["user_offset"]) == pytest.approx(0.5)
+
+
+def test_calibrated_rates_scale_the_learned_rates_by_the_best_validated_factor():
+    learned = {"user_offset": torch.tensor(0.2), "user_taste": torch.tensor([0.1, 0.4, 0.3])}
+    rates = {name: rate.clone() for name, rate in learned.items()}
+    tried = []
+
+    def validate():
+        factor = float(rates["user_offset"]) / 0.2
+        assert torch.allclose(rates["user_taste"], learned["user_taste"] * factor)  # every rate scaled alike
+        tried.append(round(factor, 6))
+        return {"valid_mae": 0.7 + abs(factor - 0.7), "valid_auc": 0.9 - abs(factor - 1.4)}
+
+    metrics = calibrated_rates(rates, validate, "mse")
+    assert tried == pytest.approx(list(RATE_FACTORS))
+    assert torch.allclose(rates["user_taste"], learned["user_taste"] * 0.7) and metrics["valid_mae"] == pytest.approx(0.7)
+    rates = {name: rate.clone() for name, rate in learned.items()}
+    calibrated_rates(rates, validate, "bce")  # implicit data: the highest AUC wins
+    assert float(rates["user_offset"]) == pytest.approx(0.2 * 1.4)
+
+
+def test_calibrated_rates_stay_as_learned_unless_a_factor_is_strictly_better():
+    rates = {"user_offset": torch.tensor(0.2)}
+    before = {"valid_mae": 0.75}
+    calls = []
+
+    def validate():
+        calls.append(float(rates["user_offset"]))
+        return {"valid_mae": 0.75 if len(calls) % 2 else float("nan")}  # ties and non-finite scores only
+
+    assert calibrated_rates(rates, validate, "mse", before=before) == before
+    assert float(rates["user_offset"]) == pytest.approx(0.2) and len(calls) == len(RATE_FACTORS) - 1  # 1.0 reused
+    assert calibrated_rates(rates, lambda: {}, "bce") == {}  # no score at all: nothing to choose by
+    assert float(rates["user_offset"]) == pytest.approx(0.2)

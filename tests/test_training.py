@@ -4,13 +4,15 @@ The pieces ``fit`` is built from have their own test files (train_config, schedu
 averaging, inner_rates, transfer, training_data, scoring, artifacts); here runs are fitted.
 Mechanics train on ``tiny_scenario``; the quality tests train longer on a larger scenario and are slow.
 """
+import itertools
+
 import numpy as np
 import pytest
 import torch
 
 from metarec_core.artifacts import load_run, read_metrics
 from metarec_core.errors import ConfigError, TrainingError
-from metarec_core.inner_rates import PRIOR_GRID
+from metarec_core.inner_rates import PRIOR_GRID, RATE_FACTORS
 from metarec_core.recommender import Recommender
 from metarec_core.synthetic import SyntheticConfig, make_synthetic
 from metarec_core.train_config import TrainConfig
@@ -72,8 +74,12 @@ def test_fit_saves_the_weight_average_not_the_last_step(tiny, tmp_path, monkeypa
     name = "model.item_factor.weight"
     assert torch.allclose(saved["item_factor.weight"], seen["mean"][name])
     assert not torch.allclose(seen["mean"][name], seen["last"][name])  # averaging changed something
+    # The inner rates are the averaged ones, times the one factor chosen on the validation users.
+    factors = {round(float((value / seen["mean"]["inner_lr." + rate]).mean()), 6) for rate, value in run.inner_lr.items()}
+    assert len(factors) == 1 and factors.pop() in {round(f, 6) for f in RATE_FACTORS}
     for rate, value in run.inner_lr.items():
-        assert torch.allclose(value, seen["mean"]["inner_lr." + rate])
+        ratio = value / seen["mean"]["inner_lr." + rate]
+        assert torch.allclose(ratio, ratio.reshape(-1)[0].expand_as(ratio))
 
 
 def test_transfer_only_run_picks_its_prior_on_validation_users(tiny, tmp_path):
@@ -141,7 +147,7 @@ def test_early_stopping_skips_the_epochs_after_validation_stops_improving(tiny, 
     """With patience 2, a run whose validation never improves after epoch 1 trains 3 epochs, not 8."""
     import metarec_core.training as training
 
-    scores = iter([0.9, 0.95, 0.97, 0.99, 1.0, 1.0, 1.0, 1.0, 1.0])
+    scores = itertools.chain([0.9, 0.95, 0.97, 0.99], itertools.repeat(1.0))  # later calls: the final validations
     monkeypatch.setattr(training.Trainer, "validate", lambda self: {"valid_mae": next(scores)})
     events = []
     result = fit(tiny_config(num_epochs=8, patience=2), tiny, on_progress=events.append)
