@@ -26,13 +26,28 @@ def read_upload(digest: str, _raw: bytes, name: str) -> pd.DataFrame:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def build_upload(key: tuple, _frames: tuple, columns: tuple, kinds: tuple, name: str):
-    """Validate the uploaded tables with a column mapping into a Dataset (cached per inputs)."""
+def build_upload(key: tuple, _frames: tuple, columns: tuple, kinds: tuple, name: str, scale: tuple[float, float] | None = None):
+    """Validate the uploaded tables with a column mapping (and a declared rating scale) into a Dataset (cached per inputs)."""
     from metarec_core.loaders import ColumnMapping, build_dataset
 
     interactions, users, items = _frames
     mapping = ColumnMapping(**dict(columns))
-    return build_dataset(interactions, users, items, columns=mapping, feature_kinds=dict(kinds) or None, name=name)
+    return build_dataset(interactions, users, items, columns=mapping, feature_kinds=dict(kinds) or None, name=name, rating_scale=scale)
+
+
+def rating_scale_input() -> tuple[float, float] | None | bool:
+    """The rating scale the user declares (lowest, highest), ``None`` when left empty, ``False`` when only one end is given."""
+    with st.expander(t("data.scale.header")):
+        st.caption(t("data.scale.caption"))
+        low_col, high_col = st.columns(2)
+        low = low_col.number_input(t("data.scale.low"), value=None, key="map_scale_low", placeholder="1")
+        high = high_col.number_input(t("data.scale.high"), value=None, key="map_scale_high", placeholder="5")
+    if low is None and high is None:
+        return None
+    if low is None or high is None:
+        st.info(t("data.scale.both"), icon=":material/info:")
+        return False
+    return float(low), float(high)
 
 
 @st.cache_data(show_spinner=False)
@@ -153,7 +168,8 @@ def summary_section(dataset) -> None:
 
 
 #: Widgets whose values belong to one uploaded interactions file.
-MAPPING_KEYS = ("map_user", "map_item", "map_rating", "map_timestamp", "map_implicit_ok", "map_item_name", "map_user_name", "upload_name")
+MAPPING_KEYS = ("map_user", "map_item", "map_rating", "map_timestamp", "map_implicit_ok", "map_item_name", "map_user_name", "upload_name",
+                "map_scale_low", "map_scale_high")
 
 
 def mapping_notes(rating_like: tuple[str, ...], chosen: dict[str, str | None]) -> bool:
@@ -267,6 +283,8 @@ def upload_section() -> None:
                     if kind != "auto":
                         kinds[f"{prefix}.{column}"] = kind
 
+    scale = rating_scale_input() if rating is not None else None
+
     st.subheader(t("data.preview.header"))
     st.dataframe(interactions.head(50), hide_index=True, height=220)
 
@@ -278,11 +296,13 @@ def upload_section() -> None:
     if not implicit_ok:
         st.info(t("data.mapping.implicit.wait"), icon=":material/info:")
         return
+    if scale is False:
+        return
     mapping = (("user", user), ("item", item), ("rating", rating), ("timestamp", timestamp), ("implicit", rating is None), *names)
     name = st.text_input(t("data.name"), value=str(source).rsplit(".", 1)[0][:60] or "uploaded", max_chars=60, key="upload_name")
     key = (inter_digest, users_digest, items_digest)
     try:
-        dataset = build_upload(key, (interactions, users, items), mapping, tuple(sorted(kinds.items())), name.strip() or "uploaded")
+        dataset = build_upload(key, (interactions, users, items), mapping, tuple(sorted(kinds.items())), name.strip() or "uploaded", scale)
     except MetarecError as exc:
         show_error(exc)
         return

@@ -179,6 +179,20 @@ def test_changing_the_mapping_revalidates(home: Path) -> None:
     assert not at.exception
 
 
+def test_a_declared_rating_scale_refuses_ratings_outside_it_with_their_row(home: Path) -> None:
+    at = new_app()
+    log = b"user,item,rating\n" + b"".join(f"u{u},i{i},{1 + (u + i) % 5}\n".encode() for u in range(12) for i in range(6))
+    at.file_uploader(key="upload_interactions").upload("stars.csv", log, "text/csv").run()
+    assert any("12 users" in s.value for s in at.success)
+    at.number_input(key="map_scale_low").set_value(1.0).run()
+    assert not at.success and any("both ends" in i.value for i in at.info)  # half a scale: nothing is built yet
+    at.number_input(key="map_scale_high").set_value(4.0).run()  # 5-star ratings now lie outside the declared scale
+    assert not at.success and at.error and "row" in at.error[0].value and "5" in at.error[0].value
+    at.number_input(key="map_scale_high").set_value(5.0).run()
+    assert any("12 users" in s.value for s in at.success)
+    assert_clean(at)
+
+
 def test_a_log_with_other_names_maps_every_column_and_names_come_from_product_name(home: Path) -> None:
     at = new_app()
     log = b"customer,sku,stars,ts\nc1,s1,4,1600000000\nc2,s1,2,1600000100\nc1,s2,5,1600000200\nc3,s2,1,1600000300\n"
