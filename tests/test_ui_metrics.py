@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import streamlit as st
 
 from ui.metrics import change, kind_label, method_label, metric_label, setting_label
 
