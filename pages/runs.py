@@ -54,7 +54,11 @@ def runs_table(runs) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     # Only the metric columns some listed run has (MAE and nDCG@3 on ratings, AUC on implicit data).
     empty = [table_column(k) for k, _ in TABLE_METRICS if frame[table_column(k)].isna().all()]
-    return frame.drop(columns=empty if len(empty) < len(TABLE_METRICS) else [table_column("test_auc")])
+    frame = frame.drop(columns=empty if len(empty) < len(TABLE_METRICS) else [table_column("test_auc")])
+    # The test metrics right after what the run is, so they are on screen whatever the width (the rest scrolls).
+    metric_columns = [c for c in frame.columns if c in {table_column(k) for k, _ in TABLE_METRICS}]
+    lead = [t("runs.col.name"), "ID", t("runs.col.kind")]
+    return frame[lead + metric_columns + [c for c in frame.columns if c not in lead and c not in metric_columns]]
 
 
 def best_rows(frame: pd.DataFrame) -> dict[str, int]:
@@ -112,6 +116,7 @@ def table_section(runs) -> list:
             "λ2": st.column_config.NumberColumn(width="small"),
             t("runs.col.epochs"): st.column_config.NumberColumn(width="small"),
             t("runs.col.seconds"): st.column_config.NumberColumn(width="small"),
+            t("runs.col.created"): st.column_config.TextColumn(width="small"),
         },
     )
     best = best_rows(shown)
