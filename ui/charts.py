@@ -620,7 +620,7 @@ def lab_map_spec(groups: Mapping[str, str], *, you: str, height: int = 300) -> d
     names, colours = [*groups, you], [*groups.values(), COHORT_COLOURS["you"]]
     colour = {"scale": {"domain": names, "range": colours},
               "legend": {"orient": "top", "direction": "horizontal", "title": None, "symbolSize": 40, "labelLimit": 120,
-                         "labelFontSize": 11, "columnPadding": 6, "offset": 4}}
+                         "labelFontSize": 12, "columnPadding": 6, "offset": 4}}
     xy = _lab_xy()
     you_colour = {"datum": you, **colour}
     return {
@@ -729,7 +729,7 @@ def inner_loss_spec(labels: Mapping[str, str], *, x_title: str = "", y_title: st
             "y": {"field": "loss", "type": "quantitative", "title": y_title, "scale": {"zero": False}},
             "color": {"field": "set", "type": "nominal", "title": None,
                       "scale": {"domain": list(labels.values()), "range": [colours.get(k, "#264653") for k in labels]},
-                      "legend": {"orient": "top", "direction": "vertical", "labelLimit": 220, "labelFontSize": 11, "symbolSize": 40,
+                      "legend": {"orient": "top", "direction": "vertical", "labelLimit": 220, "labelFontSize": 12, "symbolSize": 40,
                                  "rowPadding": 2, "offset": 4}},
             "tooltip": [{"field": "set", "type": "nominal", "title": " "}, {"field": "loss", "type": "quantitative", "format": ".4f", "title": y_title}],
         },

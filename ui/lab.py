@@ -237,10 +237,22 @@ def item_card(data: LabData, item_id: str, scale: list[float], given: float | No
             )
 
 
-def rating_area(rec: Any, data: LabData, implicit: bool) -> None:
-    """The search box, your demographics, the item cards (the suggestions, or the search hits)."""
-    ratings = st.session_state[RATINGS]
-    given = dict(ratings)
+def cards_on_offer(data: LabData, ratings: list[tuple[str, float]], query: str) -> tuple[list[str], int | None]:
+    """The items of the rating cards: the search hits, most rated first, and how many match; or (no search) the items
+    the lab user's answers would tell the model most about, and ``None``."""
+    if query.strip():
+        rows = embedding_views.search(data.items, query, limit=None, most_rated_first=True)
+        return data.items["id"].iloc[rows[:N_CARDS]].tolist(), len(rows)
+    rated = [data.row_of[i] for i, _ in ratings if i in data.row_of]
+    among = np.flatnonzero(data.known_share > 0)
+    asked = elicitation.next_items(data.item_vectors, data.known_share, rated, prior=data.prior, noise_var=data.noise_var,
+                                   k=N_CARDS, among=among)
+    return data.items["id"].iloc[asked["item"]].tolist(), None
+
+
+def rating_area(rec: Any, data: LabData, implicit: bool, shown: list[str], hits: int | None) -> None:
+    """The search box, your demographics, the item cards (``shown``: the suggestions, or ``hits`` search hits)."""
+    given = dict(st.session_state[RATINGS])
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
     with row:
         query = st.text_input(t("lab.search"), key="lab_search", placeholder=t("lab.search.placeholder"), label_visibility="collapsed")
@@ -248,20 +260,12 @@ def rating_area(rec: Any, data: LabData, implicit: bool) -> None:
         demographics(rec)
         if not rec.run.user_encoder.vocabs:
             st.caption(t("lab.about_you.none"))
-    if query.strip():
-        rows = embedding_views.search(data.items, query, limit=None, most_rated_first=True)
-        shown = data.items["id"].iloc[rows[:N_CARDS]].tolist()
-        if shown:
-            st.caption(t("lab.search.hits", n=len(rows), shown=len(shown), query=plain(query)))
-        else:
-            st.caption(t("lab.search.none", query=plain(query)))
-    else:
-        rated = [data.row_of[i] for i, _ in ratings if i in data.row_of]
-        among = np.flatnonzero(data.known_share > 0)
-        asked = elicitation.next_items(data.item_vectors, data.known_share, rated, prior=data.prior, noise_var=data.noise_var,
-                                       k=N_CARDS, among=among)
-        shown = data.items["id"].iloc[asked["item"]].tolist()
+    if hits is None:
         st.caption(t(worded("lab.ask", implicit)))
+    elif shown:
+        st.caption(t("lab.search.hits", n=hits, shown=len(shown), query=plain(query)))
+    else:
+        st.caption(t("lab.search.none", query=plain(query)))
     scale = rating_scale(rec)
     grid = st.columns(2, gap="small")
     for n, item_id in enumerate(shown):
@@ -354,9 +358,25 @@ def lab_view() -> None:
                     popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
                     pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
                     top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d", "popular")
+        # What the rest of the lab shows, computed before any of it is drawn: the lists travel to the browser on their
+        # own, and it draws them while this runs.
+        offer, hits = cards_on_offer(data, ratings, str(st.session_state.get("lab_search") or ""))
+        trail_memo = memo(MEMOS[1], run.id, stamp)
+        newest = (tuple(shown), tuple(sorted(features.items())))  # the path's last step is the model adapted above
+        if newest not in trail_memo:
+            x, y = data.pca.transform(rec.user_vector(adapted))[0]
+            trail_memo[newest] = (float(x), float(y))
+        trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features, memo=trail_memo)
+        losses = None
+        if shown:
+            losses_memo = memo(MEMOS[0], run.id, stamp)
+            key = (tuple(shown), tuple(sorted(features.items())))
+            if key not in losses_memo:
+                losses_memo[key] = rec.step_losses(shown, user_features=features, state=adapted)
+            losses = losses_memo[key]
         with left:
             with st.container(key="lab-rate"):
-                rating_area(rec, data, implicit)
+                rating_area(rec, data, implicit, offer, hits)
             # Always there (disabled until it can move), so nothing shifts when it becomes useful.
             st.slider(t("lab.replay"), 0, max(1, len(ratings)), key=REPLAY, help=t("lab.replay.help"), disabled=len(ratings) < 2)
             bar = st.container(horizontal=True, gap="small", vertical_alignment="center")
@@ -378,9 +398,9 @@ def lab_view() -> None:
         with right:
             map_col, loss_col = st.columns([3, 2], gap="small")
             with map_col:
-                draw_map(run.id, stamp, rec, data, ratings, upto, features, top)
+                draw_map(run.id, stamp, data, trail, top)
             with loss_col:
-                draw_losses(run.id, stamp, rec, shown, features, adapted, implicit)
+                draw_losses(losses, implicit)
 
         lists = {"this run": top, "popularity": pop}
         if other_top is not None:
@@ -391,8 +411,8 @@ def lab_view() -> None:
         )
 
 
-def draw_map(run_id: str, stamp: float, rec: Any, data: LabData, ratings: list, upto: int, features: dict, top: pd.DataFrame) -> None:
-    """Your path among the items, zoomed so that it and the items nearest to it show.
+def draw_map(run_id: str, stamp: float, data: LabData, trail: pd.DataFrame, top: pd.DataFrame) -> None:
+    """Your path among the items (``trail``), zoomed so that it and the items nearest to it show.
 
     The chart's spec stays the same from one rating to the next (only its data
     change), so the browser keeps the chart it has and swaps the data in place.
@@ -401,7 +421,6 @@ def draw_map(run_id: str, stamp: float, rec: Any, data: LabData, ratings: list, 
         head = st.container(horizontal=True, vertical_alignment="center", gap="small")
         head.markdown(f"**{t('lab.map')}**")
         focus = head.toggle(t("lab.zoom"), value=True, key="lab_zoom", help=t("lab.zoom.help"))
-        trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features, memo=memo(MEMOS[1], run_id, stamp))
         rows = [data.row_of[i] for i in top["item_id"] if i in data.row_of]
         points, items, groups = map_base(run_id, stamp, language())
         window = None
@@ -415,18 +434,11 @@ def draw_map(run_id: str, stamp: float, rec: Any, data: LabData, ratings: list, 
         st.caption(t("lab.map.caption") + (" " + t("lab.map.zoomed") if focus else ""))
 
 
-def draw_losses(run_id: str, stamp: float, rec: Any, shown: list, features: dict, adapted: Any, implicit: bool) -> None:
+def draw_losses(losses: pd.DataFrame | None, implicit: bool) -> None:
     """The loss per inner step of adapting to your ratings (an empty chart, always there, before the first)."""
     st.markdown(f"**{t('lab.losses')}**")
-    losses = None
-    if shown:
-        losses_memo = memo(MEMOS[0], run_id, stamp)
-        key = (tuple(shown), tuple(sorted(features.items())))
-        if key not in losses_memo:
-            losses_memo[key] = rec.step_losses(shown, user_features=features, state=adapted)
-        losses = losses_memo[key]
     labels = {"support": t("lab.loss.support"), "query": t("lab.loss.query")}
     spec = charts.inner_loss_spec(labels, x_title=t("lab.inner_step"), y_title=t("common.loss"), height=LOSS_HEIGHT)
     spec["datasets"] = {"losses": charts.inner_loss_data(losses, labels)}
     st.vega_lite_chart(spec, width="stretch")
-    st.caption(t(worded("lab.losses.caption", implicit)) if shown else t("lab.losses.empty"))
+    st.caption(t(worded("lab.losses.caption", implicit)) if losses is not None else t("lab.losses.empty"))
