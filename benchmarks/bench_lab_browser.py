@@ -160,10 +160,16 @@ async def rate_once(page, n: int) -> dict:
     stars = "5★" if n % 2 == 0 else "2★"
     button = page.locator(".st-key-lab-rate").get_by_role("button", name=stars, exact=True).first
     await button.wait_for()
-    await button.scroll_into_view_if_needed()
     mark = await page.evaluate("() => { const l = window.__lab; return {down: l.down.length, msgs: l.msgs.length, gl: l.gl, canvases: l.canvases,"
                                " lists: l.lists.length, finished: l.finished.length, before: l.lists.length ? l.lists[l.lists.length - 1][2] : null}; }")
-    await button.click()
+    for attempt in range(3):  # a button the page replaced between finding and clicking it: find it again
+        try:
+            await button.click(timeout=10_000)
+            break
+        except Exception:
+            if attempt == 2 or await page.evaluate("() => window.__lab.down.length") > mark["down"]:
+                raise
+            await settle(page)
     await page.wait_for_function(f"() => window.__lab.finished.length > {mark['finished']}", polling=50, timeout=60_000)
     await settle(page)
     lab = await page.evaluate("() => window.__lab")
