@@ -306,7 +306,7 @@ def test_an_implicit_run_is_shown_with_auc_not_rating_metrics(home: Path) -> Non
     assert_clean(at)
     assert any("items you liked" in c.value for c in at.caption)  # not the rating-query caption
     assert at.metric[0].label == "items you liked" and at.metric[0].value == "1"
-    assert list(at.dataframe[0].value.columns) == ["title"]  # no column of 1s
+    assert text_list(at, "lab-list-mine") is None and any(t.value.startswith("title\n") for t in at.text)  # no column of 1s
     at = open_page(at, "recommendations")
     assert_clean(at)
     assert "interactions" in at.subheader[-1].value and "rating" not in list(at.dataframe[-1].value.columns)
@@ -513,9 +513,34 @@ def star_buttons(at: AppTest) -> list:
     return [b for b in at.button if str(b.key).startswith("lab_star_")]
 
 
+def text_list(at: AppTest, key: str) -> pd.DataFrame | None:
+    """A list the lab draws as two text columns in the container ``key`` (``None`` when there is none)."""
+    from ui.lab import read_list
+
+    try:
+        block = at.main.get_by_key(key)
+    except KeyError:
+        return None
+    return read_list(*[node.value for node in block if getattr(node, "type", "") == "text"])
+
+
 def lab_lists(at: AppTest) -> list[pd.DataFrame]:
-    """The lab's top lists (this run, the other run when there is one, popularity), not the table of your ratings."""
-    return [d.value for d in at.dataframe if d.value.columns[-1] in ("score", "ratings", "interactions")]
+    """The lab's top lists (this run, the other run when there is one, popularity), not the list of your ratings."""
+    found = [text_list(at, f"lab-list-{name}") for name in ("this", "other", "popular")]
+    return [frame for frame in found if frame is not None]
+
+
+def vega_charts(at: AppTest) -> list[tuple[dict, dict[str, pd.DataFrame]]]:
+    """Each Vega-Lite chart's spec and its named datasets."""
+    from streamlit import dataframe_util
+
+    return [(json.loads(el.proto.spec), {d.name: dataframe_util.convert_arrow_bytes_to_pandas_df(d.data.data) for d in el.proto.datasets})
+            for el in at.get("vega_lite_chart")]
+
+
+def lab_chart(at: AppTest, dataset: str) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """The lab chart that draws the named dataset (``trail``: the map, ``losses``: the loss chart)."""
+    return next((spec, data) for spec, data in vega_charts(at) if dataset in data)
 
 
 def test_lab_adapts_on_every_rating(trained: dict) -> None:
@@ -535,26 +560,35 @@ def test_lab_adapts_on_every_rating(trained: dict) -> None:
         assert_clean(at)
         assert at.metric[0].value == str(n)
         assert float(at.metric[1].value.split()[0]) < 1000  # adapt + rank, milliseconds
-        mine = next(d.value for d in at.dataframe if "rating" in d.value.columns)
+        mine = text_list(at, "lab-list-mine")
         assert len(mine) == n and mine["rating"].tolist()[-1] == (1.0 if n % 2 else 5.0)  # your ratings
-        losses = next(s for s in plotly_specs(at) if any("support" in str(tr.get("name")) for tr in s["data"]))
-        assert {"support", "query"} <= {tr["name"].split()[0] for tr in losses["data"]}  # two lines from the first rating
+        losses = lab_chart(at, "losses")[1]["losses"]
+        assert {"support", "query"} <= {name.split()[0] for name in losses["set"]}  # two lines from the first rating
     top = lab_lists(at)[0]
     assert not top.equals(start)  # the recommendations moved with the ratings
-    support = next(tr for tr in losses["data"] if "support" in tr["name"])
-    y = values(support["y"])
+    y = losses[losses["set"].str.startswith("support")].sort_values("step")["loss"].to_numpy()
     assert len(y) == 1 + int(TrainConfig().inner_steps) and y[-1] <= y[0]  # adaptation lowers the support loss
     assert at.slider(key="lab_replay").value == 3 and not at.slider(key="lab_replay").proto.disabled
-    the_map = next(s for s in plotly_specs(at) if any(tr.get("name") == "You (a new user)" for tr in s["data"]))
-    trail = next(tr for tr in the_map["data"] if tr.get("name") == "You (a new user)")
-    xy = np.column_stack([values(trail["x"]), values(trail["y"])])
+    spec, the_map = lab_chart(at, "trail")
+    trail = the_map["trail"]
+    xy = trail[["x", "y"]].to_numpy(float)
     assert xy.shape == (4, 2) and np.ptp(xy, axis=0).max() > 0  # one point per number of ratings, and it moves
-    assert [v for v in trail["text"] if v] == ["3"]  # one label (the newest step): labels never overlap
-    assert len(trail["hovertext"]) == 4  # each step's number on hover
-    (x0, x1), (y0, y1) = the_map["layout"]["xaxis"]["range"], the_map["layout"]["yaxis"]["range"]  # zoomed in on the path
+    assert [v for v in trail["label"] if v] == ["3"]  # one label (the newest step): labels never overlap
+    assert trail["hover"].tolist()[-1] == "you after 3 ratings" and trail["hover"].nunique() == 4  # each step's number on hover
+    (x0, x1), (y0, y1) = the_map["frame"]["x"].tolist(), the_map["frame"]["y"].tolist()  # the view: zoomed in on the path
+    assert x1 - x0 < np.ptp(the_map["items"]["x"]) or y1 - y0 < np.ptp(the_map["items"]["y"])
     assert ((x0 < xy[:, 0]) & (xy[:, 0] < x1) & (y0 < xy[:, 1]) & (xy[:, 1] < y1)).all()  # the whole path in view
-    outlined = next(tr for tr in the_map["data"] if tr.get("name") == "★")
-    assert len(values(outlined["x"])) == len(top)  # the current top recommendations are outlined
+    items = the_map["items"][["x", "y"]].to_numpy(float)
+    gaps = np.sqrt(((items[:, None, :] - xy[None, :, :]) ** 2).sum(-1)).min(axis=1)
+    near = items[np.argsort(gaps)[:20]]  # the 20 items nearest to the path are in view too
+    assert ((x0 <= near[:, 0]) & (near[:, 0] <= x1) & (y0 <= near[:, 1]) & (near[:, 1] <= y1)).all()
+    outlined = the_map["outlined"]
+    assert len(outlined) == len(top) and set(outlined["title"]) == set(top["title"])  # the current top recommendations are outlined
+    o = outlined[["x", "y"]].to_numpy(float)
+    assert ((x0 <= o[:, 0]) & (o[:, 0] <= x1) & (y0 <= o[:, 1]) & (o[:, 1] <= y1)).all()
+    chart_specs = [s for s, _ in vega_charts(at)]
+    at.slider(key="lab_replay").set_value(2).run()
+    assert [s for s, _ in vega_charts(at)] == chart_specs  # a new step is new data in the same charts, never a new chart
     at.slider(key="lab_replay").set_value(1).run()
     assert at.metric[0].value == "1" and len(lab_lists(at)[0]) == len(top)  # replay: the model after one rating
     at.button(key="lab_reset").click().run()
@@ -630,10 +664,11 @@ def test_uploaded_titles_are_plain_text_everywhere_in_the_lab(home: Path) -> Non
         rendered += [str(cell) for table in at.table for cell in np.ravel(table.value.to_numpy())]  # st.table reads Markdown
         assert not [text for text in rendered if payload in text], payload  # never raw where Markdown is read
         assert not [text for text in rendered if plain(payload) in text], payload  # nor escaped: a bare URL still becomes a link
-        assert payload in [e.value for e in at.get("text")], payload  # its card shows it as plain text
+        assert payload in [e.value.split("\n")[0] for e in at.get("text")], payload  # its card shows it as plain text
         assert any(payload in set(frame.iloc[:, 0]) for frame in lab_lists(at))  # the lists show it as it is
-        hover = [str(v) for spec in plotly_specs(at) for tr in spec["data"] for v in np.ravel(tr.get("text") or [])]
-        assert not [h for h in hover if "<b>bold</b>" in h]  # the map's labels escape HTML
+        spec, the_map = lab_chart(at, "trail")
+        assert payload in set(the_map["items"]["title"])  # the map's data hold it as it is: Vega draws text, never markup
+        assert all(layer["mark"]["type"] != "text" or layer["data"]["name"] == "trail" for layer in spec["layer"])
 
 
 def test_lab_labels_each_column_by_what_its_run_is(trained: dict) -> None:

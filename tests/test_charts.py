@@ -199,10 +199,16 @@ def test_shots_figure_one_line_per_method_on_a_log_axis() -> None:
     assert fig.layout.xaxis.type == "log"
 
 
-def test_inner_loss_and_gain_figures() -> None:
+def test_inner_loss_chart_and_gain_figure() -> None:
     losses = pd.DataFrame({"set": ["support"] * 3 + ["query"] * 3, "step": [0, 1, 2] * 2, "loss": [1.0, 0.5, 0.2, 2.0, 1.5, 1.4]})
-    fig = charts.inner_loss_figure(losses, labels={"support": "S", "query": "Q"})
-    assert [tr.name for tr in fig.data] == ["S", "Q"] and list(fig.data[1].y) == [2.0, 1.5, 1.4]
+    labels = {"support": "S", "query": "Q"}
+    rows = charts.inner_loss_data(losses, labels)
+    assert rows[rows["set"] == "Q"]["loss"].tolist() == [2.0, 1.5, 1.4] and set(rows["set"]) == {"S", "Q"}
+    spec = charts.inner_loss_spec(labels, x_title="step", y_title="loss")
+    assert spec["data"] == {"name": "losses"} and spec["encoding"]["color"]["scale"]["domain"] == ["S", "Q"]
+    assert spec == charts.inner_loss_spec(labels, x_title="step", y_title="loss")  # no data in it: the same on every rating
+    empty = charts.inner_loss_data(None, labels)
+    assert list(empty.columns) == ["set", "step", "loss"] and not len(empty)  # before the first rating: an empty chart
     hist = charts.gain_histogram(np.array([0.1, -0.2, np.nan, 0.3]))
     assert len(hist.data[0].x) == 3
 
@@ -220,20 +226,33 @@ def test_validation_figure_ticks_whole_epochs() -> None:
     assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tickformat == "d"
 
 
-def test_lab_map_draws_one_label_hovers_every_step_and_starts_in_the_window() -> None:
-    import pandas as pd
+def lab_points() -> pd.DataFrame:
+    return pd.DataFrame({"x": [0.0, 1.0, 2.0, 9.0], "y": [0.0, 1.0, 0.5, 9.0], "title": ["<b>a</b>", "b", "c", "far"],
+                         "group": ["warm", "new", "warm", "warm"]})
 
-    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 0.5], "label": ["<b>a</b>", "b", "c"], "cohort": ["warm", "new", "warm"]})
-    base, hover = charts.embedding_base(frame, color="cohort", hover=["cohort"], group_colours=charts.COHORT_COLOURS)
+
+def test_lab_map_spec_is_data_free_and_its_view_is_the_frame() -> None:
+    spec = charts.lab_map_spec({"warm": "#8d99ae", "new": "#e63946"}, you="you", height=200)
+    assert "datasets" not in spec and spec == charts.lab_map_spec({"warm": "#8d99ae", "new": "#e63946"}, you="you", height=200)
+    names = [layer["data"]["name"] for layer in spec["layer"]]
+    assert set(names) == set(charts.LAB_MAP_DATASETS)
+    for layer in spec["layer"]:
+        scale = layer["encoding"]["x"]["scale"]
+        assert "frame" in scale["domainMin"]["expr"] and "frame" in scale["domainMax"]["expr"]  # the view comes from data
+    items = next(layer for layer in spec["layer"] if layer["data"]["name"] == "items")
+    assert items["encoding"]["tooltip"] == {"field": "title", "type": "nominal"}  # hover: the title only, as plain text
+    assert items["encoding"]["color"]["scale"]["domain"] == ["warm", "new", "you"]
+
+
+def test_lab_map_datasets_label_only_the_newest_step_and_hold_the_window() -> None:
     trail = pd.DataFrame({"x": [0.1, 0.2, 0.3], "y": [0.1, 0.1, 0.2], "label": ["0", "1", "2"]})
-    outlined = pd.DataFrame({"x": [2.0], "y": [0.5], "hover": hover[[2]]})
-    fig = charts.lab_map_figure(base, trail=trail, outlined=outlined, window=((-1.0, 3.0), (-1.0, 2.0)), trail_label="you",
-                                step_hover=["after 0", "after 1", "after <i>2</i>"], revision="run:True")
-    you = next(tr for tr in fig.data if tr.name == "you")
-    assert list(you.text) == ["", "", "2"]  # only the newest step is labelled: labels cannot overlap
-    assert list(you.hovertext)[-1] == "after &lt;i&gt;2&lt;/i&gt;"  # hover text escaped
-    ring = next(tr for tr in fig.data if tr.name == "★")
-    assert ring.type == "scatter" and list(ring.x) == [2.0]  # SVG: drawn above the WebGL item layer
-    assert "&lt;b&gt;a&lt;/b&gt;" in hover[0]
-    assert list(fig.layout.xaxis.range) == [-1.0, 3.0] and fig.layout.uirevision == "run:True"
-    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y >= 1.0  # above the plot, clear of the points
+    data = charts.lab_map_datasets(lab_points(), trail, outlined=[2], window=((-1.0, 3.0), (-1.0, 2.0)),
+                                   step_hover=["after 0", "after 1", "after <i>2</i>"])
+    you = data["trail"]
+    assert you["label"].tolist() == ["", "", "2"]  # only the newest step is labelled: labels cannot overlap
+    assert you["hover"].tolist()[-1] == "after <i>2</i>" and you["step"].tolist() == [0, 1, 2]
+    assert you["size"].iloc[-1] > you["size"].iloc[0]
+    assert data["outlined"]["title"].tolist() == ["c"]
+    assert data["frame"]["x"].tolist() == [-1.0, 3.0] and data["frame"]["y"].tolist() == [-1.0, 2.0]
+    whole = charts.lab_map_datasets(lab_points(), trail)["frame"]  # no window: everything, a little padded
+    assert whole["x"].iloc[0] < 0.0 and whole["x"].iloc[1] > 9.0 and whole["y"].iloc[1] > 9.0

@@ -1,4 +1,4 @@
-"""The lab's pure parts: the CSV of the lab user's lists and the star buttons' labels."""
+"""The lab's pure parts: the CSV of the lab user's lists, the lists as text and the star buttons' labels."""
 from __future__ import annotations
 
 import io
@@ -24,3 +24,15 @@ def test_the_lists_csv_holds_the_ratings_then_each_list_in_rank_order() -> None:
 def test_every_star_label_ends_in_a_star() -> None:
     assert [lab.star_label(v, False) for v in (1.0, 4.0, 5.0)] == ["1★", "4★", "5★"]
     assert lab.star_label(1.0, True).endswith(" ★")
+
+
+def test_a_top_list_is_two_text_columns_one_line_per_item() -> None:
+    frame = pd.DataFrame({"item_id": ["a", "b", "c"], "value": [4.5, 4.257, 3.0]})
+    titles = {"a": "**bold** [x](http://y)", "b": "two\nlines\r\nhere"}
+    names, values = lab.list_columns(frame, titles, ("title", "score"), "%.2f")
+    assert names.split("\n") == ["title", "**bold** [x](http://y)", "two lines here", "c"]  # as it is, one line each
+    assert values.split("\n") == ["score", "4.50", "4.26", "3.00"]
+    back = lab.read_list(names, values)
+    assert list(back.columns) == ["title", "score"] and back["score"].tolist() == [4.5, 4.26, 3.0]
+    counts = lab.list_columns(frame.assign(value=[583, 509, 7]), {}, ("title", "ratings"), "%d")[1]
+    assert counts.split("\n")[1:] == ["583", "509", "7"]

@@ -1,4 +1,4 @@
-"""Figure builders for the pages: pure functions from data to Plotly figures or Graphviz DOT text."""
+"""Figure builders for the pages: pure functions from data to Plotly figures, Vega-Lite specs or Graphviz DOT text."""
 from __future__ import annotations
 
 import html
@@ -586,95 +586,163 @@ def embedding_figure(
 
 
 # ---------------------------------------------------------------- the lab
-def lab_map_figure(
-    base: Sequence,
-    *,
-    trail: pd.DataFrame,
-    outlined: pd.DataFrame | None = None,
-    window: tuple[tuple[float, float], tuple[float, float]] | None = None,
-    trail_label: str = "",
-    step_hover: Sequence[str] = (),
-    revision: str = "",
-    height: int = 330,
-) -> go.Figure:
-    """The lab's map: the cached item layer, the outlined top items, and the new user's path on top.
+# Vega-Lite, not Plotly: the spec stays the same from one rating to the next and only its named datasets change, so
+# the browser replaces the data in the chart it already has (a changed Plotly figure is a new chart, mounted afresh).
+LAB_MAP_DATASETS = ("items", "outlined", "trail", "frame")
+
+
+def _lab_xy() -> dict:
+    # The view is the two corner points of the ``frame`` dataset: a new view is new data, not a new spec, and the
+    # item layer (the same data on every rating, so never sent to the chart again) does not widen it.
+    def axis(name: str) -> dict:
+        scale = {"zero": False, "nice": False, "padding": 12,  # pixels: the outlines of items at the view's edge stay whole
+                 "domainMin": {"expr": f"data('frame')[0].{name}"}, "domainMax": {"expr": f"data('frame')[1].{name}"}}
+        return {"field": name, "type": "quantitative", "scale": scale, "axis": None}
+    return {"x": axis("x"), "y": axis("y")}
+
+
+def lab_map_spec(groups: Mapping[str, str], *, you: str, height: int = 300) -> dict:
+    """The lab map's Vega-Lite spec (no data): items by group, the outlined top items, the new user's path.
+
+    The data come from :func:`lab_map_datasets` under the names of
+    ``LAB_MAP_DATASETS``. The spec depends only on the legend, so it is the same
+    for every rating of a run in a language.
 
     Parameters
     ----------
-    base
-        The item traces of :func:`embedding_base` (built once per run).
+    groups
+        Legend name -> colour of each item group, in legend order.
+    you
+        Legend name of the path.
+    height
+        Height of the plot area in pixels.
+    """
+    names, colours = [*groups, you], [*groups.values(), COHORT_COLOURS["you"]]
+    colour = {"scale": {"domain": names, "range": colours},
+              "legend": {"orient": "top", "direction": "horizontal", "title": None, "symbolSize": 40, "labelLimit": 120,
+                         "labelFontSize": 12, "columnPadding": 6, "offset": 4}}
+    xy = _lab_xy()
+    you_colour = {"datum": you, **colour}
+    return {
+        "height": height,
+        # Canvas: on every rating the item layer is drawn again; as SVG that is one DOM node per item to restyle.
+        "usermeta": {"embedOptions": {"renderer": "canvas"}},
+        "config": {"view": {"stroke": "#e6e6e6"}, "aria": False},
+        "layer": [
+            {"data": {"name": "frame"}, "mark": {"type": "point", "opacity": 0}, "encoding": dict(xy)},
+            {"data": {"name": "items"}, "mark": {"type": "circle", "size": 22, "opacity": 0.65, "clip": True},
+             "params": [{"name": "lab_view", "select": "interval", "bind": "scales"}],
+             "encoding": {**xy, "color": {"field": "group", "type": "nominal", **colour},
+                          "tooltip": {"field": "title", "type": "nominal"}}},
+            {"data": {"name": "outlined"}, "mark": {"type": "point", "shape": "circle", "size": 190, "filled": False, "clip": True,
+                                                    "stroke": COHORT_COLOURS["you"], "strokeWidth": 2},
+             "encoding": {**xy, "tooltip": {"field": "title", "type": "nominal"}}},
+            {"data": {"name": "trail"}, "mark": {"type": "line", "strokeWidth": 2, "clip": True},
+             "encoding": {**xy, "order": {"field": "step", "type": "quantitative"}, "color": you_colour}},
+            {"data": {"name": "trail"}, "mark": {"type": "point", "shape": "diamond", "filled": True, "opacity": 1, "clip": True,
+                                                 "stroke": "#ffffff", "strokeWidth": 1},
+             "encoding": {**xy, "size": {"field": "size", "type": "quantitative", "scale": None, "legend": None},
+                          "color": you_colour, "tooltip": {"field": "hover", "type": "nominal"}}},
+            {"data": {"name": "trail"}, "transform": [{"filter": "datum.label != ''"}],
+             "mark": {"type": "text", "clip": True, "dy": -15, "fontSize": 13, "fontWeight": "bold", "color": COHORT_COLOURS["you"]},
+             "encoding": {**xy, "text": {"field": "label", "type": "nominal"}}},
+        ],
+    }
+
+
+def lab_map_datasets(
+    points: pd.DataFrame,
+    trail: pd.DataFrame,
+    *,
+    outlined: Sequence[int] = (),
+    window: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    step_hover: Sequence[str] = (),
+    margin: float = 0.03,
+) -> dict[str, pd.DataFrame]:
+    """The lab map's data that change with a rating: the outlined items, the path and the view's corners.
+
+    The ``items`` dataset of :func:`lab_map_spec` is ``points`` itself
+    (``x``, ``y``, ``title``, ``group``), the same on every rating.
+
+    Parameters
+    ----------
+    points
+        One row per item: ``x``, ``y``, ``title`` (plain text: Vega draws and
+        escapes it) and ``group`` (a legend name of :func:`lab_map_spec`).
     trail
         ``x``, ``y`` and ``label`` (number of ratings) of each step of the path.
     outlined
-        ``x``, ``y`` and ``hover`` (escaped) of the items drawn with an outline (the current top items).
+        Row positions in ``points`` of the items drawn with an outline (the current top items).
     window
-        ``((x0, x1), (y0, y1))`` to start in (see :func:`metarec_core.projection.view_window`); ``None``: the whole map.
-    trail_label
-        Legend name of the path.
+        ``((x0, x1), (y0, y1))`` the view shows (see :func:`metarec_core.projection.view_window`);
+        ``None``: the whole map and path, padded by ``margin`` of their extent.
     step_hover
-        Hover text of each step (escaped here); only the newest step carries a text label, so labels never overlap.
-    revision
-        Plotly's ``uirevision``: a zoom or pan the presenter made survives the next rating while it stays the same.
+        Hover text of each step; only the newest step carries a text label, so labels never overlap.
+
+    Returns
+    -------
+    dict
+        ``outlined`` (``x``, ``y``, ``title``), ``trail`` (``x``, ``y``, ``step``,
+        ``label``, ``size``, ``hover``) and ``frame`` (the view's lower-left and
+        upper-right corners: the scales' domains).
     """
-    fig = go.Figure(data=list(base))
-    if outlined is not None and len(outlined):
-        # SVG, not WebGL: a handful of points drawn above the item layer on every renderer.
-        fig.add_trace(
-            go.Scatter(
-                x=outlined["x"], y=outlined["y"], text=list(outlined["hover"]), mode="markers", name="★", showlegend=False,
-                hoverinfo="text", hovertemplate="%{text}<extra></extra>",
-                marker=dict(size=14, color="rgba(0,0,0,0)", symbol="circle", line=dict(color="#111111", width=2)),
-            )
-        )
-    if len(trail):
-        n = len(trail)
-        fig.add_trace(
-            go.Scatter(
-                x=trail["x"], y=trail["y"], mode="lines+markers+text", name=esc(trail_label),
-                text=[""] * (n - 1) + [esc(trail["label"].iloc[-1])], textposition="top center",
-                hovertext=[esc(h) for h in step_hover] if len(step_hover) == n else None,
-                hoverinfo="text" if len(step_hover) == n else "skip",
-                textfont=dict(size=13, color=COHORT_COLOURS["you"]),
-                line=dict(color=COHORT_COLOURS["you"], width=2),
-                marker=dict(size=[8] * (n - 1) + [16], color=COHORT_COLOURS["you"], symbol="diamond", line=dict(color="#ffffff", width=1)),
-            )
-        )
-    if window is not None:
-        fig.update_xaxes(range=list(window[0]))
-        fig.update_yaxes(range=list(window[1]))
-    fig.update_layout(
-        height=height, margin=dict(l=4, r=4, t=28, b=4), uirevision=revision or None,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, itemsizing="constant", bgcolor="rgba(255,255,255,0.8)"),
-        xaxis=dict(showticklabels=False, zeroline=False, showgrid=False), yaxis=dict(showticklabels=False, zeroline=False, showgrid=False),
-        dragmode="pan",
-    )
-    return fig
+    path = trail[["x", "y"]].to_numpy(float)
+    if window is None:
+        xy = points[["x", "y"]].to_numpy(float)
+        held = np.concatenate([xy, path]) if len(path) else xy
+        lo, hi = held.min(axis=0), held.max(axis=0)
+        pad = np.where(hi > lo, hi - lo, 1.0) * margin
+        (x0, y0), (x1, y1) = lo - pad, hi + pad
+    else:
+        (x0, x1), (y0, y1) = window
+    n = len(trail)
+    ring = points.iloc[list(outlined)][["x", "y", "title"]].reset_index(drop=True)
+    steps = pd.DataFrame({
+        "x": path[:, 0], "y": path[:, 1], "step": np.arange(n),
+        "label": [""] * max(0, n - 1) + ([str(trail["label"].iloc[-1])] if n else []),
+        "size": [60] * max(0, n - 1) + ([220] if n else []),
+        "hover": [str(h) for h in step_hover] if len(step_hover) == n else [str(v) for v in trail["label"]],
+    })
+    frame = pd.DataFrame({"x": [float(x0), float(x1)], "y": [float(y0), float(y1)]})
+    return {"outlined": ring, "trail": steps, "frame": frame}
 
 
-def inner_loss_figure(
-    losses: pd.DataFrame, *, labels: Mapping[str, str], x_title: str = "", y_title: str = "", height: int = 320,
-) -> go.Figure:
-    """Loss per inner step of adaptation: one line per set (``support``, ``query``).
+def inner_loss_spec(labels: Mapping[str, str], *, x_title: str = "", y_title: str = "", height: int = 250) -> dict:
+    """The Vega-Lite spec (no data) of the loss per inner step of adaptation: one line per set.
+
+    The data, :func:`inner_loss_data`, come under the name ``losses``.
 
     Parameters
     ----------
-    losses
-        Columns ``set``, ``step`` and ``loss``.
     labels
-        Display name of each set.
+        Display name of each set (``support``, ``query``), in legend order.
     """
-    fig = go.Figure()
     colours = {"support": PHASE_COLOURS["meta"], "query": PHASE_COLOURS["joint"]}
-    for name, part in losses.groupby("set", sort=False):
-        part = part.sort_values("step")
-        fig.add_trace(
-            go.Scatter(x=part["step"], y=part["loss"], mode="lines+markers", name=labels.get(name, name), line=dict(color=colours.get(name, "#264653")))
-        )
-    fig.update_layout(
-        height=height, margin=dict(l=10, r=10, t=30, b=40), xaxis_title=x_title, yaxis_title=y_title, xaxis_dtick=1,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-    )
-    return fig
+    return {
+        "height": height,
+        "usermeta": {"embedOptions": {"renderer": "canvas"}},
+        "config": {"aria": False},
+        "data": {"name": "losses"},
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": {"field": "step", "type": "quantitative", "title": x_title, "axis": {"tickMinStep": 1, "format": "d"}},
+            "y": {"field": "loss", "type": "quantitative", "title": y_title, "scale": {"zero": False}},
+            "color": {"field": "set", "type": "nominal", "title": None,
+                      "scale": {"domain": list(labels.values()), "range": [colours.get(k, "#264653") for k in labels]},
+                      "legend": {"orient": "top", "direction": "vertical", "labelLimit": 220, "labelFontSize": 12, "symbolSize": 40,
+                                 "rowPadding": 2, "offset": 4}},
+            "tooltip": [{"field": "set", "type": "nominal", "title": " "}, {"field": "loss", "type": "quantitative", "format": ".4f", "title": y_title}],
+        },
+    }
+
+
+def inner_loss_data(losses: pd.DataFrame | None, labels: Mapping[str, str]) -> pd.DataFrame:
+    """Rows of :func:`inner_loss_spec`: ``set`` (its display name), ``step``, ``loss``; none before the first rating."""
+    if losses is None or not len(losses):
+        return pd.DataFrame({"set": pd.Series([], dtype=str), "step": pd.Series([], dtype="int64"), "loss": pd.Series([], dtype=float)})
+    part = losses.sort_values(["set", "step"], kind="stable")
+    return pd.DataFrame({"set": [labels.get(s, s) for s in part["set"]], "step": part["step"].astype("int64").to_numpy(),
+                         "loss": part["loss"].astype(float).to_numpy()})
 
 
 # ---------------------------------------------------------------- evaluation

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +23,8 @@ DATASET_OF = "lab_dataset"  # the dataset the lab user's ratings are of
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
-LIST_HEIGHT = 35 * (TOP_K + 1) + 3
-PANEL_HEIGHT = 300  # the map and the loss chart
+MAP_HEIGHT = 262  # the map and the loss chart, legends and axes included
+LOSS_HEIGHT = 262
 UNKNOWN = "—"
 #: The run each kind is compared with, and the preset that trains one.
 COMPARED_KIND = {"both": "transfer", "meta": "transfer", "transfer": "both"}
@@ -35,12 +36,17 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: The lab's layout at 1440x900: less padding around the page, compact item cards and star buttons (static, no data).
 STYLE = """<style>
 [data-testid="stMainBlockContainer"] { padding: 2.4rem 2rem 1rem 2rem; }
-.st-key-lab-rate [class*="st-key-lab-card-"] { padding: 0.4rem 0.5rem; }
-.st-key-lab-rate [class*="st-key-lab-card-"] [data-testid="stText"] { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.st-key-lab-rate [class*="st-key-lab-card-"] > div:first-child [data-testid="stText"] { font-weight: 600; }
-.st-key-lab-rate [class*="st-key-lab-card-"] > div:nth-child(2) [data-testid="stText"] { font-size: 0.875rem; opacity: 0.65; }
+.st-key-lab-rate [class*="st-key-lab-card-"] { padding: 0.4rem 0.5rem; flex-wrap: wrap; }
+.st-key-lab-rate [class*="st-key-lab-card-"] > div:first-child { flex: 1 0 100%; min-width: 0; }
 .st-key-lab-rate [class*="st-key-lab-card-"] button { min-height: 1.8rem; padding: 0 0.32rem; }
 .st-key-lab-recommendations [data-testid="stMarkdownContainer"] p { font-size: 0.88rem; min-height: 3.2em; }
+[class*="st-key-lab-list-"] { flex-wrap: nowrap; }
+[class*="st-key-lab-list-"] > div:first-child { min-width: 0; flex: 1 1 0; }
+/* Lines of plain text (st.text): one line each, cut with an ellipsis; the first line (a title, a header) in bold. */
+.st-key-lab-rate [class*="st-key-lab-card-"] [data-testid="stText"] > span, [class*="st-key-lab-list-"] [data-testid="stText"] > span {
+  display: block; min-width: 0; flex: 1 1 auto; white-space: pre; overflow: hidden; text-overflow: ellipsis; font-size: 0.875rem; line-height: 1.6; }
+.st-key-lab-rate [class*="st-key-lab-card-"] [data-testid="stText"] > span::first-line { font-weight: 600; font-size: 1rem; }
+[class*="st-key-lab-list-"] [data-testid="stText"] > span::first-line { font-weight: 600; }
 </style>"""
 
 
@@ -126,11 +132,23 @@ def lab_data(run_id: str, weights_mtime: float) -> LabData:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def map_base(run_id: str, weights_mtime: float, lang: str) -> tuple[list, np.ndarray]:
-    """The map's item layer (WebGL traces, hover labels) of a run, once per weights version and language."""
+def map_base(run_id: str, weights_mtime: float, lang: str) -> tuple[pd.DataFrame, bytes, dict[str, str]]:
+    """The map's items (``x``, ``y``, ``title``, ``group``), as a frame and as Arrow bytes, and its legend (name -> colour).
+
+    Once per weights version and language: the item layer is the same on every
+    rating, so its bytes are too, and the browser's chart keeps the data it has.
+    """
+    from streamlit import dataframe_util
+
     data = lab_data(run_id, weights_mtime)
-    return charts.embedding_base(data.items, color="cohort", hover=["id", "n_ratings"], title="label",
-                                 group_colours=charts.COHORT_COLOURS, group_labels=cohort_labels())
+    names = cohort_labels()
+    cohorts = data.items["cohort"].astype(str)
+    order = [c for c in charts.COHORT_COLOURS if c != "you" and (cohorts == c).any()]
+    order += sorted(set(cohorts) - set(order))
+    groups = {names.get(c, c): charts.COHORT_COLOURS.get(c, charts.GROUP_COLOURS[n % len(charts.GROUP_COLOURS)]) for n, c in enumerate(order)}
+    points = pd.DataFrame({"x": data.items["x"].to_numpy(float), "y": data.items["y"].to_numpy(float),
+                           "title": data.items["label"].astype(str).to_numpy(), "group": cohorts.map(lambda c: names.get(c, c)).to_numpy()})
+    return points, dataframe_util.convert_anything_to_arrow_bytes(points), groups
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -153,6 +171,26 @@ def lists_csv(lists: dict[str, pd.DataFrame], ratings: list[tuple[str, float]], 
     out = io.StringIO()
     pd.DataFrame(rows, columns=["list", "rank", "item_id", "title", "value"]).to_csv(out, index=False)
     return out.getvalue().encode("utf-8")
+
+
+#: Characters that end a line: a title holding one is shown on one line (they become spaces).
+_LINE_BREAKS = re.compile(r"[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def list_columns(frame: pd.DataFrame, titles: dict[str, str], header: tuple[str, str], number_format: str) -> tuple[str, str]:
+    """A top list as two plain-text columns, one line per item under a header line: the titles, and the values.
+
+    ``frame`` has ``item_id`` and ``value``; ``number_format`` is a ``%`` format of the values (``"%.2f"``).
+    """
+    names = [_LINE_BREAKS.sub(" ", str(titles.get(i, i))) for i in frame["item_id"]]
+    values = [number_format % float(v) for v in frame["value"]]
+    return "\n".join([header[0], *names]), "\n".join([header[1], *values])
+
+
+def read_list(names: str, values: str) -> pd.DataFrame:
+    """The frame of a top list drawn by :func:`list_columns` (its header line names the columns)."""
+    lines, numbers = names.split("\n"), values.split("\n")
+    return pd.DataFrame({lines[0]: lines[1:], numbers[0]: [float(v) for v in numbers[1:]]})
 
 
 # ---------------------------------------------------------------- drawing
@@ -185,25 +223,36 @@ def demographics(rec: Any) -> dict[str, object]:
 
 def item_card(data: LabData, item_id: str, scale: list[float], given: float | None, implicit: bool) -> None:
     """One item: its title, year or category, how many rated it, and a star button per rating value."""
-    title = data.titles.get(item_id, item_id)
-    with st.container(border=True, key=f"lab-card-{data.row_of[item_id]}", gap="xxsmall"):
+    title = _LINE_BREAKS.sub(" ", data.titles.get(item_id, item_id))
+    blurb = data.items["blurb"].iat[data.row_of[item_id]]
+    count = t(worded("lab.card.count", implicit), n=data.n_ratings.get(item_id, 0))
+    # One element per line of text and per button, no more: every element of the lab is drawn again on each rating.
+    with st.container(border=True, key=f"lab-card-{data.row_of[item_id]}", gap="xxsmall", horizontal=True):
         # st.text: no Markdown, HTML or LaTeX at all (escaped Markdown still turns a bare URL into a link).
-        st.text(title, width="stretch", wrap=False)
-        blurb = data.items["blurb"].iat[data.row_of[item_id]]
-        count = t(worded("lab.card.count", implicit), n=data.n_ratings.get(item_id, 0))
-        st.text(" · ".join(p for p in (blurb, count) if p), width="stretch", wrap=False)
-        with st.container(horizontal=True, gap="xxsmall"):
-            for value in scale:
-                st.button(
-                    star_label(value, implicit), key=f"lab_star_{data.row_of[item_id]}_{value:g}",
-                    type="primary" if given == value else "secondary", on_click=add_rating, args=(item_id, value),
-                )
+        st.text(title + "\n" + " · ".join(p for p in (blurb, count) if p), width="stretch")
+        for value in scale:
+            st.button(
+                star_label(value, implicit), key=f"lab_star_{data.row_of[item_id]}_{value:g}",
+                type="primary" if given == value else "secondary", on_click=add_rating, args=(item_id, value),
+            )
 
 
-def rating_area(rec: Any, data: LabData, implicit: bool) -> None:
-    """The search box, your demographics, the item cards (the suggestions, or the search hits)."""
-    ratings = st.session_state[RATINGS]
-    given = dict(ratings)
+def cards_on_offer(data: LabData, ratings: list[tuple[str, float]], query: str) -> tuple[list[str], int | None]:
+    """The items of the rating cards: the search hits, most rated first, and how many match; or (no search) the items
+    the lab user's answers would tell the model most about, and ``None``."""
+    if query.strip():
+        rows = embedding_views.search(data.items, query, limit=None, most_rated_first=True)
+        return data.items["id"].iloc[rows[:N_CARDS]].tolist(), len(rows)
+    rated = [data.row_of[i] for i, _ in ratings if i in data.row_of]
+    among = np.flatnonzero(data.known_share > 0)
+    asked = elicitation.next_items(data.item_vectors, data.known_share, rated, prior=data.prior, noise_var=data.noise_var,
+                                   k=N_CARDS, among=among)
+    return data.items["id"].iloc[asked["item"]].tolist(), None
+
+
+def rating_area(rec: Any, data: LabData, implicit: bool, shown: list[str], hits: int | None) -> None:
+    """The search box, your demographics, the item cards (``shown``: the suggestions, or ``hits`` search hits)."""
+    given = dict(st.session_state[RATINGS])
     row = st.container(horizontal=True, gap="small", vertical_alignment="center")
     with row:
         query = st.text_input(t("lab.search"), key="lab_search", placeholder=t("lab.search.placeholder"), label_visibility="collapsed")
@@ -211,20 +260,12 @@ def rating_area(rec: Any, data: LabData, implicit: bool) -> None:
         demographics(rec)
         if not rec.run.user_encoder.vocabs:
             st.caption(t("lab.about_you.none"))
-    if query.strip():
-        rows = embedding_views.search(data.items, query, limit=None, most_rated_first=True)
-        shown = data.items["id"].iloc[rows[:N_CARDS]].tolist()
-        if shown:
-            st.caption(t("lab.search.hits", n=len(rows), shown=len(shown), query=plain(query)))
-        else:
-            st.caption(t("lab.search.none", query=plain(query)))
-    else:
-        rated = [data.row_of[i] for i, _ in ratings if i in data.row_of]
-        among = np.flatnonzero(data.known_share > 0)
-        asked = elicitation.next_items(data.item_vectors, data.known_share, rated, prior=data.prior, noise_var=data.noise_var,
-                                       k=N_CARDS, among=among)
-        shown = data.items["id"].iloc[asked["item"]].tolist()
+    if hits is None:
         st.caption(t(worded("lab.ask", implicit)))
+    elif shown:
+        st.caption(t("lab.search.hits", n=hits, shown=len(shown), query=plain(query)))
+    else:
+        st.caption(t("lab.search.none", query=plain(query)))
     scale = rating_scale(rec)
     grid = st.columns(2, gap="small")
     for n, item_id in enumerate(shown):
@@ -232,15 +273,12 @@ def rating_area(rec: Any, data: LabData, implicit: bool) -> None:
             item_card(data, item_id, scale, given.get(item_id), implicit)
 
 
-def top_list(frame: pd.DataFrame, titles: dict[str, str], value_label: str, number_format: str) -> None:
-    """One top list as a dataframe (cells are never read as Markdown)."""
-    title = t("common.title")
-    table = pd.DataFrame({title: [titles.get(i, i) for i in frame["item_id"]], value_label: frame["value"].to_numpy()})
-    st.dataframe(
-        table, hide_index=True, height=LIST_HEIGHT,
-        column_config={title: st.column_config.TextColumn(title, width=136),
-                       value_label: st.column_config.NumberColumn(value_label, format=number_format, width=56)},
-    )
+def top_list(frame: pd.DataFrame, titles: dict[str, str], value_label: str, number_format: str, key: str) -> None:
+    """One top list as two plain-text columns (titles, values): text the browser draws at once, never read as Markdown."""
+    names, values = list_columns(frame, titles, (t("common.title"), value_label), number_format)
+    with st.container(horizontal=True, gap="small", key=f"lab-list-{key}"):
+        st.text(names, width="stretch")
+        st.text(values, width="content", text_alignment="right")
 
 
 def other_run_list(run: Any, this_kind: str, shown: list, features: dict, titles: dict[str, str]) -> pd.DataFrame | None:
@@ -269,7 +307,7 @@ def other_run_list(run: Any, this_kind: str, shown: list, features: dict, titles
     known = [(i, r) for i, r in shown if i in other_rec.items]
     top = other_rec.recommend(other_rec.adapt_user(known, user_features=features), k=TOP_K)
     top = top.assign(value=top["score"])
-    top_list(top, titles, t("common.score"), "%.2f")
+    top_list(top, titles, t("common.score"), "%.2f", "other")
     st.caption(t("lab.other_caption", name=plain(other.name)))
     return top
 
@@ -312,26 +350,43 @@ def lab_view() -> None:
                 with columns[0]:
                     kind = rec.run.config.kind
                     st.markdown(f"**{t('lab.col.this', kind=t(f'lab.kind.{kind}'))}**")
-                    top_list(top, data.titles, t("common.score"), "%.2f")
+                    top_list(top, data.titles, t("common.score"), "%.2f", "this")
                 with columns[1]:
                     other_top = other_run_list(run, kind, shown, features, data.titles)
                 with columns[2]:
                     st.markdown(f"**{t('lab.col.popular')}**")
                     popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
                     pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
-                    top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d")
+                    top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d", "popular")
+        # What the rest of the lab shows, computed before any of it is drawn: the lists travel to the browser on their
+        # own, and it draws them while this runs.
+        offer, hits = cards_on_offer(data, ratings, str(st.session_state.get("lab_search") or ""))
+        trail_memo = memo(MEMOS[1], run.id, stamp)
+        newest = (tuple(shown), tuple(sorted(features.items())))  # the path's last step is the model adapted above
+        if newest not in trail_memo:
+            x, y = data.pca.transform(rec.user_vector(adapted))[0]
+            trail_memo[newest] = (float(x), float(y))
+        trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features, memo=trail_memo)
+        losses = None
+        if shown:
+            losses_memo = memo(MEMOS[0], run.id, stamp)
+            key = (tuple(shown), tuple(sorted(features.items())))
+            if key not in losses_memo:
+                losses_memo[key] = rec.step_losses(shown, user_features=features, state=adapted)
+            losses = losses_memo[key]
         with left:
             with st.container(key="lab-rate"):
-                rating_area(rec, data, implicit)
+                rating_area(rec, data, implicit, offer, hits)
             # Always there (disabled until it can move), so nothing shifts when it becomes useful.
             st.slider(t("lab.replay"), 0, max(1, len(ratings)), key=REPLAY, help=t("lab.replay.help"), disabled=len(ratings) < 2)
             bar = st.container(horizontal=True, gap="small", vertical_alignment="center")
             with bar.popover(t(worded("lab.your_ratings", implicit), n=len(ratings)), icon=":material/list:"):
                 if ratings:
-                    table = pd.DataFrame({t("common.title"): [data.titles.get(i, i) for i, _ in ratings], t("common.rating"): [r for _, r in ratings]})
+                    mine = pd.DataFrame({"item_id": [i for i, _ in ratings], "value": [r for _, r in ratings]})
                     if implicit:  # every value is 1 ("liked"): the column says nothing
-                        table = table.drop(columns=[t("common.rating")])
-                    st.dataframe(table, hide_index=True, height=min(35 * (len(ratings) + 1) + 3, 250))
+                        st.text(list_columns(mine, data.titles, (t("common.title"), ""), "%g")[0])
+                    else:
+                        top_list(mine, data.titles, t("common.rating"), "%g", "mine")
                 else:
                     st.caption(t("lab.start_hint"))
             bar.button(t("lab.reset"), icon=":material/restart_alt:", key="lab_reset", on_click=reset)
@@ -343,9 +398,9 @@ def lab_view() -> None:
         with right:
             map_col, loss_col = st.columns([3, 2], gap="small")
             with map_col:
-                draw_map(run.id, stamp, rec, data, ratings, upto, features, top)
+                draw_map(run.id, stamp, data, trail, top)
             with loss_col:
-                draw_losses(run.id, stamp, rec, shown, features, adapted, implicit)
+                draw_losses(losses, implicit)
 
         lists = {"this run": top, "popularity": pop}
         if other_top is not None:
@@ -356,42 +411,34 @@ def lab_view() -> None:
         )
 
 
-def draw_map(run_id: str, stamp: float, rec: Any, data: LabData, ratings: list, upto: int, features: dict, top: pd.DataFrame) -> None:
-    """Your path among the items, zoomed so that it and the items nearest to it show."""
+def draw_map(run_id: str, stamp: float, data: LabData, trail: pd.DataFrame, top: pd.DataFrame) -> None:
+    """Your path among the items (``trail``), zoomed so that it and the items nearest to it show.
+
+    The chart's spec stays the same from one rating to the next (only its data
+    change), so the browser keeps the chart it has and swaps the data in place.
+    """
     with st.container(key="lab-map"):
         head = st.container(horizontal=True, vertical_alignment="center", gap="small")
         head.markdown(f"**{t('lab.map')}**")
         focus = head.toggle(t("lab.zoom"), value=True, key="lab_zoom", help=t("lab.zoom.help"))
-        trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features, memo=memo(MEMOS[1], run_id, stamp))
         rows = [data.row_of[i] for i in top["item_id"] if i in data.row_of]
-        base, hover = map_base(run_id, stamp, language())
-        outlined = pd.DataFrame({"x": data.items["x"].to_numpy()[rows], "y": data.items["y"].to_numpy()[rows], "hover": hover[rows]})
+        points, items, groups = map_base(run_id, stamp, language())
         window = None
         if focus:
-            window = projection.view_window(data.items[["x", "y"]].to_numpy(), trail[["x", "y"]].to_numpy(),
-                                            include=outlined[["x", "y"]].to_numpy())
-        steps = [t("lab.map.step", n=int(n)) for n in trail["label"]]
-        st.plotly_chart(
-            charts.lab_map_figure(base, trail=trail, outlined=outlined, window=window, trail_label=t("lab.you"), step_hover=steps,
-                                  revision=f"{run_id}:{focus}", height=PANEL_HEIGHT),
-            config={"scrollZoom": True, "displayModeBar": False}, key="lab_map",
-        )
+            window = projection.view_window(points[["x", "y"]].to_numpy(), trail[["x", "y"]].to_numpy(),
+                                            include=points[["x", "y"]].to_numpy()[rows])
+        spec = charts.lab_map_spec(groups, you=t("lab.you"), height=MAP_HEIGHT)
+        spec["datasets"] = {"items": items, **charts.lab_map_datasets(points, trail, outlined=rows, window=window,
+                                                                      step_hover=[t("lab.map.step", n=int(n)) for n in trail["label"]])}
+        st.vega_lite_chart(spec, width="stretch")
         st.caption(t("lab.map.caption") + (" " + t("lab.map.zoomed") if focus else ""))
 
 
-def draw_losses(run_id: str, stamp: float, rec: Any, shown: list, features: dict, adapted: Any, implicit: bool) -> None:
-    """The loss per inner step of adapting to your ratings."""
+def draw_losses(losses: pd.DataFrame | None, implicit: bool) -> None:
+    """The loss per inner step of adapting to your ratings (an empty chart, always there, before the first)."""
     st.markdown(f"**{t('lab.losses')}**")
-    if not shown:
-        st.caption(t("lab.losses.empty"))
-        return
-    losses_memo = memo(MEMOS[0], run_id, stamp)
-    key = (tuple(shown), tuple(sorted(features.items())))
-    if key not in losses_memo:
-        losses_memo[key] = rec.step_losses(shown, user_features=features, state=adapted)
-    st.plotly_chart(
-        charts.inner_loss_figure(losses_memo[key], labels={"support": t("lab.loss.support"), "query": t("lab.loss.query")},
-                                 x_title=t("lab.inner_step"), y_title=t("common.loss"), height=PANEL_HEIGHT),
-        config={"displayModeBar": False}, key="lab_losses",
-    )
-    st.caption(t(worded("lab.losses.caption", implicit)))
+    labels = {"support": t("lab.loss.support"), "query": t("lab.loss.query")}
+    spec = charts.inner_loss_spec(labels, x_title=t("lab.inner_step"), y_title=t("common.loss"), height=LOSS_HEIGHT)
+    spec["datasets"] = {"losses": charts.inner_loss_data(losses, labels)}
+    st.vega_lite_chart(spec, width="stretch")
+    st.caption(t(worded("lab.losses.caption", implicit)) if losses is not None else t("lab.losses.empty"))

@@ -162,17 +162,16 @@ def test_upload_train_lab_and_a_second_session(server: str, browser, tmp_path: P
         assert page.locator("[data-testid='stException']").count() == 0
     assert lists.text_content() != start
     assert int(metric(page, "adapt + rank all items").split()[0]) < 1000
-    # On this uploaded dataset the zoomed map holds the whole path and items beside it.
-    view = page.evaluate("""() => {
-      const gd = document.querySelector('.st-key-lab-map .js-plotly-plot');
-      const [x0, x1] = gd._fullLayout.xaxis.range, [y0, y1] = gd._fullLayout.yaxis.range;
-      const inside = (x, y) => x > x0 && x < x1 && y > y0 && y < y1;
-      const you = gd._fullData.find(tr => tr.name && tr.name.startsWith('You'));
-      const items = gd._fullData.filter(tr => tr.type === 'scattergl');
-      let n = 0; for (const tr of items) for (let i = 0; i < tr.x.length; i++) if (inside(tr.x[i], tr.y[i])) n++;
-      return {path: Array.from(you.x).map((x, i) => inside(x, you.y[i])), items: n};
-    }""")
-    assert view["path"] == [True] * 4 and view["items"] >= 10, view
+    # The map is one Vega canvas that keeps its place: a rating swaps its data in, it is never drawn afresh.
+    canvas = page.locator(".st-key-lab-map canvas")
+    assert canvas.count() == 1 and canvas.bounding_box()["height"] > 150
+    assert page.locator(".st-key-lab-map .js-plotly-plot").count() == 0
+    canvas.evaluate("(c) => { c.dataset.kept = 'yes'; }")
+    page.locator(".st-key-lab-rate").get_by_role("button", name="2★", exact=True).first.click()
+    idle(page)
+    assert metric(page, "your ratings") == "4" and page.locator(".st-key-lab-map canvas[data-kept='yes']").count() == 1
+    shown = lists.locator("[class*='st-key-lab-list-']").count()  # this run and popularity (no other run on this dataset)
+    assert shown == 2 and lists.locator("[data-testid='stText']").count() == 2 * shown  # two text columns each
 
     # A second browser context is a second session: default dataset, no lab ratings.
     other = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
