@@ -279,18 +279,7 @@ class TaskRows:
     def from_frames(cls, support: pd.DataFrame, query: pd.DataFrame) -> "TaskRows":
         """Group rows by user: one task per distinct user of ``query``."""
         users, q_task = np.unique(query["user"].to_numpy(np.int64), return_inverse=True)
-        s_users = support["user"].to_numpy(np.int64)
-        pos = np.minimum(np.searchsorted(users, s_users), max(len(users) - 1, 0))
-        found = users[pos] == s_users if len(users) else np.zeros(len(s_users), dtype=bool)
-        return cls(
-            support_task=np.where(found, pos, -1).astype(np.int64),
-            support_items=support["item"].to_numpy(np.int64),
-            support_ratings=support["rating"].to_numpy(np.float64),
-            query_task=q_task.astype(np.int64),
-            query_items=query["item"].to_numpy(np.int64),
-            n_tasks=len(users),
-            users=users,
-        )
+        return cls._of_users(support, users, q_task.astype(np.int64), query["item"].to_numpy(np.int64))
 
     @classmethod
     def for_catalogue(cls, support: pd.DataFrame, users: np.ndarray, n_items: int, *, with_query: bool = True) -> "TaskRows":
@@ -303,6 +292,14 @@ class TaskRows:
         users = np.asarray(users, dtype=np.int64)
         if len(users) > 1 and not np.all(users[1:] > users[:-1]):
             raise ValueError("TaskRows.for_catalogue: users must be sorted and distinct")
+        if not with_query:
+            return cls._of_users(support, users, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return cls._of_users(support, users, np.repeat(np.arange(len(users), dtype=np.int64), n_items),
+                             np.tile(np.arange(n_items, dtype=np.int64), len(users)))
+
+    @classmethod
+    def _of_users(cls, support: pd.DataFrame, users: np.ndarray, query_task: np.ndarray, query_items: np.ndarray) -> "TaskRows":
+        """Tasks of the sorted ``users`` with the given query rows; each support row goes to its user's task (``-1``: none)."""
         s_users = support["user"].to_numpy(np.int64)
         pos = np.minimum(np.searchsorted(users, s_users), max(len(users) - 1, 0))
         found = users[pos] == s_users if len(users) else np.zeros(len(s_users), dtype=bool)
@@ -310,8 +307,8 @@ class TaskRows:
             support_task=np.where(found, pos, -1).astype(np.int64),
             support_items=support["item"].to_numpy(np.int64),
             support_ratings=support["rating"].to_numpy(np.float64),
-            query_task=np.repeat(np.arange(len(users), dtype=np.int64), n_items) if with_query else np.zeros(0, np.int64),
-            query_items=np.tile(np.arange(n_items, dtype=np.int64), len(users)) if with_query else np.zeros(0, np.int64),
+            query_task=query_task,
+            query_items=query_items,
             n_tasks=len(users),
             users=users,
         )

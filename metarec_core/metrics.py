@@ -636,6 +636,14 @@ def _kth_largest(s: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, n
     return threshold, k_row
 
 
+def _held_out_gains(ratings: np.ndarray, rel: np.ndarray, gain: str) -> np.ndarray:
+    """The DCG gain of each held-out row (one rating per relevant item)."""
+    g = dcg_gains(ratings, gain)
+    if len(g) != len(rel):
+        raise DataError(f"{len(rel)} relevant items but {len(g)} ratings; pass one rating per item")
+    return g
+
+
 def _catalogue_ndcg(s: np.ndarray, keep: np.ndarray, t: np.ndarray, rel: np.ndarray, g: np.ndarray, k: int,
                     threshold: np.ndarray) -> np.ndarray:
     """Per-user catalogue nDCG@k from each row's k-th largest candidate score ``threshold``.
@@ -727,9 +735,7 @@ def catalogue_ndcg_per_user(
     """
     k = _check_k(k)
     s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
-    g = dcg_gains(ratings, gain)
-    if len(g) != len(rel):
-        raise DataError(f"{len(rel)} relevant items but {len(g)} ratings; pass one rating per item")
+    g = _held_out_gains(ratings, rel, gain)
     threshold, _ = _kth_largest(s, keep, k)
     return _catalogue_ndcg(s, keep, t, rel, g, k, threshold)
 
@@ -784,9 +790,7 @@ def catalogue_metrics_per_user(
     """
     k = _check_k(k)
     s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
-    g = dcg_gains(ratings, gain)
-    if len(g) != len(rel):
-        raise DataError(f"{len(rel)} relevant items but {len(g)} ratings; pass one rating per item")
+    g = _held_out_gains(ratings, rel, gain)
     liked = np.ones(len(rel), dtype=bool) if relevant is None else np.asarray(relevant, dtype=bool)
     if len(liked) != len(rel):
         raise DataError(f"{len(rel)} held-out items but {len(liked)} relevant flags; pass one flag per item")
