@@ -832,6 +832,10 @@ class MatrixFactorization(Baseline):
         Latent size, penalties, sweeps, seed and fold-in penalties.
     on_iteration
         Optional ``callback(iteration, train_rmse)`` called after each sweep.
+
+    ``train_rmse`` holds the training RMSE after every sweep when
+    ``on_iteration`` is set or debug logging is on, else after the last sweep
+    only (each costs a pass over the training rows).
     """
 
     name = "ALS matrix factorisation + fold-in"
@@ -880,6 +884,8 @@ class MatrixFactorization(Baseline):
             gram, rhs = _normal_equations(by_item, None, x_users, residual - b_u[users])
             sol = _ridge_solve(gram, rhs, pen_i)
             q, b_i = sol[:, :k], sol[:, k]
+            if self.on_iteration is None and it + 1 < c.n_iter and not logger.isEnabledFor(logging.DEBUG):
+                continue  # nobody reads this sweep's training error
             err = residual - b_u[users] - b_i[items] - np.einsum("nk,nk->n", p[users], q[items])
             self.train_rmse.append(float(np.sqrt(np.mean(err**2))))
             logger.debug("ALS sweep %d/%d: train RMSE %.4f", it + 1, c.n_iter, self.train_rmse[-1])

@@ -125,6 +125,9 @@ def test_als_training_error_decreases(split) -> None:
     assert [it for it, _ in seen] == list(range(1, 9))
     assert model.train_rmse[-1] < model.train_rmse[0] < 1.0
     assert model.train_rmse[-1] < 0.45  # noise std 0.3 plus rounding
+    quiet = MatrixFactorization(config).fit(train, N_USERS, N_ITEMS)  # nobody watches: only the last sweep's error
+    assert quiet.train_rmse == [model.train_rmse[-1]]
+    np.testing.assert_array_equal(quiet.item_factors, model.item_factors)
 
 
 def test_predict_matches_predict_tasks_and_unseen_items(split) -> None:
