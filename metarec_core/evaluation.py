@@ -73,7 +73,7 @@ from metarec_core.metrics import (
     auc,
     catalogue_metrics_per_user,
     mae,
-    ndcg_per_user_at_ks,
+    mean_ndcg_at_ks,
     per_user,
     rmse,
 )
@@ -119,7 +119,7 @@ class _Scorer:
         self.adapts = adapts
 
 
-def _baseline_scorer(name: str, model: Baseline, n_items: int) -> _Scorer:
+def _baseline_scorer(name: str, model: Baseline) -> _Scorer:
     def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
         return model.predict_catalogue(support, users)
 
@@ -223,10 +223,7 @@ def _metrics(
         out["mae"] = mae(y, pred)
         out["rmse"] = rmse(y, pred)
         out["mae_per_user"] = float(user_values.mean())
-        _, ndcg_at = ndcg_per_user_at_ks(t, y, pred, config.ks)
-        for k in config.ks:
-            finite = ndcg_at[k][~np.isnan(ndcg_at[k])]
-            out[f"ndcg@{k}"] = float(finite.mean()) if len(finite) else float("nan")
+        out.update({f"ndcg@{k}": value for k, value in mean_ndcg_at_ks(t, y, pred, config.ks).items()})
     k = config.catalogue_k
     liked = np.ones(len(t), dtype=bool) if implicit else y >= config.relevant_rating
     ndcg, recall, hit = catalogue_metrics_per_user(scores, view.seen, t, items, y, k, relevant=liked)
@@ -380,7 +377,7 @@ def evaluate_split(
             model = genre.fit(train, dataset.n_users, dataset.n_items)
         else:
             model = BASELINES[bname]().fit(train, dataset.n_users, dataset.n_items)
-        scorers.append(_baseline_scorer(bname, model, dataset.n_items))
+        scorers.append(_baseline_scorer(bname, model))
     view = _SplitView.build(split, dataset)
     empty = view.support.iloc[:0]
     rating_range = (float(train["rating"].min()), float(train["rating"].max())) if len(train) else dataset.rating_range

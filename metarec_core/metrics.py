@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -244,24 +245,34 @@ def _discount(positions: np.ndarray, k: int) -> np.ndarray:
     return np.where(positions < k, 1.0 / np.log2(positions + 2.0), 0.0)
 
 
+def _ranked(g: np.ndarray, gains: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ranked by score within their group: each row's group, 0-based place, and the mean gain of its tie."""
+    order = np.lexsort((-scores, g))
+    g_s, s_s, gain_s = g[order], scores[order], gains[order]
+    tie_new = np.r_[True, (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])]
+    tie_id = np.cumsum(tie_new) - 1
+    return g_s, _positions(g_s), (np.bincount(tie_id, weights=gain_s) / np.bincount(tie_id))[tie_id]
+
+
+def _ideal(g: np.ndarray, gains: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows ranked by their true gain within their group: each row's group, 0-based place and gain."""
+    ideal = np.lexsort((-gains, g))
+    g_i = g[ideal]
+    return g_i, _positions(g_i), gains[ideal]
+
+
 def _grouped_dcg(g: np.ndarray, gains: np.ndarray, scores: np.ndarray, k: int, n_groups: int) -> np.ndarray:
     """Tie-averaged DCG@k of groups ``0..n_groups-1``: rank by score descending, tied items share their mean gain."""
     if len(g) == 0:
         return np.zeros(n_groups)
-    order = np.lexsort((-scores, g))
-    g_s, s_s, gain_s = g[order], scores[order], gains[order]
-    discount = _discount(_positions(g_s), k)
-    tie_new = np.r_[True, (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])]
-    tie_id = np.cumsum(tie_new) - 1
-    tie_mean = np.bincount(tie_id, weights=gain_s) / np.bincount(tie_id)
-    return np.bincount(g_s, weights=tie_mean[tie_id] * discount, minlength=n_groups)
+    g_s, places, tie_gain = _ranked(g, gains, scores)
+    return np.bincount(g_s, weights=tie_gain * _discount(places, k), minlength=n_groups)
 
 
 def _grouped_idcg(g: np.ndarray, gains: np.ndarray, k: int, n_groups: int) -> np.ndarray:
     """IDCG@k of groups ``0..n_groups-1``: the same items ranked by their true gain."""
-    ideal = np.lexsort((-gains, g))
-    g_i = g[ideal]
-    return np.bincount(g_i, weights=gains[ideal] * _discount(_positions(g_i), k), minlength=n_groups)
+    g_i, places, gain_i = _ideal(g, gains)
+    return np.bincount(g_i, weights=gain_i * _discount(places, k), minlength=n_groups)
 
 
 def _ratio_or_nan(dcg: np.ndarray, idcg: np.ndarray) -> np.ndarray:
@@ -280,20 +291,12 @@ def _grouped_ndcg_at_ks(
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """:func:`_grouped_ndcg` at several cut-offs from one ranking and one ideal ranking of the rows."""
     ids, g = np.unique(groups, return_inverse=True)
-    n_groups = len(ids)
-    order = np.lexsort((-scores, g))
-    g_s, s_s, gain_s = g[order], scores[order], gains[order]
-    positions = _positions(g_s)
-    tie_new = np.r_[True, (g_s[1:] != g_s[:-1]) | (s_s[1:] != s_s[:-1])]
-    tie_id = np.cumsum(tie_new) - 1
-    tie_gain = (np.bincount(tie_id, weights=gain_s) / np.bincount(tie_id))[tie_id]
-    ideal = np.lexsort((-gains, g))
-    g_i, gain_i = g[ideal], gains[ideal]
-    ideal_positions = _positions(g_i)
+    g_s, places, tie_gain = _ranked(g, gains, scores)
+    g_i, ideal_places, gain_i = _ideal(g, gains)
     out = {}
     for k in ks:
-        dcg = np.bincount(g_s, weights=tie_gain * _discount(positions, k), minlength=n_groups)
-        idcg = np.bincount(g_i, weights=gain_i * _discount(ideal_positions, k), minlength=n_groups)
+        dcg = np.bincount(g_s, weights=tie_gain * _discount(places, k), minlength=len(ids))
+        idcg = np.bincount(g_i, weights=gain_i * _discount(ideal_places, k), minlength=len(ids))
         out[k] = _ratio_or_nan(dcg, idcg)
     return ids, out
 
@@ -376,6 +379,14 @@ def ndcg_per_user_at_ks(
     if len(u) != len(t):
         raise DataError(f"users has {len(u)} values but y_true has {len(t)}; pass one user per row")
     return _grouped_ndcg_at_ks(u, dcg_gains(t, gain), s, ks)
+
+
+def mean_ndcg_at_ks(
+    users: np.ndarray, y_true: np.ndarray, y_score: np.ndarray, ks: Sequence[int], *, gain: str = "exponential"
+) -> dict[int, float]:
+    """:func:`mean_ndcg_at_k` at several cut-offs from one ranking of the rows: ``{k: mean nDCG@k}``."""
+    _, values = ndcg_per_user_at_ks(users, y_true, y_score, ks, gain=gain)
+    return {k: _nanmean(v) for k, v in values.items()}
 
 
 def mean_ndcg_at_k(
@@ -636,6 +647,23 @@ def _kth_largest(s: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, n
     return threshold, k_row
 
 
+class _TopCut(NamedTuple):
+    """Where each row's top k ends: the k-th largest candidate score, the cut-off ``min(k, #candidates)``, and how many
+    candidates score above it and how many equal it."""
+
+    threshold: np.ndarray
+    k_row: np.ndarray
+    n_above: np.ndarray
+    n_tied: np.ndarray
+
+
+def _top_cut(s: np.ndarray, keep: np.ndarray, k: int) -> _TopCut:
+    threshold, k_row = _kth_largest(s, keep, k)
+    n_above = (keep & (s > threshold[:, None])).sum(axis=1)
+    n_tied = (keep & (s == threshold[:, None])).sum(axis=1)
+    return _TopCut(threshold, k_row, n_above, n_tied)
+
+
 def _held_out_gains(ratings: np.ndarray, rel: np.ndarray, gain: str) -> np.ndarray:
     """The DCG gain of each held-out row (one rating per relevant item)."""
     g = dcg_gains(ratings, gain)
@@ -644,17 +672,15 @@ def _held_out_gains(ratings: np.ndarray, rel: np.ndarray, gain: str) -> np.ndarr
     return g
 
 
-def _catalogue_ndcg(s: np.ndarray, keep: np.ndarray, t: np.ndarray, rel: np.ndarray, g: np.ndarray, k: int,
-                    threshold: np.ndarray) -> np.ndarray:
-    """Per-user catalogue nDCG@k from each row's k-th largest candidate score ``threshold``.
+def _catalogue_ndcg(s: np.ndarray, keep: np.ndarray, t: np.ndarray, rel: np.ndarray, g: np.ndarray, k: int, cut: _TopCut) -> np.ndarray:
+    """Per-user catalogue nDCG@k from each row's top-k cut.
 
-    Candidates above the threshold (fewer than k a user) are ranked by a sort;
-    the candidates tied at it share the places left in the top k and their
-    mean gain, so they need only be counted, not sorted.
+    Candidates above the cut (fewer than k a user) are ranked by a sort; the
+    candidates tied at it share the places left in the top k and their mean
+    gain, so they need only be counted, not sorted.
     """
     n_tasks, n = s.shape
-    above = keep & (s > threshold[:, None])
-    rows, cols = np.nonzero(above)  # row-major: items ascending within a user, as the one-user ranking
+    rows, cols = np.nonzero(keep & (s > cut.threshold[:, None]))  # row-major: items ascending within a user
     # The gain of each ranked cell: its held-out rating's, 0 if it has none (looked up among the held-out cells).
     held_out = t * n + rel
     by_cell = np.argsort(held_out)
@@ -662,36 +688,29 @@ def _catalogue_ndcg(s: np.ndarray, keep: np.ndarray, t: np.ndarray, rel: np.ndar
     at = np.minimum(np.searchsorted(held_out[by_cell], ranked), max(len(held_out) - 1, 0))
     above_gains = np.where(held_out[by_cell][at] == ranked, g[by_cell][at], 0.0) if len(held_out) else np.zeros(len(ranked))
     dcg = _grouped_dcg(rows, above_gains, s[rows, cols], k, n_tasks)
-    n_above = np.bincount(rows, minlength=n_tasks)
-    n_tied = (keep & (s == threshold[:, None])).sum(axis=1)
-    tied_gain = np.bincount(t, weights=np.where(s[t, rel] == threshold[t], g, 0.0), minlength=n_tasks)
+    tied_gain = np.bincount(t, weights=np.where(s[t, rel] == cut.threshold[t], g, 0.0), minlength=n_tasks)
     # Places n_above .. min(k, n_above + n_tied) - 1 go to the tied candidates, each worth their mean gain.
     cumulative = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))]
-    places = cumulative[np.minimum(k, n_above + n_tied)] - cumulative[np.minimum(k, n_above)]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dcg = dcg + np.where(n_tied > 0, tied_gain / np.maximum(n_tied, 1) * places, 0.0)
-    idcg = _grouped_idcg(t, g, k, n_tasks)
-    return _ratio_or_nan(dcg, idcg)
+    places = cumulative[np.minimum(k, cut.n_above + cut.n_tied)] - cumulative[np.minimum(k, cut.n_above)]
+    dcg = dcg + np.where(cut.n_tied > 0, tied_gain / np.maximum(cut.n_tied, 1) * places, 0.0)
+    return _ratio_or_nan(dcg, _grouped_idcg(t, g, k, n_tasks))
 
 
-def _catalogue_hits(s: np.ndarray, keep: np.ndarray, t: np.ndarray, rel: np.ndarray, threshold: np.ndarray,
-                    k_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user catalogue recall@k and hit rate@k from each row's threshold and cut-off (see :func:`_kth_largest`)."""
+def _catalogue_hits(s: np.ndarray, t: np.ndarray, rel: np.ndarray, cut: _TopCut) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user catalogue recall@k and hit rate@k from each row's top-k cut."""
     n_tasks = s.shape[0]
     at_rel = s[t, rel]
-    n_above = (keep & (s > threshold[:, None])).sum(axis=1)
-    n_tied = (keep & (s == threshold[:, None])).sum(axis=1)
-    rel_above = np.bincount(t, weights=at_rel > threshold[t], minlength=n_tasks).astype(np.int64)
-    rel_tied = np.bincount(t, weights=at_rel == threshold[t], minlength=n_tasks).astype(np.int64)
+    rel_above = np.bincount(t, weights=at_rel > cut.threshold[t], minlength=n_tasks).astype(np.int64)
+    rel_tied = np.bincount(t, weights=at_rel == cut.threshold[t], minlength=n_tasks).astype(np.int64)
     n_rel = np.bincount(t, minlength=n_tasks)
     recall = np.full(n_tasks, np.nan)
     hit = np.full(n_tasks, np.nan)
     for row in np.flatnonzero(n_rel):
-        if k_row[row] == 0:
+        if cut.k_row[row] == 0:
             expected, p_hit = 0.0, 0.0
         else:
             expected, p_hit = _hits_from_counts(
-                int(rel_above[row]), int(k_row[row] - n_above[row]), int(n_tied[row]), int(rel_tied[row]),
+                int(rel_above[row]), int(cut.k_row[row] - cut.n_above[row]), int(cut.n_tied[row]), int(rel_tied[row]),
             )
         recall[row] = expected / int(n_rel[row])
         hit[row] = p_hit
@@ -736,8 +755,7 @@ def catalogue_ndcg_per_user(
     k = _check_k(k)
     s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
     g = _held_out_gains(ratings, rel, gain)
-    threshold, _ = _kth_largest(s, keep, k)
-    return _catalogue_ndcg(s, keep, t, rel, g, k, threshold)
+    return _catalogue_ndcg(s, keep, t, rel, g, k, _top_cut(s, keep, k))
 
 
 def catalogue_hits_per_user(
@@ -763,8 +781,7 @@ def catalogue_hits_per_user(
     """
     k = _check_k(k)
     s, keep, t, rel = _catalogue_rows(scores, exclude, tasks, items)
-    threshold, k_row = _kth_largest(s, keep, k)
-    return _catalogue_hits(s, keep, t, rel, threshold, k_row)
+    return _catalogue_hits(s, t, rel, _top_cut(s, keep, k))
 
 
 def catalogue_metrics_per_user(
@@ -794,9 +811,9 @@ def catalogue_metrics_per_user(
     liked = np.ones(len(rel), dtype=bool) if relevant is None else np.asarray(relevant, dtype=bool)
     if len(liked) != len(rel):
         raise DataError(f"{len(rel)} held-out items but {len(liked)} relevant flags; pass one flag per item")
-    threshold, k_row = _kth_largest(s, keep, k)
-    recall, hit = _catalogue_hits(s, keep, t[liked], rel[liked], threshold, k_row)
-    return _catalogue_ndcg(s, keep, t, rel, g, k, threshold), recall, hit
+    cut = _top_cut(s, keep, k)
+    recall, hit = _catalogue_hits(s, t[liked], rel[liked], cut)
+    return _catalogue_ndcg(s, keep, t, rel, g, k, cut), recall, hit
 
 
 # --------------------------------------------------------------------------- AUC
