@@ -242,30 +242,9 @@ class PreferenceModel(nn.Module):
         """
         x_user = self.user_features(context.users, users)  # (T, Fu)
         taste, offset = self.user_vectors(users, x_user, warm=warm)
-        first = self.head[0]
-        if not self.training and items.numel() > self.item_known.shape[0] and first.weight.dim() == 2:
-            # Scoring many rows per item (whole catalogues): the item side once per item, then gathered per row,
-            # and the head's first layer split by input block so that no (T, N, Fu + Fi + d) input is built.
-            every = torch.arange(self.item_known.shape[0], device=items.device)
-            x_every = self.item_features(context.items, every)
-            q_every, b_every = self.item_vectors(every, x_every)
-            fu, fi = x_user.shape[-1], x_every.shape[-1]
-            weight = first.weight
-            item_part = x_every @ weight[:, fu:fu + fi].T  # (n_items, H)
-            user_part = (x_user @ weight[:, :fu].T + first.bias).unsqueeze(1)  # (T, 1, H)
-            if items.shape[-1] == len(every) and torch.equal(items, every.expand_as(items)):
-                # Every row is the whole catalogue in order: broadcast instead of gathering, and fold the taste
-                # into the interaction block's weights, (t * q) W^T = q (t[:, None] * W^T), with no (T, N, d) product.
-                hidden = q_every @ (taste.unsqueeze(-1) * weight[:, fu + fi:].T) + item_part + user_part
-                dot, b_item = taste @ q_every.T, b_every  # (T, N), (N,)
-            else:
-                q, b_item = q_every[items], b_every[items]
-                interaction = taste.unsqueeze(1) * q  # (T, N, d)
-                hidden = item_part[items] + user_part + interaction @ weight[:, fu + fi:].T
-                dot = interaction.sum(-1)
+        if not self.training and items.numel() > self.item_known.shape[0] and self.head[0].weight.dim() == 2:  # many rows per item
+            hidden, dot, b_item = self._first_layer_from_item_table(items, context, x_user, taste)
             layers = self.head[1:]
-            if len(self.head) > 1:
-                hidden = torch.relu(hidden)
         else:
             x_item = self.item_features(context.items, items)  # (T, N, Fi)
             q, b_item = self.item_vectors(items, x_item)
@@ -278,6 +257,37 @@ class PreferenceModel(nn.Module):
             if layer is not self.head[-1]:
                 hidden = torch.relu(hidden)
         return self.global_bias + b_item + offset.unsqueeze(1) + dot + hidden.squeeze(-1)
+
+    def _first_layer_from_item_table(
+        self, items: torch.Tensor, context: FeatureContext, x_user: torch.Tensor, taste: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward``'s head after its first layer, ``<t_u, q_i>`` and ``b_i``, for many rows per item (whole catalogues).
+
+        The item side (features, factor, bias and the item block of the first
+        layer) is computed once per item and gathered per row, and the first
+        layer is split by input block, so that no ``(T, N, Fu + Fi + d)`` input
+        is built. When every row is the whole catalogue in order it is
+        broadcast instead of gathered, and ``(t * q) Wᵀ`` is computed as
+        ``q (t Wᵀ)`` with no ``(T, N, d)`` product. Same numbers as the per-row
+        path up to float rounding; for a head whose weights are shared by the tasks.
+        """
+        first = self.head[0]
+        every = torch.arange(self.item_known.shape[0], device=items.device)
+        x_every = self.item_features(context.items, every)
+        q_every, b_every = self.item_vectors(every, x_every)
+        fu, fi = x_user.shape[-1], x_every.shape[-1]
+        item_part = x_every @ first.weight[:, fu:fu + fi].T  # (n_items, H)
+        user_part = (x_user @ first.weight[:, :fu].T + first.bias).unsqueeze(1)  # (T, 1, H)
+        interaction_weight = first.weight[:, fu + fi:].T  # (d, H)
+        if items.shape[-1] == len(every) and torch.equal(items, every.expand_as(items)):
+            hidden = q_every @ (taste.unsqueeze(-1) * interaction_weight) + item_part + user_part
+            dot, b_item = taste @ q_every.T, b_every  # (T, N), (N,)
+        else:
+            q, b_item = q_every[items], b_every[items]
+            interaction = taste.unsqueeze(1) * q  # (T, N, d)
+            hidden = item_part[items] + user_part + interaction @ interaction_weight
+            dot = interaction.sum(-1)
+        return (torch.relu(hidden) if len(self.head) > 1 else hidden), dot, b_item
 
     def user_vectors(
         self, users: torch.Tensor, x_user: torch.Tensor, *, warm: bool = False, params: Mapping[str, torch.Tensor] | None = None,
