@@ -74,32 +74,30 @@ def calibrated_rates(inner_lr: dict[str, torch.Tensor], validate, kind: str, bef
     lowered validation and test MAE). Like the ALS baseline's fold-in penalty,
     this one number is chosen on the validation users (K-shot MAE; AUC on
     implicit data); the rates stay as learned unless a factor scores strictly
-    better. ``before`` is the validation of the rates as learned, if already
-    computed. Returns the metrics of the rates kept.
+    better, or when the rates as learned have no score to compare with.
+    ``before`` is the validation of the rates as learned, if already computed.
+    Returns the metrics of the rates kept.
     """
     key, sign = ("valid_auc", -1.0) if kind == "bce" else ("valid_mae", 1.0)
     learned = {name: rate.detach().clone() for name, rate in inner_lr.items()}
-    best: tuple[float, float, dict[str, float]] | None = None
-    for factor in RATE_FACTORS:
-        if factor == 1.0 and before is not None:
-            metrics = before
-        else:
-            with torch.no_grad():
-                for name, rate in inner_lr.items():
-                    rate.copy_(learned[name] * factor)
+
+    def scale(factor: float) -> None:
+        with torch.no_grad():
+            for name, rate in inner_lr.items():
+                rate.copy_(learned[name] * factor)
+
+    best_metrics = before if before is not None else validate()
+    best_score, best_factor = best_metrics.get(key), 1.0
+    if best_score is not None and math.isfinite(best_score):
+        for factor in RATE_FACTORS:
+            if factor == 1.0:
+                continue
+            scale(factor)
             metrics = validate()
-        score = metrics.get(key)
-        if score is None or not math.isfinite(score):
-            if factor == 1.0:  # nothing to compare against: keep the rates as learned
-                best = (0.0, 1.0, metrics)
-                break
-            continue
-        if best is None or sign * score < best[0]:
-            best = (sign * score, factor, metrics)
-    factor, metrics = (1.0, before or {}) if best is None else (best[1], best[2])
-    with torch.no_grad():
-        for name, rate in inner_lr.items():
-            rate.copy_(learned[name] * factor)
-    if factor != 1.0:
-        log.info("inner rates scaled by %g on the validation users", factor)
-    return metrics
+            score = metrics.get(key)
+            if score is not None and math.isfinite(score) and sign * score < sign * best_score:
+                best_score, best_factor, best_metrics = score, factor, metrics
+    scale(best_factor)
+    if best_factor != 1.0:
+        log.info("inner rates scaled by %g on the validation users", best_factor)
+    return best_metrics

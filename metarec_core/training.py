@@ -520,7 +520,7 @@ class Trainer:
             self.best.restore(self.model, self.inner_lr)
             log.info("restored the weights of epoch %d (best validation)", self.best.epoch)
         final = self.validate()
-        if config.learn_inner_lr and not self.validated_prior and self.valid_tasks is not None and config.lambda_meta > 0:
+        if config.learn_inner_lr and config.lambda_meta > 0 and self.valid_tasks is not None:  # meta-learned rates, calibrated
             final = calibrated_rates(self.inner_lr, self.validate, self.kind, before=final)
         if self.best.epoch:
             final["best_epoch"] = float(self.best.epoch if config.keep_best else epochs_completed)
