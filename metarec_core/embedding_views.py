@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -160,6 +160,7 @@ def user_trail(
     upto: int | None = None,
     user_features: Mapping[str, object] | None = None,
     memo: MutableMapping[tuple, tuple[float, float]] | None = None,
+    last_state: Any = None,
 ) -> pd.DataFrame:
     """A new user's taste vector after 0, 1, ..., ``upto`` of their ratings, projected with ``pca``.
 
@@ -180,6 +181,9 @@ def user_trail(
     memo
         Positions already computed, keyed by ``(ratings so far, features)``;
         new ones are added (pass one per run and weights version).
+    last_state
+        The user already adapted to the first ``upto`` ratings (``rec.adapt_user``),
+        if the caller has it: the last step is read from it, not adapted again.
 
     Returns
     -------
@@ -193,7 +197,7 @@ def user_trail(
     for n in range(upto + 1):
         key = (tuple(ratings[:n]), tuple(sorted(features.items())))
         if key not in memo:
-            state = rec.adapt_user(list(ratings[:n]), user_features=features)
+            state = last_state if n == upto and last_state is not None else rec.adapt_user(list(ratings[:n]), user_features=features)
             x, y = pca.transform(rec.user_vector(state))[0]
             memo[key] = (float(x), float(y))
         rows.append((*memo[key], str(n)))

@@ -91,3 +91,16 @@ def test_item_blurbs_give_the_year_and_category_where_the_data_has_them() -> Non
     shop = pd.DataFrame({"label": ["a", "b"], "category": ["music", "books"]})
     assert item_blurbs(shop) == ["music", "books"]
     assert item_blurbs(pd.DataFrame({"label": ["x"]})) == [""]
+
+
+def test_user_trail_reads_its_last_step_from_a_given_state(rec, monkeypatch) -> None:
+    ratings = [(rec.items.external(i), 5.0 if i % 2 else 1.0) for i in range(3)]
+    pca = fit_pca(rec.item_vectors())
+    expected = user_trail(rec, ratings, pca)
+    state = rec.adapt_user(ratings)
+    adapted = []
+    original = rec.adapt_user
+    monkeypatch.setattr(rec, "adapt_user", lambda shown, **kw: adapted.append(len(shown)) or original(shown, **kw))
+    trail = user_trail(rec, ratings, pca, last_state=state)
+    assert adapted == [0, 1, 2]  # every step but the last
+    np.testing.assert_allclose(trail[["x", "y"]].to_numpy(), expected[["x", "y"]].to_numpy(), atol=1e-6)

@@ -361,12 +361,8 @@ def lab_view() -> None:
         # What the rest of the lab shows, computed before any of it is drawn: the lists travel to the browser on their
         # own, and it draws them while this runs.
         offer, hits = cards_on_offer(data, ratings, str(st.session_state.get("lab_search") or ""))
-        trail_memo = memo(MEMOS[1], run.id, stamp)
-        newest = (tuple(shown), tuple(sorted(features.items())))  # the path's last step is the model adapted above
-        if newest not in trail_memo:
-            x, y = data.pca.transform(rec.user_vector(adapted))[0]
-            trail_memo[newest] = (float(x), float(y))
-        trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features, memo=trail_memo)
+        trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features,
+                                           memo=memo(MEMOS[1], run.id, stamp), last_state=adapted)  # the last step: adapted above
         losses = None
         if shown:
             losses_memo = memo(MEMOS[0], run.id, stamp)
