@@ -38,6 +38,12 @@ def runs_table(runs) -> pd.DataFrame:
             t("runs.col.name"): run.name,
             "ID": run.id,
             t("runs.col.kind"): kind_label(None if config is None else config.kind),
+        }
+        # The test metrics right after what the run is, so they are on screen whatever the width (the rest scrolls).
+        for key, _ in TABLE_METRICS:
+            value = final.get(key)
+            row[table_column(key)] = float(value) if isinstance(value, (int, float)) and value == value else None
+        row |= {
             t("runs.col.status"): t(f"status.{run.status}"),
             t("runs.col.dataset"): datasets.dataset_options().get(run.dataset_ref, run.dataset_ref),
             t("runs.col.created"): pd.Timestamp(run.created, unit="s").strftime("%m-%d %H:%M"),
@@ -47,18 +53,11 @@ def runs_table(runs) -> pd.DataFrame:
             t("runs.col.epochs"): None if config is None else config.num_epochs,
             t("runs.col.schedule"): "—" if config is None else labeller("train.schedule.")(config.schedule),
         }
-        for key, _ in TABLE_METRICS:
-            value = final.get(key)
-            row[table_column(key)] = float(value) if isinstance(value, (int, float)) and value == value else None
         rows.append(row)
     frame = pd.DataFrame(rows)
     # Only the metric columns some listed run has (MAE and nDCG@3 on ratings, AUC on implicit data).
     empty = [table_column(k) for k, _ in TABLE_METRICS if frame[table_column(k)].isna().all()]
-    frame = frame.drop(columns=empty if len(empty) < len(TABLE_METRICS) else [table_column("test_auc")])
-    # The test metrics right after what the run is, so they are on screen whatever the width (the rest scrolls).
-    metric_columns = [c for c in frame.columns if c in {table_column(k) for k, _ in TABLE_METRICS}]
-    lead = [t("runs.col.name"), "ID", t("runs.col.kind")]
-    return frame[lead + metric_columns + [c for c in frame.columns if c not in lead and c not in metric_columns]]
+    return frame.drop(columns=empty if len(empty) < len(TABLE_METRICS) else [table_column("test_auc")])
 
 
 def best_rows(frame: pd.DataFrame) -> dict[str, int]:
