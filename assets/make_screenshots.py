@@ -32,12 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int) -> subprocess.Popen:
-    """``streamlit run app.py`` on ``port``; returns once the server answers."""
+def start_app(port: int, *, app_dir: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``streamlit run app.py`` of ``app_dir`` on ``port`` (environment ``env``, default this one's); returns once the server answers."""
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ),
+        cwd=app_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ) if env is None else env,
     )
     deadline = time.time() + 60
     while time.time() < deadline:

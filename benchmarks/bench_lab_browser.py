@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -47,6 +46,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "assets"))
+from make_screenshots import free_port, start_app  # noqa: E402  (assets/make_screenshots.py: the app on a free port)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -106,30 +108,14 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(app_dir: Path, home: Path, port: int) -> subprocess.Popen:
+    """The lab's app from ``app_dir`` on ``port`` with the run store ``home`` (and this checkout's data cache)."""
     from metarec_core.movielens import data_root
 
-    env = dict(os.environ, METAREC_HOME=str(home), METAREC_DATA_DIR=str(data_root()))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=app_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("streamlit did not start")
+    try:
+        return start_app(port, app_dir=app_dir, env=dict(os.environ, METAREC_HOME=str(home), METAREC_DATA_DIR=str(data_root())))
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 async def idle(page, timeout: float = 120_000) -> None:
