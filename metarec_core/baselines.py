@@ -702,7 +702,8 @@ def _normal_equations(
     Because a row's features are those of its entity, both sums are products of
     the sparse ``(n_groups, n_entities)`` matrix of row counts (or of summed
     targets) with a table over entities: ``Σ x xᵀ = C · vec(f fᵀ)`` and
-    ``Σ x y = W · f``, one pass over the rows instead of ``d(d+1)/2``.
+    ``Σ x y = W · f``, one pass over the rows instead of ``d(d+1)/2`` (of
+    ``f fᵀ`` only the upper triangle is summed; the Gram matrices are symmetric).
     ``groups`` may be an :class:`_Incidence` built once for rows used again
     (``entities`` and ``n_groups`` are then taken from it).
     """
@@ -712,8 +713,10 @@ def _normal_equations(
     n = incidence.shape[0]
     if d == 0 or incidence.n_rows == 0:
         return np.zeros((n, d, d)), np.zeros((n, d))
-    outer = (f[:, :, None] * f[:, None, :]).reshape(n_entities, d * d)
-    gram = np.asarray(incidence.counts @ outer).reshape(n, d, d)
+    upper, lower = np.triu_indices(d)  # the Gram matrices are symmetric: sum the d(d+1)/2 products of one triangle
+    where = np.empty((d, d), dtype=np.int64)
+    where[upper, lower] = where[lower, upper] = np.arange(len(upper))
+    gram = np.asarray(incidence.counts @ (f[:, upper] * f[:, lower]))[:, where.ravel()].reshape(n, d, d)
     rhs = np.asarray(incidence.weighted(targets) @ f)
     return gram, rhs
 

@@ -84,7 +84,7 @@ from metarec_core.training_data import TrainingData, prepare_data
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_baselines", "evaluate_run", "evaluate_split", "mf_validation", "run_label"]
+__all__ = ["UnadaptedScores", "evaluate_baselines", "evaluate_run", "evaluate_split", "mf_validation", "run_label"]
 
 
 def run_label(run: LoadedRun) -> str:
@@ -93,6 +93,39 @@ def run_label(run: LoadedRun) -> str:
 
 
 # --------------------------------------------------------------------------- scoring
+
+
+class UnadaptedScores:
+    """Each user's catalogue scores from a run's starting point (no adaptation), kept across the splits of one evaluation.
+
+    Before adaptation a user's scores do not depend on the support set (an
+    empty support keeps the starting point, as ``inner_steps = 0`` does), so
+    the splits of several K, which share their new users, score them once.
+    The scores serve the "no adaptation" method and every adapting run's
+    per-user metric before adaptation. Keyed by run and scenario.
+    """
+
+    def __init__(self) -> None:
+        self._kept: list[tuple[LoadedRun, str, np.ndarray, np.ndarray]] = []  # run, scenario, sorted users, their rows
+
+    def get(self, run: LoadedRun, scenario: str, users: np.ndarray, compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """The ``(len(users), n_items)`` scores of ``users``, computing (``compute(users)``) only those not kept."""
+        users = np.asarray(users, dtype=np.int64)
+        at = next((i for i, (r, sc, _, _) in enumerate(self._kept) if r is run and sc == scenario), None)
+        known, rows = (self._kept[at][2], self._kept[at][3]) if at is not None else (np.zeros(0, np.int64), None)
+        missing = np.setdiff1d(users, known)
+        if len(missing):
+            new = np.asarray(compute(missing), dtype=np.float64)
+            known = np.concatenate([known, missing])
+            rows = new if rows is None else np.concatenate([rows, new])
+            order = np.argsort(known, kind="stable")
+            known, rows = known[order], rows[order]
+            entry = (run, scenario, known, rows)
+            if at is None:
+                self._kept.append(entry)
+            else:
+                self._kept[at] = entry
+        return rows[np.searchsorted(known, users)]
 
 
 class _Scorer:
@@ -126,7 +159,9 @@ def _baseline_scorer(name: str, model: Baseline) -> _Scorer:
     return _Scorer(name, scores, model.predict_tasks, adapts=not isinstance(model, (GlobalMean, ItemMean)))
 
 
-def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, chunk: int = 64) -> _Scorer:
+def _run_scorer(
+    name: str, run: LoadedRun, scenario: str, *, steps: int | None, unadapted: UnadaptedScores, chunk: int = 64,
+) -> _Scorer:
     from metarec_core.scoring import predict_tasks
 
     config = run.config if steps is None else dataclasses.replace(run.config, inner_steps=steps)
@@ -138,13 +173,23 @@ def _run_scorer(name: str, run: LoadedRun, scenario: str, *, steps: int | None, 
     def predict(tasks: TaskBatch) -> np.ndarray:
         return predict_tasks(run.model, inner_lr, config, tasks.to(device), run.context, run.loss, chunk=chunk)
 
-    def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
+    def catalogue(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
         return np.asarray(predict(catalogue_tasks(support, users, n_items, warm=warm)), dtype=np.float64).reshape(len(users), n_items)
 
+    def unadapted_scores(users: np.ndarray) -> np.ndarray:
+        return unadapted.get(run, scenario, users, lambda missing: catalogue(support_of_none, missing))
+
+    def scores(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
+        return unadapted_scores(users) if steps == 0 else catalogue(support, users)
+
     def query_scores(support: pd.DataFrame, query: pd.DataFrame) -> np.ndarray:
+        if len(support) == 0:  # the starting point: the kept catalogue scores at the query rows
+            users, task = np.unique(query["user"].to_numpy(np.int64), return_inverse=True)
+            return unadapted_scores(users)[task, query["item"].to_numpy(np.int64)]
         tasks, positions = tasks_from_frames(support, query, warm=warm)
         return np.asarray(predict(tasks).reshape(-1)[positions], dtype=np.float64)
 
+    support_of_none = pd.DataFrame({"user": np.zeros(0, np.int64), "item": np.zeros(0, np.int64), "rating": np.zeros(0)})
     return _Scorer(name, scores, query_scores, adapts=steps != 0)
 
 
@@ -318,6 +363,7 @@ def evaluate_split(
     shots: int | None = None,
     seed: int | None = None,
     fits: ALSFits | None = None,
+    unadapted: UnadaptedScores | None = None,
 ) -> EvaluationResult:
     """Evaluate the chosen baselines (and optionally a run) on one given split.
 
@@ -344,6 +390,8 @@ def evaluate_split(
         The seed recorded in the results (default: the split's).
     fits
         ALS fits to reuse and keep (:class:`~metarec_core.baselines.ALSFits`; default fresh ones).
+    unadapted
+        The run's scores before adaptation to reuse and keep (:class:`UnadaptedScores`; default fresh ones).
 
     Returns
     -------
@@ -359,9 +407,10 @@ def evaluate_split(
     if run is not None:
         _check_run_split(run, split)
         name = label or run_label(run)
-        scorers.append(_run_scorer(name, run, scenario, steps=None))
+        unadapted = unadapted or UnadaptedScores()
+        scorers.append(_run_scorer(name, run, scenario, steps=None, unadapted=unadapted))
         if config.no_adaptation:
-            scorers.append(_run_scorer(f"{name}, no adaptation", run, scenario, steps=0))
+            scorers.append(_run_scorer(f"{name}, no adaptation", run, scenario, steps=0, unadapted=unadapted))
     train = split.train
     for bname in config.baselines:
         if dataset.implicit and bname in _EXPLICIT_ONLY:
@@ -446,13 +495,16 @@ def _evaluate_all(
     results = []
     started = time.perf_counter()
     fits = ALSFits()  # the splits of one seed share their training rows: ALS is fitted once for all K
+    unadapted = UnadaptedScores()  # and their new users: the run's starting point scores them once
     for done, (seed, k, split) in enumerate(jobs, start=1):
         if len(split.query) == 0:
             raise DataError(
                 f"no user can be evaluated with K={k} shots (seed {seed}): every candidate user has at most {k} "
                 "usable ratings; drop that K from shots or use a larger dataset"
             )
-        results.append(evaluate_split(split, dataset, config, run=run, label=label, shots=k, seed=seed, fits=fits))
+        results.append(evaluate_split(
+            split, dataset, config, run=run, label=label, shots=k, seed=seed, fits=fits, unadapted=unadapted,
+        ))
         log.info("evaluated K=%d seed %d (%d/%d) after %.1fs", k, seed, done, len(jobs), time.perf_counter() - started)
         if on_progress is not None:
             on_progress(done, len(jobs))

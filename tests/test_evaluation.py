@@ -13,7 +13,7 @@ from metarec_core.cli import main
 from metarec_core.configs import config_from_dict
 from metarec_core.errors import ConfigError, DataError
 from metarec_core.evaluation_report import BASELINES, EvaluationConfig, EvaluationResult, parse_baselines
-from metarec_core.evaluation import evaluate_baselines, evaluate_run, evaluate_split, mf_validation
+from metarec_core.evaluation import UnadaptedScores, evaluate_baselines, evaluate_run, evaluate_split, mf_validation
 from metarec_core.splits import recbole_protocol_split
 from metarec_core.loaders import load_dataset
 from metarec_core.metrics import mae, mean_ndcg_at_k, rmse
@@ -105,6 +105,41 @@ def test_run_numbers_match_training_test_metrics(result, run_dir):
     assert load_run(run_dir).config.eval_support_size == K_RUN
     assert value(result, RUN, K_RUN, "mae") == pytest.approx(final["test_mae"], abs=1e-5)
     assert value(result, RUN, K_RUN, "ndcg@3") == pytest.approx(final["test_ndcg@3"], abs=1e-5)
+
+
+def test_each_split_alone_gives_the_numbers_of_the_evaluation_that_reuses_scores(result, run_dir, dataset):
+    # evaluate_run scores the run's starting point once for every K and reads "before" from it; one split
+    # evaluated on its own (fresh kept scores) must give the same metrics and the same per-user before and after.
+    run = load_run(run_dir)
+    split = split_cold_start(dataset, SplitConfig(support_size=3, seed=run.config.seed, cold_fraction=run.config.cold_fraction))
+    alone = evaluate_split(split, dataset, EvaluationConfig(shots=(3,)), run=run, shots=3)
+    both = result.frame[result.frame["shots"] == 3].merge(alone.frame, on=["method", "metric"], suffixes=("", "_alone"))
+    assert len(both) == len(alone.frame) > 0
+    np.testing.assert_allclose(both["value"], both["value_alone"], rtol=1e-6)
+    for method in (RUN, NO_ADAPT):
+        kept, fresh = result.per_user(method, 3).sort_values("user"), alone.per_user(method, 3).sort_values("user")
+        np.testing.assert_allclose(kept["mae_before"], fresh["mae_before"], rtol=1e-6)
+        np.testing.assert_allclose(kept["mae_after"], fresh["mae_after"], rtol=1e-6)
+    # Before adapting, the run is its no-adaptation variant.
+    np.testing.assert_allclose(
+        alone.per_user(RUN, 3).sort_values("user")["mae_before"], alone.per_user(NO_ADAPT, 3).sort_values("user")["mae_after"], rtol=1e-6,
+    )
+
+
+def test_unadapted_scores_computes_only_users_it_does_not_keep(run_dir):
+    run, other = load_run(run_dir), load_run(run_dir)
+    asked: list[list[int]] = []
+
+    def compute(users):
+        asked.append(users.tolist())
+        return np.stack([np.full(4, float(u)) for u in users])
+
+    kept = UnadaptedScores()
+    np.testing.assert_array_equal(kept.get(run, "user-cold", np.array([5, 2]), compute)[:, 0], [5, 2])
+    np.testing.assert_array_equal(kept.get(run, "user-cold", np.array([2, 9, 5]), compute)[:, 0], [2, 9, 5])
+    kept.get(other, "user-cold", np.array([2]), compute)  # another run, and another scenario, are kept apart
+    kept.get(run, "warm", np.array([2]), compute)
+    assert asked == [[2, 5], [9], [2], [2]]
 
 
 @pytest.mark.parametrize("name, make", [("bias", BiasBaseline), ("item-mean", ItemMean)])
