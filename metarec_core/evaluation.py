@@ -54,6 +54,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,9 @@ def _run_scorer(
         return predict_tasks(run.model, inner_lr, config, tasks.to(device), run.context, run.loss, chunk=chunk)
 
     def catalogue(support: pd.DataFrame, users: np.ndarray) -> np.ndarray:
-        return np.asarray(predict(catalogue_tasks(support, users, n_items, warm=warm)), dtype=np.float64).reshape(len(users), n_items)
+        out = np.empty((len(users), n_items))
+        out[...] = predict(catalogue_tasks(support, users, n_items, warm=warm)).reshape(len(users), n_items)
+        return out
 
     def unadapted_scores(users: np.ndarray) -> np.ndarray:
         return unadapted.get(run, scenario, users, lambda missing: catalogue(support_of_none, missing))
@@ -412,21 +415,6 @@ def evaluate_split(
         if config.no_adaptation:
             scorers.append(_run_scorer(f"{name}, no adaptation", run, scenario, steps=0, unadapted=unadapted))
     train = split.train
-    for bname in config.baselines:
-        if dataset.implicit and bname in _EXPLICIT_ONLY:
-            warnings.append(f"baseline '{bname}' needs explicit ratings and was skipped on implicit data")
-            continue
-        if bname == "mf":
-            model = _tuned_mf(split, dataset, run.config if run is not None else None, shots, warnings, fits or ALSFits())
-        elif bname == "genre":
-            genre = GenreBaseline.from_dataset(dataset)
-            if genre.item_labels is None:
-                warnings.append("baseline 'genre' needs a categorical or multi-label item feature (such as genres) and was skipped")
-                continue
-            model = genre.fit(train, dataset.n_users, dataset.n_items)
-        else:
-            model = BASELINES[bname]().fit(train, dataset.n_users, dataset.n_items)
-        scorers.append(_baseline_scorer(bname, model))
     view = _SplitView.build(split, dataset)
     empty = view.support.iloc[:0]
     rating_range = (float(train["rating"].min()), float(train["rating"].max())) if len(train) else dataset.rating_range
@@ -434,24 +422,68 @@ def evaluate_split(
     rows, user_rows = [], []
     n_relevant = 0
 
+    def fitted_baseline(bname: str) -> tuple[_Scorer | None, list[str]]:
+        notes: list[str] = []
+        if dataset.implicit and bname in _EXPLICIT_ONLY:
+            return None, [f"baseline '{bname}' needs explicit ratings and was skipped on implicit data"]
+        if bname == "mf":
+            model = _tuned_mf(split, dataset, run.config if run is not None else None, shots, notes, fits or ALSFits())
+        elif bname == "genre":
+            genre = GenreBaseline.from_dataset(dataset)
+            if genre.item_labels is None:
+                return None, ["baseline 'genre' needs a categorical or multi-label item feature (such as genres) and was skipped"]
+            model = genre.fit(train, dataset.n_users, dataset.n_items)
+        else:
+            model = BASELINES[bname]().fit(train, dataset.n_users, dataset.n_items)
+        return _baseline_scorer(bname, model), notes
+
     def scores_of(scorer: _Scorer, support: pd.DataFrame) -> np.ndarray:
         raw = scorer.scores(support, view.users)
-        return raw if dataset.implicit else np.clip(raw, *rating_range)
+        if dataset.implicit:
+            return raw
+        own = raw.flags.owndata and raw.flags.writeable and raw.dtype == np.float64  # a fresh array: clip it in place
+        return np.clip(raw, *rating_range, out=raw if own else None)
 
     def before_of(scorer: _Scorer) -> np.ndarray:
         if dataset.implicit:  # AUC ranks the whole catalogue
             return _user_metric(view, scores_of(scorer, empty), implicit=True)
         return _query_mae(view, np.clip(scorer.query_scores(empty, view.query), *rating_range))  # MAE reads the query only
 
-    for scorer in scorers:
-        after, user_after, n_relevant = _metrics(view, scores_of(scorer, view.support), implicit=dataset.implicit, config=config)
-        user_before = before_of(scorer) if scorer.adapts else user_after
-        rows += [(scorer.name, scenario, shots, seed, metric, value) for metric, value in after.items()]
+    def record(name: str, measured: Future, user_before: np.ndarray | None) -> None:
+        nonlocal n_relevant
+        after, user_after, n_relevant = measured.result()
+        rows.extend((name, scenario, shots, seed, metric, value) for metric, value in after.items())
         user_rows.append(pd.DataFrame({
-            "method": scorer.name, "scenario": scenario, "shots": shots, "seed": seed,
+            "method": name, "scenario": scenario, "shots": shots, "seed": seed,
             "user": view.users, "user_id": user_ids, "n_support": view.n_support, "n_query": view.n_query,
-            "metric": "auc" if dataset.implicit else "mae", "before": user_before, "after": user_after,
+            "metric": "auc" if dataset.implicit else "mae",
+            "before": user_after if user_before is None else user_before, "after": user_after,
         }))
+
+    # A second thread fits the baselines while this one scores the run, then computes each method's metrics while
+    # this one scores the next method (NumPy, SciPy and torch release the GIL in their kernels). One method's metrics
+    # at most wait at a time, so at most two score matrices are alive.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation") as helper:
+        baselines = [helper.submit(fitted_baseline, bname) for bname in config.baselines]
+        waiting: tuple[str, Future, np.ndarray | None] | None = None
+
+        def measure(scorer: _Scorer) -> None:
+            nonlocal waiting
+            scores = scores_of(scorer, view.support)
+            user_before = before_of(scorer) if scorer.adapts else None
+            if waiting is not None:
+                record(*waiting)
+            waiting = (scorer.name, helper.submit(_metrics, view, scores, implicit=dataset.implicit, config=config), user_before)
+
+        for scorer in scorers:
+            measure(scorer)
+        for fitting in baselines:
+            scorer, notes = fitting.result()
+            warnings.extend(notes)
+            if scorer is not None:
+                measure(scorer)
+        if waiting is not None:
+            record(*waiting)
     frame = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     frame["shots"] = frame["shots"].astype("Int64")
     per_user_frame = pd.concat(user_rows, ignore_index=True) if user_rows else pd.DataFrame(columns=list(PER_USER_COLUMNS))
