@@ -281,35 +281,49 @@ def top_list(frame: pd.DataFrame, titles: dict[str, str], value_label: str, numb
         st.text(values, width="content", text_alignment="right")
 
 
-def other_run_list(run: Any, this_kind: str, shown: list, features: dict, titles: dict[str, str]) -> pd.DataFrame | None:
-    """The run of the other kind (adapted the same way), or what to do to get one."""
+@dataclass(frozen=True)
+class OtherRun:
+    """The comparison run's column: its kind and, when there is one, the run and its list (adapted the same way)."""
+
+    kind: str
+    run: Any = None
+    top: pd.DataFrame | None = None
+    pending: Any = None  # a run of that kind still queued or training
+
+
+def other_run_top(run: Any, this_kind: str, shown: list, features: dict) -> OtherRun:
+    """The run of the other kind and its top list for the lab user's ratings (``top`` is ``None`` without such a run)."""
     other_kind = COMPARED_KIND[this_kind]
     same_data = runs.runs_for(run.dataset_ref)
     other = runs.comparison_run(run, other_kind, same_data)
-    other_label = t(f"lab.kind.{other_kind}")
-    st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
     if other is None:
         pending = [r for r in same_data if r.is_active and runs.run_kind(r) == other_kind]
-        if pending:
-            st.caption(t("lab.other_pending", kind=other_label, name=plain(pending[0].name)))
-        else:
-            st.caption(t("lab.no_other", kind=other_label))
-            if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
-                from metarec_core.train_config import preset_config
-
-                with guard():
-                    keep = st.session_state.get(state.RUN)
-                    runs.start_run(preset_config(PRESET_OF_KIND[other_kind]), name=other_label)
-                    st.session_state[state.RUN] = keep
-                    st.toast(t("lab.other_started", kind=other_label))
-        return None
+        return OtherRun(other_kind, pending=pending[0] if pending else None)
     other_rec = cache.recommender(other.id, cache.weights_stamp(other.id))
     known = [(i, r) for i, r in shown if i in other_rec.items]
     top = other_rec.recommend(other_rec.adapt_user(known, user_features=features), k=TOP_K)
-    top = top.assign(value=top["score"])
-    top_list(top, titles, t("common.score"), "%.2f", "other")
-    st.caption(t("lab.other_caption", name=plain(other.name)))
-    return top
+    return OtherRun(other_kind, run=other, top=top.assign(value=top["score"]))
+
+
+def other_run_list(other: OtherRun, titles: dict[str, str]) -> None:
+    """The comparison run's list, or what to do to get one."""
+    other_label = t(f"lab.kind.{other.kind}")
+    st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
+    if other.top is not None:
+        top_list(other.top, titles, t("common.score"), "%.2f", "other")
+        st.caption(t("lab.other_caption", name=plain(other.run.name)))
+    elif other.pending is not None:
+        st.caption(t("lab.other_pending", kind=other_label, name=plain(other.pending.name)))
+    else:
+        st.caption(t("lab.no_other", kind=other_label))
+        if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
+            from metarec_core.train_config import preset_config
+
+            with guard():
+                keep = st.session_state.get(state.RUN)
+                runs.start_run(preset_config(PRESET_OF_KIND[other.kind]), name=other_label)
+                st.session_state[state.RUN] = keep
+                st.toast(t("lab.other_started", kind=other_label))
 
 
 def lab_view() -> None:
@@ -342,21 +356,23 @@ def lab_view() -> None:
         top = rec.recommend(adapted, k=TOP_K)
         elapsed_ms = 1000 * (time.perf_counter() - started)
         top = top.assign(value=top["score"])
+        kind = rec.run.config.kind
+        # All three lists are computed before any is drawn: they leave together, and the browser draws them in one go.
+        other = other_run_top(run, kind, shown, features)
+        popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
+        pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
 
         left, right = st.columns([5, 7], gap="medium")
         with right:  # first: the lists reach the browser before the cards
             with st.container(key="lab-recommendations"):
                 columns = st.columns(3, gap="small")
                 with columns[0]:
-                    kind = rec.run.config.kind
                     st.markdown(f"**{t('lab.col.this', kind=t(f'lab.kind.{kind}'))}**")
                     top_list(top, data.titles, t("common.score"), "%.2f", "this")
                 with columns[1]:
-                    other_top = other_run_list(run, kind, shown, features, data.titles)
+                    other_run_list(other, data.titles)
                 with columns[2]:
                     st.markdown(f"**{t('lab.col.popular')}**")
-                    popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
-                    pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
                     top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d", "popular")
         # What the rest of the lab shows, computed before any of it is drawn: the lists travel to the browser on their
         # own, and it draws them while this runs.
@@ -399,8 +415,8 @@ def lab_view() -> None:
                 draw_losses(losses, implicit)
 
         lists = {"this run": top, "popularity": pop}
-        if other_top is not None:
-            lists["other run"] = other_top
+        if other.top is not None:
+            lists["other run"] = other.top
         download.download_button(
             t("lab.download"), lists_csv(lists, shown, data.titles), file_name="lab_lists.csv", mime="text/csv",
             icon=":material/download:", key="lab_download", on_click="ignore",
