@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ from ui.errors import guard
 from ui.i18n import cohort_labels, language, t, worded
 from ui.markup import plain
 
+_LOG = logging.getLogger(__name__)
+
 RATINGS = "lab_ratings"  # list of (item_id, rating) in the order given; demographics live in the lab_feat_* widgets
 REPLAY = "lab_replay"
 DATASET_OF = "lab_dataset"  # the dataset the lab user's ratings are of
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
+RANKED = "lab_ranked"  # the three lists a star's callback ranked for the rerun it starts (taken by that rerun)
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
 MAP_HEIGHT = 262  # the map and the loss chart, legends and axes included
@@ -64,6 +68,7 @@ def reset() -> None:
     for key in [k for k in st.session_state if str(k).startswith("lab_feat_")]:
         del st.session_state[key]
     st.session_state.pop(REPLAY, None)
+    st.session_state.pop(RANKED, None)
 
 
 def add_rating(item_id: str, rating: float) -> None:
@@ -71,6 +76,16 @@ def add_rating(item_id: str, rating: float) -> None:
     ratings = [(i, r) for i, r in st.session_state.get(RATINGS, []) if i != item_id]
     st.session_state[RATINGS] = ratings + [(item_id, float(rating))]
     st.session_state[REPLAY] = len(st.session_state[RATINGS])
+    # Rank the lists here, in the callback: it runs before the fragment's container is sent, so the browser gets the
+    # container and the three lists in one batch and draws them in one pass (instead of a pass for the emptied
+    # container first).
+    try:
+        run = state.current_run()
+        rec = state.current_recommender() if run is not None else None
+        if rec is not None and st.session_state.get(DATASET_OF) == run.dataset_ref:
+            st.session_state[RANKED] = ranked_lists(run, rec, list(st.session_state[RATINGS]), stated_features(rec))
+    except Exception:  # the fragment ranks them again, and says what went wrong
+        _LOG.exception("ranking the lab's lists in the star's callback failed")
 
 
 def memo(name: str, run_id: str, stamp: float) -> dict:
@@ -326,6 +341,36 @@ def other_run_list(other: OtherRun, titles: dict[str, str]) -> None:
                 st.toast(t("lab.other_started", kind=other_label))
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """The lab's three lists for one set of ratings and demographics, and the state this run adapted to them."""
+
+    key: tuple
+    adapted: Any
+    top: pd.DataFrame
+    elapsed_ms: float  # adapt + rank of this run
+    other: OtherRun
+    pop: pd.DataFrame
+
+
+def ranked_key(run: Any, shown: list[tuple[str, float]], features: dict) -> tuple:
+    """What the lists depend on: the run and its weights version, the ratings shown and the demographics."""
+    return run.id, cache.weights_stamp(run.id), tuple(shown), tuple(sorted(features.items()))
+
+
+def ranked_lists(run: Any, rec: Any, shown: list[tuple[str, float]], features: dict) -> Ranked:
+    """This run's list (adapted to ``shown``), the other run's and the most popular items."""
+    data = lab_data(run.id, cache.weights_stamp(run.id))
+    started = time.perf_counter()
+    adapted = rec.adapt_user(shown, user_features=features)
+    top = rec.recommend(adapted, k=TOP_K)
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    other = other_run_top(run, rec.run.config.kind, shown, features)
+    popular = popularity.most_popular(datasets.run_dataset(run), TOP_K, exclude={i for i, _ in shown}, among=rec.items)
+    pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
+    return Ranked(ranked_key(run, shown, features), adapted, top.assign(value=top["score"]), elapsed_ms, other, pop)
+
+
 def lab_view() -> None:
     """The lab below its title: rate beside the results; one rating reruns only this fragment, once."""
     with guard():
@@ -339,7 +384,6 @@ def lab_view() -> None:
             return
         stamp = cache.weights_stamp(run.id)
         data = lab_data(run.id, stamp)
-        dataset = datasets.run_dataset(run)
         implicit = rec.run.implicit
         if st.session_state.get(DATASET_OF) != run.dataset_ref:  # ratings of another catalogue's items cannot carry over
             reset()
@@ -351,16 +395,11 @@ def lab_view() -> None:
         upto = min(int(st.session_state[REPLAY]), len(ratings))
         shown = ratings[:upto]
         features = stated_features(rec)  # what the demographics widgets hold (drawn below, beside the cards)
-        started = time.perf_counter()
-        adapted = rec.adapt_user(shown, user_features=features)
-        top = rec.recommend(adapted, k=TOP_K)
-        elapsed_ms = 1000 * (time.perf_counter() - started)
-        top = top.assign(value=top["score"])
+        # All three lists are ranked before any is drawn (on a star, already in its callback): they leave together.
+        held = st.session_state.pop(RANKED, None)  # taken once: any later rerun ranks afresh (another run may finish)
+        ranked = held if held is not None and held.key == ranked_key(run, shown, features) else ranked_lists(run, rec, shown, features)
+        adapted, top, other, pop, elapsed_ms = ranked.adapted, ranked.top, ranked.other, ranked.pop, ranked.elapsed_ms
         kind = rec.run.config.kind
-        # All three lists are computed before any is drawn: they leave together, and the browser draws them in one go.
-        other = other_run_top(run, kind, shown, features)
-        popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
-        pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
 
         left, right = st.columns([5, 7], gap="medium")
         with right:  # first: the lists reach the browser before the cards
