@@ -595,6 +595,27 @@ def test_lab_adapts_on_every_rating(trained: dict) -> None:
     assert at.metric[0].value == "0"
 
 
+def test_lab_lists_ranked_in_a_stars_callback_are_those_a_rerun_ranks(trained: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ui import lab
+
+    calls = []
+    rank = lab.ranked_lists
+    monkeypatch.setattr(lab, "ranked_lists", lambda *args: calls.append(args) or rank(*args))
+    at = open_page(trained["at"], "lab")
+    at.button(key="lab_reset").click().run()
+    for n in (4, 0):  # 5★ on the first card, then 1★ on the next
+        calls.clear()
+        star_buttons(at)[n].click().run()
+        clicked = lab_lists(at)
+        assert len(calls) == 1 and "lab_ranked" not in at.session_state  # ranked once, in the callback; taken by its rerun
+        at.run()  # a rerun without a click ranks the same ratings afresh
+        again = lab_lists(at)
+        assert len(calls) == 2
+        assert len(clicked) == len(again) and all(a.equals(b) for a, b in zip(clicked, again))
+    assert at.metric[0].value == "2"
+    at.button(key="lab_reset").click().run()
+
+
 def test_lab_asks_first_about_the_items_the_core_ranks_most_informative(trained: dict) -> None:
     from metarec_core import elicitation
     from ui import cache, lab

@@ -36,3 +36,15 @@ def test_a_top_list_is_two_text_columns_one_line_per_item() -> None:
     assert list(back.columns) == ["title", "score"] and back["score"].tolist() == [4.5, 4.26, 3.0]
     counts = lab.list_columns(frame.assign(value=[583, 509, 7]), {}, ("title", "ratings"), "%d")[1]
     assert counts.split("\n")[1:] == ["583", "509", "7"]
+
+
+def test_streamlit_reads_the_apps_config_without_a_full_collection_after_each_run() -> None:
+    """``streamlit run app.py`` from the repository root reads ``.streamlit/config.toml``: no ``gc.collect(2)`` per run."""
+    import tomllib
+    from pathlib import Path
+
+    from streamlit import config
+
+    settings = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert settings["runner"]["postScriptGC"] is False
+    assert "runner.postScriptGC" in config.get_config_options()  # an option this Streamlit still knows

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ from ui.errors import guard
 from ui.i18n import cohort_labels, language, t, worded
 from ui.markup import plain
 
+_LOG = logging.getLogger(__name__)
+
 RATINGS = "lab_ratings"  # list of (item_id, rating) in the order given; demographics live in the lab_feat_* widgets
 REPLAY = "lab_replay"
 DATASET_OF = "lab_dataset"  # the dataset the lab user's ratings are of
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
+RANKED = "lab_ranked"  # the three lists a star's callback ranked for the rerun it starts (taken by that rerun)
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
 MAP_HEIGHT = 262  # the map and the loss chart, legends and axes included
@@ -64,6 +68,7 @@ def reset() -> None:
     for key in [k for k in st.session_state if str(k).startswith("lab_feat_")]:
         del st.session_state[key]
     st.session_state.pop(REPLAY, None)
+    st.session_state.pop(RANKED, None)
 
 
 def add_rating(item_id: str, rating: float) -> None:
@@ -71,6 +76,16 @@ def add_rating(item_id: str, rating: float) -> None:
     ratings = [(i, r) for i, r in st.session_state.get(RATINGS, []) if i != item_id]
     st.session_state[RATINGS] = ratings + [(item_id, float(rating))]
     st.session_state[REPLAY] = len(st.session_state[RATINGS])
+    # Rank the lists here, in the callback: it runs before the fragment's container is sent, so the browser gets the
+    # container and the three lists in one batch and draws them in one pass (instead of a pass for the emptied
+    # container first).
+    try:
+        run = state.current_run()
+        rec = state.current_recommender() if run is not None else None
+        if rec is not None and st.session_state.get(DATASET_OF) == run.dataset_ref:
+            st.session_state[RANKED] = ranked_lists(run, rec, list(st.session_state[RATINGS]), stated_features(rec))
+    except Exception:  # the fragment ranks them again, and says what went wrong
+        _LOG.exception("ranking the lab's lists in the star's callback failed")
 
 
 def memo(name: str, run_id: str, stamp: float) -> dict:
@@ -281,35 +296,79 @@ def top_list(frame: pd.DataFrame, titles: dict[str, str], value_label: str, numb
         st.text(values, width="content", text_alignment="right")
 
 
-def other_run_list(run: Any, this_kind: str, shown: list, features: dict, titles: dict[str, str]) -> pd.DataFrame | None:
-    """The run of the other kind (adapted the same way), or what to do to get one."""
+@dataclass(frozen=True)
+class OtherRun:
+    """The comparison run's column: its kind and, when there is one, the run and its list (adapted the same way)."""
+
+    kind: str
+    run: Any = None
+    top: pd.DataFrame | None = None
+    pending: Any = None  # a run of that kind still queued or training
+
+
+def other_run_top(run: Any, this_kind: str, shown: list, features: dict) -> OtherRun:
+    """The run of the other kind and its top list for the lab user's ratings (``top`` is ``None`` without such a run)."""
     other_kind = COMPARED_KIND[this_kind]
     same_data = runs.runs_for(run.dataset_ref)
     other = runs.comparison_run(run, other_kind, same_data)
-    other_label = t(f"lab.kind.{other_kind}")
-    st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
     if other is None:
         pending = [r for r in same_data if r.is_active and runs.run_kind(r) == other_kind]
-        if pending:
-            st.caption(t("lab.other_pending", kind=other_label, name=plain(pending[0].name)))
-        else:
-            st.caption(t("lab.no_other", kind=other_label))
-            if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
-                from metarec_core.train_config import preset_config
-
-                with guard():
-                    keep = st.session_state.get(state.RUN)
-                    runs.start_run(preset_config(PRESET_OF_KIND[other_kind]), name=other_label)
-                    st.session_state[state.RUN] = keep
-                    st.toast(t("lab.other_started", kind=other_label))
-        return None
+        return OtherRun(other_kind, pending=pending[0] if pending else None)
     other_rec = cache.recommender(other.id, cache.weights_stamp(other.id))
     known = [(i, r) for i, r in shown if i in other_rec.items]
     top = other_rec.recommend(other_rec.adapt_user(known, user_features=features), k=TOP_K)
-    top = top.assign(value=top["score"])
-    top_list(top, titles, t("common.score"), "%.2f", "other")
-    st.caption(t("lab.other_caption", name=plain(other.name)))
-    return top
+    return OtherRun(other_kind, run=other, top=top.assign(value=top["score"]))
+
+
+def other_run_list(other: OtherRun, titles: dict[str, str]) -> None:
+    """The comparison run's list, or what to do to get one."""
+    other_label = t(f"lab.kind.{other.kind}")
+    st.markdown(f"**{t('lab.col.other', kind=other_label)}**")
+    if other.top is not None:
+        top_list(other.top, titles, t("common.score"), "%.2f", "other")
+        st.caption(t("lab.other_caption", name=plain(other.run.name)))
+    elif other.pending is not None:
+        st.caption(t("lab.other_pending", kind=other_label, name=plain(other.pending.name)))
+    else:
+        st.caption(t("lab.no_other", kind=other_label))
+        if st.button(t("lab.train_other", kind=other_label), icon=":material/play_arrow:", key="lab_train_other"):
+            from metarec_core.train_config import preset_config
+
+            with guard():
+                keep = st.session_state.get(state.RUN)
+                runs.start_run(preset_config(PRESET_OF_KIND[other.kind]), name=other_label)
+                st.session_state[state.RUN] = keep
+                st.toast(t("lab.other_started", kind=other_label))
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """The lab's three lists for one set of ratings and demographics, and the state this run adapted to them."""
+
+    key: tuple
+    adapted: Any
+    top: pd.DataFrame
+    elapsed_ms: float  # adapt + rank of this run
+    other: OtherRun
+    pop: pd.DataFrame
+
+
+def ranked_key(run: Any, shown: list[tuple[str, float]], features: dict) -> tuple:
+    """What the lists depend on: the run and its weights version, the ratings shown and the demographics."""
+    return run.id, cache.weights_stamp(run.id), tuple(shown), tuple(sorted(features.items()))
+
+
+def ranked_lists(run: Any, rec: Any, shown: list[tuple[str, float]], features: dict) -> Ranked:
+    """This run's list (adapted to ``shown``), the other run's and the most popular items."""
+    data = lab_data(run.id, cache.weights_stamp(run.id))
+    started = time.perf_counter()
+    adapted = rec.adapt_user(shown, user_features=features)
+    top = rec.recommend(adapted, k=TOP_K)
+    elapsed_ms = 1000 * (time.perf_counter() - started)
+    other = other_run_top(run, rec.run.config.kind, shown, features)
+    popular = popularity.most_popular(datasets.run_dataset(run), TOP_K, exclude={i for i, _ in shown}, among=rec.items)
+    pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
+    return Ranked(ranked_key(run, shown, features), adapted, top.assign(value=top["score"]), elapsed_ms, other, pop)
 
 
 def lab_view() -> None:
@@ -325,7 +384,6 @@ def lab_view() -> None:
             return
         stamp = cache.weights_stamp(run.id)
         data = lab_data(run.id, stamp)
-        dataset = datasets.run_dataset(run)
         implicit = rec.run.implicit
         if st.session_state.get(DATASET_OF) != run.dataset_ref:  # ratings of another catalogue's items cannot carry over
             reset()
@@ -337,26 +395,23 @@ def lab_view() -> None:
         upto = min(int(st.session_state[REPLAY]), len(ratings))
         shown = ratings[:upto]
         features = stated_features(rec)  # what the demographics widgets hold (drawn below, beside the cards)
-        started = time.perf_counter()
-        adapted = rec.adapt_user(shown, user_features=features)
-        top = rec.recommend(adapted, k=TOP_K)
-        elapsed_ms = 1000 * (time.perf_counter() - started)
-        top = top.assign(value=top["score"])
+        # All three lists are ranked before any is drawn (on a star, already in its callback): they leave together.
+        held = st.session_state.pop(RANKED, None)  # taken once: any later rerun ranks afresh (another run may finish)
+        ranked = held if held is not None and held.key == ranked_key(run, shown, features) else ranked_lists(run, rec, shown, features)
+        adapted, top, other, pop, elapsed_ms = ranked.adapted, ranked.top, ranked.other, ranked.pop, ranked.elapsed_ms
+        kind = rec.run.config.kind
 
         left, right = st.columns([5, 7], gap="medium")
         with right:  # first: the lists reach the browser before the cards
             with st.container(key="lab-recommendations"):
                 columns = st.columns(3, gap="small")
                 with columns[0]:
-                    kind = rec.run.config.kind
                     st.markdown(f"**{t('lab.col.this', kind=t(f'lab.kind.{kind}'))}**")
                     top_list(top, data.titles, t("common.score"), "%.2f", "this")
                 with columns[1]:
-                    other_top = other_run_list(run, kind, shown, features, data.titles)
+                    other_run_list(other, data.titles)
                 with columns[2]:
                     st.markdown(f"**{t('lab.col.popular')}**")
-                    popular = popularity.most_popular(dataset, TOP_K, exclude={i for i, _ in shown}, among=rec.items)
-                    pop = pd.DataFrame({"item_id": popular, "value": [data.n_ratings.get(i, 0) for i in popular]})
                     top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d", "popular")
         # What the rest of the lab shows, computed before any of it is drawn: the lists travel to the browser on their
         # own, and it draws them while this runs.
@@ -399,8 +454,8 @@ def lab_view() -> None:
                 draw_losses(losses, implicit)
 
         lists = {"this run": top, "popularity": pop}
-        if other_top is not None:
-            lists["other run"] = other_top
+        if other.top is not None:
+            lists["other run"] = other.top
         download.download_button(
             t("lab.download"), lists_csv(lists, shown, data.titles), file_name="lab_lists.csv", mime="text/csv",
             icon=":material/download:", key="lab_download", on_click="ignore",
