@@ -103,7 +103,8 @@ class UnadaptedScores:
     empty support keeps the starting point, as ``inner_steps = 0`` does), so
     the splits of several K, which share their new users, score them once.
     The scores serve the "no adaptation" method and every adapting run's
-    per-user metric before adaptation. Keyed by run and scenario.
+    per-user metric before adaptation. Keyed by run and scenario; kept in
+    float32, the precision of the model's scores.
     """
 
     def __init__(self) -> None:
@@ -116,7 +117,7 @@ class UnadaptedScores:
         known, rows = (self._kept[at][2], self._kept[at][3]) if at is not None else (np.zeros(0, np.int64), None)
         missing = np.setdiff1d(users, known)
         if len(missing):
-            new = np.asarray(compute(missing), dtype=np.float64)
+            new = np.asarray(compute(missing), dtype=np.float32)  # the precision the model scores in: kept exactly
             known = np.concatenate([known, missing])
             rows = new if rows is None else np.concatenate([rows, new])
             order = np.argsort(known, kind="stable")
@@ -126,7 +127,7 @@ class UnadaptedScores:
                 self._kept.append(entry)
             else:
                 self._kept[at] = entry
-        return rows[np.searchsorted(known, users)]
+        return rows[np.searchsorted(known, users)].astype(np.float64)
 
 
 class _Scorer:
@@ -505,12 +506,17 @@ def evaluate_split(
 def _splits_for(
     dataset: Dataset, config: EvaluationConfig, scenario: str, cold_fraction: float, seeds: Sequence[int]
 ) -> list[tuple[int, int, ColdStartSplit]]:
+    """One split per seed and K; the splits of one seed share one training frame when their training rows are equal."""
     out = []
     for seed in seeds:
+        train = None
         for k in config.shots:
             split = split_cold_start(
                 dataset, SplitConfig(scenario=scenario, cold_fraction=cold_fraction, support_size=k, seed=seed)
             )
+            if train is not None and train.index.equals(split.train.index):
+                split = dataclasses.replace(split, train=train)  # the same rows of the dataset: keep one copy
+            train = split.train
             out.append((seed, k, split))
     return out
 
