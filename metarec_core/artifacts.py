@@ -264,7 +264,7 @@ def check_run_files(run_dir: str | Path) -> list[str]:
 
 
 #: Settings added after runs were first saved, with the value that reproduces how those older runs adapt.
-_LEGACY_SETTINGS = {"inner_solver": "gradient", "patience": 0, "l0_unit": "step"}
+_LEGACY_SETTINGS = {"inner_solver": "gradient", "patience": 0, "l0_unit": "step", "huber_delta": 0.0}
 
 
 def saved_config_values(values: dict) -> dict:
@@ -273,7 +273,8 @@ def saved_config_values(values: dict) -> dict:
     Runs saved before the Newton inner solver existed adapted by gradient steps;
     loading them with today's default would reinterpret their learned step
     sizes as prior variances; runs saved before early stopping trained every epoch,
-    and before ``l0_unit`` added all of ``lambda_l0`` at every step.
+    and before ``l0_unit`` added all of ``lambda_l0`` at every step; before
+    ``huber_delta`` they trained on the squared error.
     """
     return {**_LEGACY_SETTINGS, **values} if isinstance(values, dict) else values
 

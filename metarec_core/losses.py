@@ -9,14 +9,30 @@ import torch.nn.functional as F
 LOSS_KINDS = ("mse", "bce")
 
 
-def task_losses(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+def rating_errors(predictions: torch.Tensor, targets: torch.Tensor, huber_delta: float = 0.0) -> torch.Tensor:
+    """Elementwise loss of predicted ratings: the squared error, or with ``huber_delta = δ > 0`` Huber's.
+
+    Huber's loss is scaled to equal the squared error ``e²`` where ``|e| ≤ δ``
+    and grows linearly, ``2δ|e| − δ²``, beyond: a rating far from the
+    prediction pulls with a bounded force, so the fit moves towards the
+    conditional median (what MAE rewards) without changing small errors.
+    """
+    if huber_delta > 0:
+        return 2.0 * F.huber_loss(predictions, targets, reduction="none", delta=float(huber_delta))
+    return (predictions - targets) ** 2
+
+
+def task_losses(
+    predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, kind: str = "mse", *, huber_delta: float = 0.0
+) -> torch.Tensor:
     """Per-task mean loss over the valid (masked) entries -> ``(T,)``; an empty task gives 0.
 
-    ``mse``: squared error of predicted ratings. ``bce``: binary cross-entropy
-    with ``predictions`` as logits and 0/1 targets.
+    ``mse``: squared error of predicted ratings (Huber's with ``huber_delta > 0``,
+    see :func:`rating_errors`). ``bce``: binary cross-entropy with ``predictions``
+    as logits and 0/1 targets.
     """
     if kind == "mse":
-        errors = (predictions - targets) ** 2
+        errors = rating_errors(predictions, targets, huber_delta)
     elif kind == "bce":
         errors = F.binary_cross_entropy_with_logits(predictions, targets, reduction="none")
     else:
@@ -25,10 +41,10 @@ def task_losses(predictions: torch.Tensor, targets: torch.Tensor, mask: torch.Te
     return (errors * weights).sum(dim=-1) / weights.sum(dim=-1).clamp(min=1.0)
 
 
-def pointwise_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "mse") -> torch.Tensor:
-    """``L_trans`` on a batch of (user, item) pairs: the mean MSE, or BCE on logits."""
+def pointwise_loss(predictions: torch.Tensor, targets: torch.Tensor, kind: str = "mse", *, huber_delta: float = 0.0) -> torch.Tensor:
+    """``L_trans`` on a batch of (user, item) pairs: the mean squared (or Huber, :func:`rating_errors`) error, or BCE on logits."""
     if kind == "mse":
-        return F.mse_loss(predictions, targets)
+        return rating_errors(predictions, targets, huber_delta).mean() if huber_delta > 0 else F.mse_loss(predictions, targets)
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(predictions, targets)
     raise ValueError(f"loss kind must be one of {LOSS_KINDS}, got '{kind}'")

@@ -226,8 +226,13 @@ def meta_loss(
     reduction: str = "sum",
     query_pooling: str = "task",
     solver: str = "newton",
+    huber_delta: float = 0.0,
 ) -> torch.Tensor:
     """``L_meta``: the mean over tasks of each task's query loss after adapting on its support set.
+
+    ``huber_delta > 0`` makes the query loss of ratings Huber's
+    (:func:`~metarec_core.losses.rating_errors`); the support loss the inner
+    loop fits stays the squared error (the fold-in is a ridge solve).
 
     Differentiating it with respect to ``params`` gives the MAML meta-gradient
     (second order unless ``first_order``). ``query_pooling="rating"`` weights
@@ -236,7 +241,7 @@ def meta_loss(
     """
     adapted = adapt(model, params, tasks.support(), context, steps=steps, lr=lr, first_order=first_order, scope=scope, loss=loss, reduction=reduction, solver=solver)
     query = tasks.query()
-    per_task = task_losses(score(model, adapted, query, context), query.ratings, query.mask, loss)
+    per_task = task_losses(score(model, adapted, query, context), query.ratings, query.mask, loss, huber_delta=huber_delta)
     has_query = query.mask.any(dim=1)
     if not bool(has_query.any()):
         return per_task.sum() * 0.0

@@ -369,7 +369,7 @@ class Trainer:
         return meta_loss(
             self.model, dict(self.model.named_parameters()), tasks, self.context,
             lr=self.inner_lr, first_order=config.first_order, loss=self.kind, query_pooling=config.query_pooling,
-            **config.inner_loop(),
+            huber_delta=config.huber_delta, **config.inner_loop(),
         )
 
     def transfer_term(self, rows: torch.Tensor, looked_up: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None) -> torch.Tensor:
@@ -388,7 +388,7 @@ class Trainer:
             looked_up[0].append(items)
             looked_up[1].append(users)
         predictions = self.model(users, items.unsqueeze(1), self.context, warm=True).squeeze(1)
-        return pointwise_loss(predictions, targets, self.kind)
+        return pointwise_loss(predictions, targets, self.kind, huber_delta=self.config.huber_delta)
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:

@@ -121,8 +121,10 @@ def test_unreadable_config_and_weights_that_do_not_fit_are_data_errors(tiny_run,
 
 
 def test_saved_config_values_fill_settings_older_runs_predate():
-    assert saved_config_values({"lr": 0.01}) == {"lr": 0.01, "inner_solver": "gradient", "patience": 0, "l0_unit": "step"}
-    newer = {"inner_solver": "newton", "patience": 3, "l0_unit": "pass"}
+    assert saved_config_values({"lr": 0.01}) == {
+        "lr": 0.01, "inner_solver": "gradient", "patience": 0, "l0_unit": "step", "huber_delta": 0.0,
+    }
+    newer = {"inner_solver": "newton", "patience": 3, "l0_unit": "pass", "huber_delta": 0.5}
     assert saved_config_values(newer) == newer
     assert saved_config_values(["not", "a", "dict"]) == ["not", "a", "dict"]
 

@@ -4,12 +4,32 @@ import math
 import pytest
 import torch
 
-from metarec_core.losses import l2_penalty, pointwise_loss, task_losses
+from metarec_core.losses import l2_penalty, pointwise_loss, rating_errors, task_losses
 
 
 def test_pointwise_mse_is_the_mean_squared_error():
     predictions, targets = torch.tensor([3.0, 4.5, 1.0]), torch.tensor([4.0, 4.0, 1.0])
     assert float(pointwise_loss(predictions, targets, "mse")) == pytest.approx((1.0 + 0.25 + 0.0) / 3)
+
+
+def test_huber_errors_are_the_square_up_to_delta_and_linear_beyond():
+    predictions, targets = torch.tensor([3.5, 3.0, 1.0, 5.0]), torch.tensor([4.0, 3.0, 4.0, 2.5])
+    errors = rating_errors(predictions, targets, huber_delta=1.0)
+    # 0.5 and 0 are within δ: their square; 3 and 2.5 beyond: 2δ|e| − δ².
+    torch.testing.assert_close(errors, torch.tensor([0.25, 0.0, 5.0, 4.0]))
+    torch.testing.assert_close(rating_errors(predictions, targets), (predictions - targets) ** 2)
+    # A far rating pulls with a bounded force: the gradient is 2δ·sign(e) beyond δ, 2e within.
+    p = predictions.clone().requires_grad_(True)
+    rating_errors(p, targets, huber_delta=1.0).sum().backward()
+    torch.testing.assert_close(p.grad, torch.tensor([-1.0, 0.0, -2.0, 2.0]))
+
+
+def test_huber_delta_reaches_the_pointwise_and_per_task_losses():
+    predictions, targets = torch.tensor([[1.0, 3.5]]), torch.tensor([[4.0, 4.0]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    assert float(pointwise_loss(predictions[0], targets[0], "mse", huber_delta=1.0)) == pytest.approx((5.0 + 0.25) / 2)
+    assert float(task_losses(predictions, targets, mask, "mse", huber_delta=1.0)[0]) == pytest.approx((5.0 + 0.25) / 2)
+    assert float(task_losses(predictions, targets, mask, "mse")[0]) == pytest.approx((9.0 + 0.25) / 2)
 
 
 def test_pointwise_bce_takes_logits():

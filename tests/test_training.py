@@ -385,3 +385,22 @@ def test_dense_table_updates_give_every_parameter_the_gradient_of_the_whole_obje
     for name, grad in grads[False].items():
         assert not grads[True][name].is_sparse
         assert torch.allclose(grads[True][name], grad, atol=1e-6), name
+
+
+def test_huber_delta_is_the_loss_both_phases_train_on(tiny):
+    # Same seed, same first batches: with a tiny δ each error costs about 2δ|e| instead of e², so the first
+    # logged losses of both phases shrink by far more than any change of weights could make them.
+    first: dict[float, dict[str, float]] = {}
+    for delta in (0.0, 0.01):
+        seen: dict[str, float] = {}
+
+        def keep(event, seen=seen):
+            for phase, name in (("meta", "meta"), ("transfer", "trans")):
+                if event.phase == phase and name in event.losses:
+                    seen.setdefault(name, float(event.losses[name]))
+
+        fit(tiny_config(num_epochs=1, huber_delta=delta), tiny, on_progress=keep)
+        first[delta] = seen
+    assert set(first[0.0]) == set(first[0.01]) == {"meta", "trans"}
+    for name in ("meta", "trans"):
+        assert first[0.01][name] < 0.1 * first[0.0][name]
