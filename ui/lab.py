@@ -236,13 +236,19 @@ def demographics(rec: Any) -> dict[str, object]:
     return values
 
 
-def item_card(data: LabData, item_id: str, scale: list[float], given: float | None, implicit: bool) -> None:
-    """One item: its title, year or category, how many rated it, and a star button per rating value."""
+def item_card(data: LabData, slot: int, item_id: str, scale: list[float], given: float | None, implicit: bool) -> None:
+    """One item in the ``slot``-th card: its title, year or category, how many rated it, and a star button per rating value.
+
+    The card's container is keyed by its slot, not its item: when a rating puts
+    another item in that slot, the browser updates the card it has (its text and
+    buttons) instead of removing it and building a new one. The star buttons
+    stay keyed by item, so a click always rates the item it was drawn for.
+    """
     title = _LINE_BREAKS.sub(" ", data.titles.get(item_id, item_id))
     blurb = data.items["blurb"].iat[data.row_of[item_id]]
     count = t(worded("lab.card.count", implicit), n=data.n_ratings.get(item_id, 0))
     # One element per line of text and per button, no more: every element of the lab is drawn again on each rating.
-    with st.container(border=True, key=f"lab-card-{data.row_of[item_id]}", gap="xxsmall", horizontal=True):
+    with st.container(border=True, key=f"lab-card-{slot}", gap="xxsmall", horizontal=True):
         # st.text: no Markdown, HTML or LaTeX at all (escaped Markdown still turns a bare URL into a link).
         st.text(title + "\n" + " · ".join(p for p in (blurb, count) if p), width="stretch")
         for value in scale:
@@ -285,7 +291,7 @@ def rating_area(rec: Any, data: LabData, implicit: bool, shown: list[str], hits:
     grid = st.columns(2, gap="small")
     for n, item_id in enumerate(shown):
         with grid[n % 2]:
-            item_card(data, item_id, scale, given.get(item_id), implicit)
+            item_card(data, n, item_id, scale, given.get(item_id), implicit)
 
 
 def top_list(frame: pd.DataFrame, titles: dict[str, str], value_label: str, number_format: str, key: str) -> None:
