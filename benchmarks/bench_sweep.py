@@ -19,6 +19,13 @@ against the time ``fit`` wrote that epoch's validation event, that is how late
 the page's data is. The page shows it at its next refresh (at most one second
 later). Target: the heatmap and trial table refresh within 2 s of an epoch.
 
+Where the sweep's time goes: each trial's start and end (the store's
+``started``/``finished``) give the slots' time before their first trial,
+between trials and after their last one (:func:`slot_timeline`); and the CPU
+seconds of every process under this one (a local Ray's GCS, raylet, agents
+and workers) and of this process's threads, sampled while the sweep runs
+(``process_cpu.py``), say what else competed with the trials for the CPUs.
+
 The target: sweep ≤ 0.7 × one after another on this 2-core machine. The
 machine is shared: the load average (``os.getloadavg``) is recorded before and
 after each part, and the report says when it was too high for the figure to
@@ -50,6 +57,7 @@ from metarec_core.sweep_driver import run_sweep, submit_sweep, trial_table  # no
 from metarec_core.training import fit  # noqa: E402
 
 from machine import code_version, machine, machine_line, write_report  # noqa: E402  (benchmarks/machine.py, beside this script)
+from process_cpu import ProcessCPU  # noqa: E402
 
 #: The 2 x 2 x 2 grid of the eight trials.
 GRID = {"lambda_meta": [0.5, 1.0], "lambda_trans": [0.5, 1.0], "lambda_l0": [0.01, 0.04]}
@@ -71,7 +79,7 @@ class EpochWatch(threading.Thread):
     """Reads a sweep's trial table every :data:`POLL_S` seconds and records when each trial's metric takes a new value."""
 
     def __init__(self, store: RunStore, sweep_id: str, metric: str) -> None:
-        super().__init__(daemon=True)
+        super().__init__(name="epoch-watch", daemon=True)
         self.store, self.sweep_id, self.metric = store, sweep_id, metric
         self.seen: list[tuple[str, float, float]] = []  # (run_id, metric value, first seen)
         self.done = threading.Event()
@@ -102,6 +110,32 @@ class EpochWatch(threading.Thread):
                 if sights:
                     out.append(min(sights) - float(written))
         return out
+
+
+def slot_timeline(spans: list[tuple[float, float]], slots: int, wall: float) -> dict[str, float]:
+    """Where a sweep's slot-seconds (``slots`` × ``wall``) went, from each trial's (start, end) in seconds since the sweep began.
+
+    Each trial is put in the slot that freed last before it started;
+    ``start`` is the slots' time before their first trial, ``between`` the
+    gaps between a slot's trials, ``tail`` the time after a slot's last
+    trial, ``trials`` the trials' own time.
+    """
+    ends = [0.0] * slots
+    first: list[float | None] = [None] * slots
+    between = 0.0
+    for start, end in sorted(spans):
+        free = [i for i in range(slots) if ends[i] <= start + 1e-6] or list(range(slots))
+        slot = max(free, key=lambda i: ends[i])
+        if first[slot] is None:
+            first[slot] = start
+        else:
+            between += max(0.0, start - ends[slot])
+        ends[slot] = max(ends[slot], end)
+    return {
+        "slot_seconds": round(slots * wall, 2), "trials": round(sum(e - s for s, e in spans), 2),
+        "start": round(sum(f if f is not None else wall for f in first), 2), "between": round(between, 2),
+        "tail": round(sum(wall - e for e, f in zip(ends, first) if f is not None), 2),
+    }
 
 
 def main() -> None:
@@ -141,15 +175,22 @@ def main() -> None:
         sweep_id = submit_sweep(store, spec, "builtin:movielens-100k", name="benchmark")
         watch = EpochWatch(store, sweep_id, spec.metric)
         watch.start()
-        started = time.perf_counter()
+        cpu = ProcessCPU()
+        cpu.start()
+        started, wall_start = time.perf_counter(), time.time()
         summary = run_sweep(store, sweep_id, dataset=dataset, echo=lambda line: print(line, file=sys.stderr))
         swept = time.perf_counter() - started
+        cpu.stop()
         watch.done.set()
         watch.join()
         lags = sorted(watch.latencies())
+        runs = [store.get_run(t["run_id"]) for t in summary["trials"]]
         trials = [{"settings": t["settings"], "status": t["status"], "valid_mae": t["metric"],
-                   "seconds": round((store.get_run(t["run_id"]).finished or 0) - (store.get_run(t["run_id"]).started or 0), 2)}
-                  for t in summary["trials"]]
+                   "seconds": round((r.finished or 0) - (r.started or 0), 2),
+                   "start_s": round((r.started or wall_start) - wall_start, 2), "end_s": round((r.finished or wall_start) - wall_start, 2)}
+                  for t, r in zip(summary["trials"], runs)]
+        slots = slot_timeline([(t["start_s"], t["end_s"]) for t in trials], args.max_concurrent, swept)
+        cpu_by_role = cpu.by_role()
     ray.shutdown()
     load_after_sweep = load()
     if summary["status"] != "completed" or any(t["status"] != "completed" for t in trials):
@@ -172,7 +213,7 @@ def main() -> None:
         "ratio": round(ratio, 3), "target": 0.7,
         "load": {"before_sequential": load_before_sequential, "after_sequential": load_after_sequential,
                  "before_sweep": load_before_sweep, "after_sweep": load_after_sweep},
-        "sequential_runs": sequential_runs, "sweep_trials": trials,
+        "sequential_runs": sequential_runs, "sweep_trials": trials, "slot_seconds": slots, "sweep_cpu_seconds": cpu_by_role,
         "epoch_to_table_seconds": [round(v, 3) for v in lags], "poll_seconds": POLL_S, "page_refresh_seconds": PAGE_REFRESH_S,
     }
     if lags:
@@ -186,6 +227,11 @@ def main() -> None:
         )
     else:
         lag_text = "No epoch was seen in the trial table while the sweep ran (the latency could not be measured)."
+    timeline = "\n".join(
+        f"| {settings_text(t['settings'])} | {t['start_s']:.1f} | {t['end_s']:.1f} | {t['seconds']:.1f} |"
+        for t in sorted(trials, key=lambda t: t["start_s"])
+    )
+    cpu_rows = "\n".join(f"| {name} | {value:.1f} |" for name, value in cpu_by_role.items())
     rows = "\n".join(
         f"| {settings_text(s['settings'])} | {s['seconds']:.1f} | {t['seconds']:.1f} | {s['valid_mae']:.4f} | {t['valid_mae']:.4f} |"
         for s, t in zip(sequential_runs, sorted(trials, key=lambda t: points.index(t["settings"]) if t["settings"] in points else 99))
@@ -217,6 +263,25 @@ Trial seconds below are each run's own time as the store recorded it (the sweep'
 {rows}
 
 The two columns of validation MAE are equal trial by trial up to floating-point noise: a trial of a sweep is the same `fit` with the same seed.
+
+## Where the sweep's time goes
+
+Each trial's start and end (the store's `started` and `finished`, seconds after `run_sweep` began), in the order they started:
+
+| trial | start (s) | end (s) | seconds |
+|---|---|---|---|
+{timeline}
+
+Of the {slots['slot_seconds']:.1f} slot-seconds ({args.max_concurrent} slots × {swept:.1f} s), the trials ran {slots['trials']:.1f};
+the slots waited {slots['start']:.1f} s for their first trial (Ray Tune starting, the trial workers importing torch and
+Ray Tune), {slots['between']:.1f} s between trials and {slots['tail']:.1f} s after their last one (one slot idle while the other finishes).
+
+CPU seconds used while the sweep ran, by process (this process is the driver: Ray Tune's loop, the sweep's heartbeat,
+Ray's own threads and the benchmark's table reader):
+
+| process | CPU seconds |
+|---|---|
+{cpu_rows}
 
 ## How soon the page sees an epoch
 

@@ -7,18 +7,20 @@ space to Ray Tune: grid values, random draws (``BasicVariantGenerator`` with
 the sweep's seed), the metric and its direction, the number of samples, the
 concurrency limit and, on request, ASHA early stopping on the per-epoch
 validation metric. Every trial calls the one :func:`metarec_core.training.fit`
-with one torch thread (one Ray CPU) and reports each epoch's validation
-metric to Tune.
+with one torch thread (one Ray CPU) and reports its validation metric to
+Tune: every epoch's with ASHA, only the last epoch's without.
 
 How a trial's run comes back to the run store — the driver collects it: a
-:class:`~metarec_core.sweep_trials.TrialRecorder` actor pinned to the driver's node (no CPU of its own)
+:class:`~metarec_core.sweep_recorder.TrialRecorder` actor pinned to the driver's node (no CPU of its own)
 owns the trials' records. A trial trains into a folder on whichever node Ray
 placed it, and sends the recorder its progress, heartbeat and new
-``metrics.jsonl`` lines twice a second and its checkpoint after every epoch;
+``metrics.jsonl`` lines every second and its checkpoint after every epoch
+(the files that changed);
 the recorder writes them into ``runs/<run_id>/`` of the driver's store. No
 shared file system is needed, so a cluster runs the same trials unchanged.
-The Ray side (the trial, the recorder, Tune's callback and stopper) is
-:mod:`metarec_core.sweep_trials`, imported only once a sweep runs.
+The Ray side (the trial, Tune's callback and stopper) is
+:mod:`metarec_core.sweep_trials`, imported only once a sweep runs; the
+recorder's class is :mod:`metarec_core.sweep_recorder`.
 
 Faults: ``sweeps cancel`` sets a flag the driver and every trial poll (trials
 stop after the current step and keep their checkpoint; Ray Tune stops any
@@ -53,8 +55,11 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two heartbeats of a sweep's driver.
 HEARTBEAT_INTERVAL = 1.0
-#: Seconds between two messages of a trial to the recorder (progress, heartbeat, new metric lines, the stop flag).
-TRIAL_PULSE = 0.5
+#: Seconds between two messages of a trial to the recorder (progress, heartbeat, new metric lines, the stop flag); an epoch's
+#: metric lines go at once, with its checkpoint, so the page's refresh (every second) is what the trial table waits for.
+TRIAL_PULSE = 1.0
+#: Seconds between two looks of the driver at the sweep's cancel flag.
+CANCEL_POLL = 0.5
 #: The background driver's log file, in the sweep's folder.
 DRIVER_LOG = "driver.log"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -161,9 +166,13 @@ def trial_metric(store: RunStore, run: Any, metric: str) -> float | None:
 def best_trial(store: RunStore, sweep_id: str, spec: SweepSpec) -> dict[str, Any] | None:
     """``{"run_id", "settings", "metric"}`` of the best completed trial (or, if none completed, the best stopped one)."""
     trials = store.sweep_trials(sweep_id)
+    return _best_of([(r, trial_metric(store, r, spec.metric)) for r in trials], spec)
+
+
+def _best_of(scored_trials: list[tuple[Any, float | None]], spec: SweepSpec) -> dict[str, Any] | None:
+    """:func:`best_trial` of trials whose metric is known already."""
     for statuses in (("completed",), ("cancelled",)):
-        scored = [(trial_metric(store, r, spec.metric), r) for r in trials if r.status in statuses]
-        scored = [(m, r) for m, r in scored if m is not None]
+        scored = [(m, r) for r, m in scored_trials if r.status in statuses and m is not None]
         if scored:
             metric, run = (min if spec.mode == "min" else max)(scored, key=lambda pair: pair[0])
             return {"run_id": run.id, "settings": trial_settings(run, spec), "metric": metric}
@@ -180,14 +189,15 @@ def trial_table(store: RunStore, sweep_id: str) -> Any:
 
     sweep = store.get_sweep(sweep_id)
     spec = spec_from_json(sweep.spec)
-    best = best_trial(store, sweep_id, spec)
+    scored = [(run, trial_metric(store, run, spec.metric)) for run in store.sweep_trials(sweep_id)]
+    best = _best_of(scored, spec)
     rows = []
-    for run in store.sweep_trials(sweep_id):
+    for run, metric in scored:
         progress = run.progress or {}
         total = int(progress.get("total_steps") or 0)
         fraction = 1.0 if run.status == "completed" else (min(1.0, int(progress.get("step", 0)) / total) if total else 0.0)
         rows.append({
-            "run_id": run.id, "status": run.status, **trial_settings(run, spec), "metric": trial_metric(store, run, spec.metric),
+            "run_id": run.id, "status": run.status, **trial_settings(run, spec), "metric": metric,
             "epoch": int(progress.get("epoch", 0) or 0), "fraction": fraction, "error": run.error,
             "best": best is not None and best["run_id"] == run.id,
         })
@@ -300,7 +310,7 @@ class DriverPulse(threading.Thread):
     def run(self) -> None:
         last = 0.0
         try:
-            while not self._done.wait(TRIAL_PULSE):
+            while not self._done.wait(CANCEL_POLL):
                 try:
                     if not self.cancelled.is_set() and self.store.is_sweep_cancel_requested(self.sweep_id):
                         self.cancelled.set()

@@ -7,6 +7,7 @@ in :mod:`metarec_core.sweep_driver`.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -25,7 +26,8 @@ from metarec_core.errors import ConfigError, MetarecError, StoreError
 from metarec_core.jobs import ProgressRecorder
 from metarec_core.store import RunStore
 from metarec_core.sweep import SweepSpec, settings_text, spec_from_json
-from metarec_core.sweep_driver import TRIAL_PULSE, DriverPulse, trial_metric
+from metarec_core.sweep_driver import TRIAL_PULSE, DriverPulse
+from metarec_core.sweep_recorder import TrialRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ def run_trials(store: RunStore, sweep: Any, spec: SweepSpec, dataset: Any, pulse
             gpus = min(1.0, session.gpus / concurrency)
         recorder = ray.remote(num_cpus=0)(TrialRecorder).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(session.node_id, soft=False),
+            enable_task_events=False,  # its calls (a few a second per trial) are not traced for Ray's dashboard
         ).remote(str(store.home.resolve()), sweep.id, sweep.spec, sweep.dataset_ref, dataset.fingerprint, sweep.name)
-        ray.get(recorder.ready.remote())
+        ready = recorder.ready.remote()  # not waited for here: it starts while Ray Tune starts the trials' workers
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, recorder=recorder, spec_json=sweep.spec, dataset=dataset),
             {"cpu": max(1, int(flatten_settings(spec.base).get("cpu_threads", 1))), "gpu": gpus},  # a CPU per torch thread
@@ -89,6 +92,7 @@ def run_trials(store: RunStore, sweep: Any, spec: SweepSpec, dataset: Any, pulse
         echo(f"sweep {sweep.id}: {spec.n_trials} trial(s), {concurrency} at a time, on {where}; optimising {spec.metric} ({spec.mode})")
         try:
             tuner.fit()
+            _check_started(ready)
         finally:
             _LIVE.pop(sweep.id, None)
             try:
@@ -96,6 +100,14 @@ def run_trials(store: RunStore, sweep: Any, spec: SweepSpec, dataset: Any, pulse
             except Exception as exc:  # noqa: BLE001 - the driver fixes the store up after this
                 logger.warning("sweep %s: the trial recorder did not close cleanly (%s)", sweep.id, exc)
             ray.kill(recorder)
+
+
+def _check_started(ready: Any) -> None:
+    """Raise a one-line :class:`~metarec_core.errors.StoreError` if the recorder never started (its trials failed for it)."""
+    try:
+        ray.get(ready, timeout=30)
+    except Exception as exc:  # noqa: BLE001 - whatever kept it from starting, the sweep fails with it in one line
+        raise StoreError(f"the sweep's trial recorder did not start ({' '.join(str(exc).split())[:300]})") from exc
 
 
 def param_space(spec: SweepSpec) -> dict[str, Any]:
@@ -174,95 +186,6 @@ class TrialEvents(tune.Callback):
                        f"{self.spec.metric} {value} (run {run_id})")
 
 
-# ---------------------------------------------------------------------- the recorder (a Ray actor on the driver's node)
-class TrialRecorder:
-    """Writes a sweep's trials into the run store of the driver's machine (a Ray actor on that node, no CPU of its own).
-
-    Trials call it with their progress, metric lines and checkpoint; the
-    driver's callback calls it when Ray ends a trial. Every trial is a run
-    whose ``sweep_id`` is the sweep's.
-    """
-
-    def __init__(self, home: str, sweep_id: str, spec_json: Mapping[str, Any], dataset_ref: str, fingerprint: str | None, name: str) -> None:
-        self.store = RunStore(home)
-        self.sweep_id, self.dataset_ref, self.fingerprint, self.name = sweep_id, dataset_ref, fingerprint, name
-        self.spec = spec_from_json(spec_json)
-        self.runs: dict[str, str] = {}
-
-    def ready(self) -> bool:
-        """True (the driver waits for it before starting trials)."""
-        return True
-
-    def open_trial(self, trial_id: str, settings: Mapping[str, Any]) -> str | None:
-        """The run of a trial (created running on its first call); None once the sweep is cancelled."""
-        if trial_id in self.runs:
-            return self.runs[trial_id]
-        if self.store.is_sweep_cancel_requested(self.sweep_id):
-            return None
-        now = time.time()
-        run_id = self.store.insert_run(
-            self._name(settings), config_to_dict(self.spec.trial_config(settings)), self.dataset_ref, status="running",
-            dataset_fingerprint=self.fingerprint, created=now, started=now, heartbeat=now, sweep_id=self.sweep_id,
-        )
-        self.runs[trial_id] = run_id
-        return run_id
-
-    def update(self, run_id: str, progress: Mapping[str, Any] | None, lines: bytes) -> bool:
-        """Record a trial's progress (its heartbeat) and new ``metrics.jsonl`` lines; True when it should stop."""
-        if lines:
-            with open(self.store.run_dir(run_id) / "metrics.jsonl", "ab") as out:
-                out.write(lines)
-        alive = self.store.heartbeat(run_id, progress=dict(progress) if progress else None)
-        return not alive or self.store.is_cancel_requested(run_id) or self.store.is_sweep_cancel_requested(self.sweep_id)
-
-    def save(self, run_id: str, files: Mapping[str, bytes]) -> None:
-        """Write a trial's files (its checkpoint, or its finished run directory) into the run's folder."""
-        folder = self.store.run_dir(run_id)
-        for name, data in files.items():
-            if Path(name).name != name or name.startswith("."):
-                raise StoreError(f"trial file name '{name}' is not a plain file name")
-            partial = folder / f".{name}.part"
-            partial.write_bytes(data)
-            os.replace(partial, folder / name)
-
-    def finish(self, run_id: str, status: str, error: str | None, device: str | None, progress: Mapping[str, Any] | None) -> None:
-        """A trial's end, as the trial saw it."""
-        self.store.finish(run_id, status, error=error, device=device, progress=dict(progress) if progress else None)
-
-    def close_trial(self, trial_id: str, settings: Mapping[str, Any], status: str, reason: str) -> tuple[str | None, str, float | None]:
-        """A trial's end, as Ray saw it: a trial still running in the store gets ``status`` and ``reason``.
-
-        A trial that failed before it could open its run gets a failed run of
-        its own, so its error is kept. Returns the run ID, its final status and metric.
-        """
-        run_id = self.runs.get(trial_id)
-        if run_id is None:
-            if status != "failed":
-                return None, status, None
-            now = time.time()
-            run_id = self.store.insert_run(
-                self._name(settings), config_to_dict(self.spec.trial_config(settings)), self.dataset_ref, status="failed",
-                dataset_fingerprint=self.fingerprint, created=now, started=now, finished=now, error=reason, sweep_id=self.sweep_id,
-            )
-            self.runs[trial_id] = run_id
-        elif self.store.get_run(run_id).status == "running":
-            self.store.finish(run_id, status, error=reason)
-        run = self.store.get_run(run_id)
-        return run_id, run.status, trial_metric(self.store, run, self.spec.metric)
-
-    def close_all(self, status: str) -> int:
-        """End every trial still running (the sweep is ending); returns how many."""
-        closed = 0
-        for run_id in self.runs.values():
-            if self.store.get_run(run_id).status == "running":
-                self.store.finish(run_id, status, error=f"the sweep ended ({status}) before this trial reported its end")
-                closed += 1
-        return closed
-
-    def _name(self, settings: Mapping[str, Any]) -> str:
-        return f"{self.name} · {settings_text(settings)}"[:200]
-
-
 # ---------------------------------------------------------------------- one trial (runs in a Ray worker)
 def train_trial(settings: dict[str, Any], recorder: Any = None, spec_json: Mapping[str, Any] | None = None, dataset: Any = None) -> None:
     """The body of one trial: an ordinary ``fit`` of the base config with the trial's settings, recorded through ``recorder``.
@@ -277,16 +200,17 @@ def train_trial(settings: dict[str, Any], recorder: Any = None, spec_json: Mappi
 
     spec = spec_from_json(spec_json or {})
     trial_id = tune.get_context().get_trial_id()
-    run_id = ray.get(recorder.open_trial.remote(trial_id, dict(settings)))
+    config = spec.trial_config(settings)  # every setting was checked when the sweep was built
+    run_id = ray.get(recorder.open_trial.remote(trial_id, dict(settings), config_to_dict(config)))
     if run_id is None:
         return  # the sweep was cancelled before this trial started
     folder = Path(tempfile.mkdtemp(prefix=f"metarec-trial-{run_id}-"))
     link = TrialLink(recorder, run_id, folder)
-    reports = EpochReports(spec.metric, link)
+    reports = EpochReports(spec.metric, link, every_epoch=spec.early_stopping != "none")
     status, error, device = "failed", None, None
     try:
         link.start()
-        result = fit(spec.trial_config(settings), dataset, out_dir=folder, on_progress=reports, should_stop=link.stop.is_set)
+        result = fit(config, dataset, out_dir=folder, on_progress=reports, should_stop=link.stop.is_set)
         device = result.device
         status = "cancelled" if result.stopped else "completed"
         if result.stopped:
@@ -300,27 +224,35 @@ def train_trial(settings: dict[str, Any], recorder: Any = None, spec_json: Mappi
         link.finish()
         try:
             if not link.lost:
-                ray.get(recorder.save.remote(run_id, run_files(folder, at_end=True)))
+                ray.get(recorder.save.remote(run_id, link.changed_files(at_end=True)))
                 ray.get(recorder.finish.remote(run_id, status, error, device, link.latest()))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     if status == "failed":
         raise RuntimeError(error)
     if status == "completed":
-        reports.flush(send=False)  # the last epoch's report, now that the run is complete in the store
+        reports.final()  # the last epoch's report, now that the run is complete in the store
 
 
 class EpochReports:
-    """``on_progress`` of a trial: keeps the latest progress for the link, and reports each epoch's metric to Ray Tune after its checkpoint."""
+    """``on_progress`` of a trial: keeps the latest progress for the link, sends each epoch's checkpoint, and reports the metric to Ray Tune.
 
-    def __init__(self, metric: str, link: "TrialLink") -> None:
-        self.metric, self.link = metric, link
-        self.pending: dict[str, Any] | None = None
+    With ``every_epoch`` (a scheduler such as ASHA decides after each epoch)
+    every epoch's metric goes to Tune once its checkpoint is with the
+    recorder; without it only the last epoch's, when the trial ends
+    (:meth:`final`): a report holds the trial until the driver takes it, and
+    nothing but a scheduler reads the ones in between.
+    """
+
+    def __init__(self, metric: str, link: "TrialLink", *, every_epoch: bool = True) -> None:
+        self.metric, self.link, self.every_epoch = metric, link, every_epoch
+        self.pending: dict[str, Any] | None = None  # the epoch whose checkpoint is not sent yet
+        self.latest: dict[str, Any] | None = None  # the last epoch not reported to Tune yet
 
     def __call__(self, event: Any) -> None:
         self.link.progress(event)
         if event.phase == "validate":
-            self.flush()  # an epoch without steps: report the one before first
+            self.flush()  # an epoch without steps: the one before first
             value = event.metrics.get(self.metric)
             if value is None:
                 given = ", ".join(sorted(event.metrics)) or "nothing"
@@ -330,17 +262,28 @@ class EpochReports:
             self.flush()  # fit saves the epoch's checkpoint right after its validation event
 
     def flush(self, *, send: bool = True) -> None:
-        """Report the pending epoch to Ray Tune (first sending its checkpoint, unless ``send`` is false)."""
+        """Send the pending epoch's checkpoint (unless ``send`` is false), then report it to Ray Tune if :attr:`every_epoch`."""
         if self.pending is None:
             return
         if send:
             self.link.send_checkpoint()
-        pending, self.pending = self.pending, None
-        tune.report(pending)
+        self.latest, self.pending = self.pending, None
+        if self.every_epoch:
+            self.report()
+
+    def final(self) -> None:
+        """Report the last epoch (once the run is complete in the store)."""
+        self.flush(send=False)
+        self.report()
+
+    def report(self) -> None:
+        if self.latest is not None:
+            latest, self.latest = self.latest, None
+            tune.report(latest)
 
 
 class TrialLink(threading.Thread):
-    """A trial's line to the recorder: progress, heartbeat and new metric lines twice a second; the stop flag comes back."""
+    """A trial's line to the recorder: progress, heartbeat and new metric lines every second; the stop flag comes back."""
 
     def __init__(self, recorder: Any, run_id: str, folder: Path) -> None:
         super().__init__(name=f"metarec-trial-{run_id}", daemon=True)
@@ -349,6 +292,7 @@ class TrialLink(threading.Thread):
         self.lost = False
         self._progress = ProgressRecorder()
         self._offset = 0
+        self._sent: dict[str, tuple[int, int, bytes]] = {}  # each file the recorder has: size, mtime, digest
         self._lock = threading.Lock()
         self._done = threading.Event()
 
@@ -386,10 +330,16 @@ class TrialLink(threading.Thread):
                 self.stop.set()
 
     def send_checkpoint(self) -> None:
-        """Send the new metric lines and the checkpoint's files (after an epoch's save)."""
+        """Send the new metric lines and the checkpoint's files that changed since the last epoch (after an epoch's save)."""
         self.send()
         if not self.lost:
-            ray.get(self.recorder.save.remote(self.run_id, run_files(self.folder, at_end=False)), timeout=120)
+            files = self.changed_files(at_end=False)
+            if files:
+                ray.get(self.recorder.save.remote(self.run_id, files), timeout=120)
+
+    def changed_files(self, *, at_end: bool) -> dict[str, bytes]:
+        """:func:`run_files` less those the recorder already has as they are (the context, the config: written once)."""
+        return run_files(self.folder, at_end=at_end, sent=self._sent)
 
     def run(self) -> None:
         while not self._done.wait(TRIAL_PULSE):
@@ -403,12 +353,28 @@ class TrialLink(threading.Thread):
         self.send()
 
 
-def run_files(folder: Path, *, at_end: bool) -> dict[str, bytes]:
-    """The files of a trial's run directory by name (``metrics.jsonl`` in full only ``at_end``)."""
+def run_files(folder: Path, *, at_end: bool, sent: dict[str, tuple[int, int, bytes]] | None = None) -> dict[str, bytes]:
+    """The files of a trial's run directory by name (``metrics.jsonl`` in full only ``at_end``).
+
+    With ``sent`` (each file sent before: size, modification time, digest),
+    only the files that changed since, and ``sent`` is brought up to date.
+    """
     files: dict[str, bytes] = {}
     if not folder.is_dir():
         return files
     for path in sorted(folder.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and (at_end or path.name not in _SENT_AT_END):
+        if not path.is_file() or path.name.startswith(".") or (not at_end and path.name in _SENT_AT_END):
+            continue
+        if sent is None:
             files[path.name] = path.read_bytes()
+            continue
+        stat = path.stat()
+        before = sent.get(path.name)
+        if before is not None and before[:2] == (stat.st_size, stat.st_mtime_ns):
+            continue
+        data = path.read_bytes()
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        sent[path.name] = (stat.st_size, stat.st_mtime_ns, digest)
+        if before is None or before[2] != digest:
+            files[path.name] = data
     return files

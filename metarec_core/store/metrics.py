@@ -100,6 +100,15 @@ def final_values(frame: pd.DataFrame) -> dict[str, float]:
     return {}
 
 
+@dataclass
+class _Entry:
+    """A cached file: its modification time and size, its parsed log, and its final values once asked for."""
+
+    key: tuple[int, int]
+    log: MetricsLog
+    final: dict[str, float] | None = None
+
+
 class MetricsReader:
     """Reads runs' ``metrics.jsonl`` files, re-parsing one only when its modification time or size changed.
 
@@ -108,31 +117,34 @@ class MetricsReader:
 
     def __init__(self, max_entries: int = 64) -> None:
         self._lock = threading.Lock()
-        self._cache: OrderedDict[Path, tuple[tuple[int, int], MetricsLog]] = OrderedDict()
+        self._cache: OrderedDict[Path, _Entry] = OrderedDict()
         self._max_entries = max_entries
 
-    def log(self, run_dir: Path) -> MetricsLog:
-        """The parsed metrics of one run directory (the frame is shared: copy it before changing it)."""
+    def _entry(self, run_dir: Path) -> _Entry:
         path = Path(run_dir) / METRICS_FILE
         try:
             stat = os.stat(path)
         except OSError:
             with self._lock:
                 self._cache.pop(path, None)
-            return read_metrics_log(path)
+            return _Entry((0, 0), read_metrics_log(path))
         key = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
             cached = self._cache.get(path)
-            if cached is not None and cached[0] == key:
+            if cached is not None and cached.key == key:
                 self._cache.move_to_end(path)
-                return cached[1]
-        log = read_metrics_log(path)
+                return cached
+        entry = _Entry(key, read_metrics_log(path))
         with self._lock:
-            self._cache[path] = (key, log)
+            self._cache[path] = entry
             self._cache.move_to_end(path)
             while len(self._cache) > self._max_entries:
                 self._cache.popitem(last=False)
-        return log
+        return entry
+
+    def log(self, run_dir: Path) -> MetricsLog:
+        """The parsed metrics of one run directory (the frame is shared: copy it before changing it)."""
+        return self._entry(run_dir).log
 
     def frame(self, run_dir: Path, phases: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows of a run's metrics in write order (a copy), optionally of some phases only."""
@@ -142,8 +154,11 @@ class MetricsReader:
         return frame.copy()
 
     def final(self, run_dir: Path) -> dict[str, float]:
-        """See :func:`final_values`."""
-        return final_values(self.log(run_dir).frame)
+        """See :func:`final_values`; worked out once per parse of the file (a sweep's trial table asks for every trial's each second)."""
+        entry = self._entry(run_dir)
+        if entry.final is None:
+            entry.final = final_values(entry.log.frame)
+        return dict(entry.final)
 
 
 def events_from_rows(rows: Iterable[Sequence[Any]], *, total_steps: int = 0) -> list[dict[str, Any]]:
