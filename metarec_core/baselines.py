@@ -317,6 +317,10 @@ class TaskRows:
 # --------------------------------------------------------------------------- interface
 
 
+#: Scored (user, item) slots per chunk of :meth:`Baseline.predict_catalogue` (its task and item arrays, 8 bytes a slot each).
+_CATALOGUE_SLOTS = 1 << 18
+
+
 class Baseline(ABC):
     """A model fitted on warm interactions that adapts to a new user from their support ratings.
 
@@ -444,8 +448,13 @@ class Baseline(ABC):
         """
         self._check_fitted()
         _frame(support, "support", ("user", "item", "rating"), self.n_items)
-        rows = TaskRows.for_catalogue(support, users, self.n_items)
-        return self.predict_rows(rows).reshape(len(users), self.n_items)
+        users = np.asarray(users, dtype=np.int64)
+        out = np.empty((len(users), self.n_items))
+        step = max(1, _CATALOGUE_SLOTS // max(1, self.n_items))  # users per chunk: its rows' arrays stay a few MB
+        for start in range(0, len(users), step):  # each user's scores depend on its own support only
+            rows = TaskRows.for_catalogue(support, users[start:start + step], self.n_items)
+            out[start:start + step] = self.predict_rows(rows).reshape(-1, self.n_items)
+        return out
 
     def _clip(self, scores: np.ndarray, clip: bool) -> np.ndarray:
         return np.clip(scores, *self.rating_range) if clip else scores
@@ -819,6 +828,23 @@ def fold_in(
     return p[0], float(b[0])
 
 
+#: Rows per chunk when the training error is computed (two (chunk, k) gathers at a time, not two of every row).
+_ERROR_CHUNK = 1 << 16
+
+
+def _rmse_of_fit(
+    residual: np.ndarray, users: np.ndarray, items: np.ndarray, p: np.ndarray, q: np.ndarray, b_u: np.ndarray, b_i: np.ndarray
+) -> float:
+    """Root mean squared error of ``b_u + b_i + p·q`` against ``residual`` (the ratings less the global mean), chunk by chunk."""
+    total = 0.0
+    for start in range(0, len(residual), _ERROR_CHUNK):
+        rows = slice(start, start + _ERROR_CHUNK)
+        u, i = users[rows], items[rows]
+        err = residual[rows] - b_u[u] - b_i[i] - np.einsum("nk,nk->n", p[u], q[i])
+        total += float(err @ err)
+    return math.sqrt(total / max(1, len(residual)))
+
+
 class MatrixFactorization(Baseline):
     """Biased matrix factorisation trained by ALS on warm users; new users folded in by ridge regression.
 
@@ -889,8 +915,7 @@ class MatrixFactorization(Baseline):
             q, b_i = sol[:, :k], sol[:, k]
             if self.on_iteration is None and it + 1 < c.n_iter and not logger.isEnabledFor(logging.DEBUG):
                 continue  # nobody reads this sweep's training error
-            err = residual - b_u[users] - b_i[items] - np.einsum("nk,nk->n", p[users], q[items])
-            self.train_rmse.append(float(np.sqrt(np.mean(err**2))))
+            self.train_rmse.append(_rmse_of_fit(residual, users, items, p, q, b_u, b_i))
             logger.debug("ALS sweep %d/%d: train RMSE %.4f", it + 1, c.n_iter, self.train_rmse[-1])
             if self.on_iteration is not None:
                 self.on_iteration(it + 1, self.train_rmse[-1])

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metarec_core import baselines
 from metarec_core.baselines import (
     ALSFits,
     BiasBaseline,
@@ -128,6 +129,18 @@ def test_als_training_error_decreases(split) -> None:
     quiet = MatrixFactorization(config).fit(train, N_USERS, N_ITEMS)  # nobody watches: only the last sweep's error
     assert quiet.train_rmse == [model.train_rmse[-1]]
     np.testing.assert_array_equal(quiet.item_factors, model.item_factors)
+
+
+def test_als_training_error_is_the_same_in_chunks(split, monkeypatch) -> None:
+    train, _, _ = split
+    model = MatrixFactorization(MFConfig(n_factors=3, n_iter=4)).fit(train, N_USERS, N_ITEMS)
+    users, items = train["user"].to_numpy(np.int64), train["item"].to_numpy(np.int64)
+    residual = train["rating"].to_numpy(np.float64) - model.global_mean
+    p, q, b_u, b_i = model.user_factors, model.item_factors, model.user_bias, model.item_bias
+    direct = np.sqrt(np.mean((residual - b_u[users] - b_i[items] - np.sum(p[users] * q[items], axis=1)) ** 2))
+    assert model.train_rmse[-1] == pytest.approx(direct, rel=1e-12)
+    monkeypatch.setattr(baselines, "_ERROR_CHUNK", 37)  # many chunks and a shorter last one
+    assert baselines._rmse_of_fit(residual, users, items, p, q, b_u, b_i) == pytest.approx(direct, rel=1e-12)
 
 
 def test_predict_matches_predict_tasks_and_unseen_items(split) -> None:
@@ -361,8 +374,10 @@ def test_als_fits_reuse_an_equal_fit_with_the_asked_fold_in_and_refit_when_rows_
     assert other_settings.item_factors.shape[1] == 4
 
 
+@pytest.mark.parametrize("slots", [1 << 18, 7 * N_ITEMS])  # one chunk; chunks of 7 users and a shorter last one
 @pytest.mark.parametrize("make", [GlobalMean, ItemMean, BiasBaseline, lambda: MatrixFactorization(MFConfig(n_factors=3, n_iter=4))])
-def test_catalogue_scores_equal_the_scores_of_every_user_item_pair(split, make) -> None:
+def test_catalogue_scores_equal_the_scores_of_every_user_item_pair(split, make, slots, monkeypatch) -> None:
+    monkeypatch.setattr(baselines, "_CATALOGUE_SLOTS", slots)
     train, support, query = split
     model = make().fit(train, N_USERS, N_ITEMS)
     users = np.unique(query["user"].to_numpy(np.int64))[:25]
