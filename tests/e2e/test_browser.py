@@ -118,6 +118,31 @@ def tiny_file(folder: Path) -> Path:
     return path
 
 
+#: Run on the lab map's canvas: below its legend, the pixels of item dots (coloured, neither grey nor near-black) and the
+#: solid 5 x 5 blocks of the path's near-black (its filled diamonds; the outline rings and the labels are thinner).
+MAP_PIXELS = """(canvas) => {
+  const ratio = window.devicePixelRatio || 1;
+  const top = Math.round(40 * ratio);
+  const w = canvas.width, h = canvas.height - top;
+  const data = canvas.getContext('2d').getImageData(0, top, w, h).data;
+  const dark = new Uint8Array(w * h);
+  let items = 0;
+  for (let i = 0; i < w * h; i++) {
+    const r = data[4 * i], g = data[4 * i + 1], b = data[4 * i + 2], a = data[4 * i + 3];
+    if (a < 128) continue;
+    if (r < 70 && g < 70 && b < 70) dark[i] = 1;
+    else if (Math.max(r, g, b) - Math.min(r, g, b) >= 12) items += 1;
+  }
+  let blocks = 0;
+  for (let y = 0; y + 5 <= h; y++) for (let x = 0; x + 5 <= w; x++) {
+    let full = true;
+    for (let dy = 0; dy < 5 && full; dy++) for (let dx = 0; dx < 5; dx++) if (!dark[(y + dy) * w + x + dx]) { full = false; break; }
+    if (full) blocks += 1;
+  }
+  return {items, blocks, width: w, height: h};
+}"""
+
+
 def test_upload_train_lab_and_a_second_session(server: str, browser, tmp_path: Path) -> None:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
@@ -170,6 +195,10 @@ def test_upload_train_lab_and_a_second_session(server: str, browser, tmp_path: P
     page.locator(".st-key-lab-rate").get_by_role("button", name="2★", exact=True).first.click()
     idle(page)
     assert metric(page, "your ratings") == "4" and page.locator(".st-key-lab-map canvas[data-kept='yes']").count() == 1
+    # On uploaded data the zoomed map holds the items nearest to the path and the path itself (a view fitted to the path
+    # alone once showed no item at all).
+    drawn = canvas.evaluate(MAP_PIXELS)
+    assert drawn["items"] >= 100 and drawn["blocks"] >= 1, drawn
     shown = lists.locator("[class*='st-key-lab-list-']").count()  # this run and popularity (no other run on this dataset)
     assert shown == 2 and lists.locator("[data-testid='stText']").count() == 2 * shown  # two text columns each
 
