@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,7 +51,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metarec_core.configs import parse_set_arguments  # noqa: E402
+from metarec_core.configs import flatten_settings, parse_set_arguments  # noqa: E402
 from metarec_core.movielens import load_movielens_100k  # noqa: E402
 from metarec_core.store import RunStore  # noqa: E402
 from metarec_core.sweep import build_spec, settings_text  # noqa: E402
@@ -138,6 +140,12 @@ def slot_timeline(spans: list[tuple[float, float]], slots: int, wall: float) -> 
     }
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def sequential_part(spec, dataset, points) -> dict:
     """The trials one after another in this process: seconds in all and per trial, validation MAE, load before and after."""
     before = load()
@@ -150,6 +158,26 @@ def sequential_part(spec, dataset, points) -> dict:
         print(f"one after another: {settings_text(point)} {runs[-1]['seconds']} s", file=sys.stderr)
     return {"sequential": time.perf_counter() - started, "sequential_runs": runs,
             "load_before_sequential": before, "load_after_sequential": load()}
+
+
+def commands_part(base: dict, points) -> dict:
+    """The trials as ordinary ``train`` commands one after another (what a user runs without a sweep): seconds in all and per run."""
+    before = load()
+    started = time.perf_counter()
+    runs = []
+    with tempfile.TemporaryDirectory() as out:
+        for n, point in enumerate(points):
+            settings = {**flatten_settings(base), **point}
+            command = [sys.executable, "-m", "metarec_core", "train", "--dataset", "movielens-100k", "--quiet", "--out", f"{out}/{n}"]
+            for key, value in settings.items():
+                command += ["--set", f"{key}={value}"]
+            t0 = time.perf_counter()
+            subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds = time.perf_counter() - t0
+            valid = json.loads(Path(f"{out}/{n}/result.json").read_text())["final_metrics"]["valid_mae"]
+            runs.append({"settings": point, "seconds": round(seconds, 2), "valid_mae": valid})
+            print(f"train commands: {settings_text(point)} {runs[-1]['seconds']} s", file=sys.stderr)
+    return {"commands": time.perf_counter() - started, "command_runs": runs, "load_before_commands": before, "load_after_commands": load()}
 
 
 def sweep_part(spec, dataset, max_concurrent: int) -> dict:
@@ -204,13 +232,15 @@ def main() -> None:
     repeats = []
     for repeat in range(args.repeats):  # pair by pair: the machine's load drifts, a ratio within a pair holds better
         part = sequential_part(spec, dataset, points)
+        part.update(commands_part(base, points))
         part.update(sweep_part(spec, dataset, args.max_concurrent))
         part["ratio"] = part["sweep"] / part["sequential"]
-        print(f"repeat {repeat + 1}: one after another {part['sequential']:.1f} s, sweep {part['sweep']:.1f} s, "
-              f"ratio {part['ratio']:.3f}", file=sys.stderr)
+        part["ratio_commands"] = part["sweep"] / part["commands"]
+        print(f"repeat {repeat + 1}: one after another {part['sequential']:.1f} s, as train commands {part['commands']:.1f} s, "
+              f"sweep {part['sweep']:.1f} s, ratio {part['ratio']:.3f} (to the commands {part['ratio_commands']:.3f})", file=sys.stderr)
         repeats.append(part)
-    ratios = sorted(r["ratio"] for r in repeats)
-    median = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:len(ratios) // 2 + 1]) / 2
+    median = _median([r["ratio"] for r in repeats])
+    median_commands = _median([r["ratio_commands"] for r in repeats])
     shown = min(repeats, key=lambda r: abs(r["ratio"] - median))  # the repeat whose details the tables below show
     sequential, swept, ray_startup = shown["sequential"], shown["sweep"], shown["ray_startup"]
     sequential_runs, trials, lags = shown["sequential_runs"], shown["trials"], shown["lags"]
@@ -231,13 +261,14 @@ def main() -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "code": code_version(),
         "base": base, "grid": GRID, "max_concurrent": args.max_concurrent,
         "sequential_seconds": round(sequential, 2), "sweep_seconds": round(swept, 2), "ray_startup_seconds": round(ray_startup, 2),
-        "ratio": round(ratio, 3), "target": 0.7,
+        "ratio": round(ratio, 3), "ratio_commands": round(median_commands, 3), "target": 0.7,
         "repeats": [{"sequential_seconds": round(r["sequential"], 2), "sweep_seconds": round(r["sweep"], 2),
+                     "commands_seconds": round(r["commands"], 2), "ratio_commands": round(r["ratio_commands"], 3),
                      "ray_startup_seconds": round(r["ray_startup"], 2), "ratio": round(r["ratio"], 3),
                      "load": [r["load_before_sequential"], r["load_after_sweep"]]} for r in repeats],
         "load": {"before_sequential": load_before_sequential, "after_sequential": load_after_sequential,
                  "before_sweep": load_before_sweep, "after_sweep": load_after_sweep},
-        "sequential_runs": sequential_runs, "sweep_trials": trials, "slot_seconds": slots, "sweep_cpu_seconds": cpu_by_role,
+        "sequential_runs": sequential_runs, "command_runs": shown["command_runs"], "sweep_trials": trials, "slot_seconds": slots, "sweep_cpu_seconds": cpu_by_role,
         "epoch_to_table_seconds": [round(v, 3) for v in lags], "poll_seconds": POLL_S, "page_refresh_seconds": PAGE_REFRESH_S,
     }
     if lags:
@@ -260,8 +291,11 @@ def main() -> None:
         f"| {settings_text(s['settings'])} | {s['seconds']:.1f} | {t['seconds']:.1f} | {s['valid_mae']:.4f} | {t['valid_mae']:.4f} |"
         for s, t in zip(sequential_runs, sorted(trials, key=lambda t: points.index(t["settings"]) if t["settings"] in points else 99))
     )
+    gaps = [abs(c["valid_mae"] - q["valid_mae"]) for c, q in zip(shown["command_runs"], sequential_runs)]
+    commands_same = (f"equal the in-process runs' within {max(gaps):.1e}" if max(gaps) < 1e-6
+                     else f"differ from the in-process runs' by up to {max(gaps):.4f}")
     repeat_rows = "\n".join(
-        f"| {n + 1} | {r['sequential']:.1f} | {r['sweep']:.1f} | {r['ray_startup']:.1f} | {r['ratio']:.3f} | "
+        f"| {n + 1} | {r['sequential']:.1f} | {r['commands']:.1f} | {r['sweep']:.1f} | {r['ray_startup']:.1f} | {r['ratio']:.3f} | {r['ratio_commands']:.3f} | "
         f"{r['load_before_sequential'][0]:.2f} → {r['load_after_sweep'][0]:.2f} |" for n, r in enumerate(repeats)
     )
     markdown = f"""# Sweep on Ray Tune vs the same runs one after another
@@ -278,13 +312,16 @@ Eight ML-100K trials (grid λ1 ∈ {{0.5, 1}} × λ2 ∈ {{0.5, 1}} × λ0 ∈ {
 | Ray start-up (`ray.init`, local, {cores} CPUs), once per sweep | {ray_startup:.1f} |
 | sweep / one after another, this repeat | {swept / sequential:.2f} |
 | sweep + start-up / one after another, this repeat | {(swept + ray_startup) / sequential:.2f} |
-| **sweep / one after another, median of {len(repeats)} repeat(s)** | **{ratio:.2f}** (target ≤ 0.70: {verdict} it) |
+| **sweep / one after another, median of {len(repeats)} repeat(s)** | **{ratio:.3f}** (target ≤ 0.70: {verdict} it) |
+| sweep / the same runs as `train` commands one after another, median of {len(repeats)} | {median_commands:.3f} |
 
-Each repeat times the eight runs one after another, then (Ray started afresh) the sweep, so each ratio compares two parts
-measured a minute apart; the seconds above are those of the repeat whose ratio is nearest the median.
+Each repeat times the eight runs one after another in this process (`fit`: torch imported and the data loaded once, nothing
+recorded: the strictest reference), then as eight `python -m metarec_core train` commands one after another (what a user
+runs without a sweep: each command imports torch, loads the data and writes its run directory, as each trial does), then
+(Ray started afresh) the sweep; the seconds in the table above are those of the repeat whose first ratio is nearest the median.
 
-| repeat | one after another (s) | sweep (s) | Ray start-up (s) | ratio | load (1 min) before → after |
-|---|---|---|---|---|---|
+| repeat | one after another, `fit` (s) | one after another, `train` commands (s) | sweep (s) | Ray start-up (s) | sweep / `fit` | sweep / commands | load (1 min) before → after |
+|---|---|---|---|---|---|---|---|
 {repeat_rows}
 
 Load average (1, 5, 15 min): before the sequential part {load_before_sequential}, after it {load_after_sequential};
@@ -299,6 +336,7 @@ Trial seconds below are each run's own time as the store recorded it (the sweep'
 {rows}
 
 The two columns of validation MAE are equal trial by trial up to floating-point noise: a trial of a sweep is the same `fit` with the same seed.
+The `train` commands' validation MAE {commands_same}.
 
 ## Where the sweep's time goes
 
