@@ -1,10 +1,15 @@
 """Benchmark of a sweep on Ray Tune against the same runs one after another.
 
 Eight ML-100K trials (a 2 × 2 × 2 grid over λ1, λ2 and λ0, short runs) are
-trained twice, interleaving nothing else (and that pair repeated, ``--repeats``, default 3):
+trained three ways, one after the other, interleaving nothing else; the three
+are repeated (``--repeats``, default 3) and each ratio is the median over repeats:
 
 * **one after another** — ``training.fit`` of each trial's config in this
-  process, one torch thread each (the configs' ``cpu_threads = 1``);
+  process, one torch thread each (the configs' ``cpu_threads = 1``): torch
+  imported and the data loaded once, nothing recorded (the strictest reference);
+* **as ``train`` commands** — ``python -m metarec_core train`` of each trial's
+  settings, one after another: what a user runs without a sweep (each command
+  imports torch, loads the data and writes its run directory, as a trial does);
 * **sweep** — the same eight configs as a sweep (``sweep_driver.run_sweep``)
   with ``max_concurrent = 2`` on a local Ray with the machine's CPUs, each
   trial one Ray CPU and one torch thread. Ray's start-up (``ray.init``) is
@@ -26,7 +31,7 @@ seconds of every process under this one (a local Ray's GCS, raylet, agents
 and workers) and of this process's threads, sampled while the sweep runs
 (``process_cpu.py``), say what else competed with the trials for the CPUs.
 
-The target: sweep ≤ 0.7 × one after another on this 2-core machine. The
+The target: sweep ≤ 0.7 × the same runs one after another on this 2-core machine (both references are reported). The
 machine is shared: the load average (``os.getloadavg``) is recorded before and
 after each part, and the report says when it was too high for the figure to
 mean much.
@@ -41,6 +46,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,12 +146,6 @@ def slot_timeline(spans: list[tuple[float, float]], slots: int, wall: float) -> 
     }
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def sequential_part(spec, dataset, points) -> dict:
     """The trials one after another in this process: seconds in all and per trial, validation MAE, load before and after."""
     before = load()
@@ -220,7 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="a base setting of every trial")
     parser.add_argument("--max-concurrent", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="pairs of (one after another, sweep), alternated; the ratio reported is their median")
+    parser.add_argument("--repeats", type=int, default=3, help="times the three parts (in-process, train commands, sweep) in turn this often; the ratios reported are medians")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sweep"))
     args = parser.parse_args()
 
@@ -239,23 +239,22 @@ def main() -> None:
         print(f"repeat {repeat + 1}: one after another {part['sequential']:.1f} s, as train commands {part['commands']:.1f} s, "
               f"sweep {part['sweep']:.1f} s, ratio {part['ratio']:.3f} (to the commands {part['ratio_commands']:.3f})", file=sys.stderr)
         repeats.append(part)
-    median = _median([r["ratio"] for r in repeats])
-    median_commands = _median([r["ratio_commands"] for r in repeats])
-    shown = min(repeats, key=lambda r: abs(r["ratio"] - median))  # the repeat whose details the tables below show
+    ratio = statistics.median(r["ratio"] for r in repeats)
+    median_commands = statistics.median(r["ratio_commands"] for r in repeats)
+    shown = min(repeats, key=lambda r: abs(r["ratio"] - ratio))  # the repeat whose details the tables below show
     sequential, swept, ray_startup = shown["sequential"], shown["sweep"], shown["ray_startup"]
     sequential_runs, trials, lags = shown["sequential_runs"], shown["trials"], shown["lags"]
     slots, cpu_by_role = shown["slots"], shown["cpu_by_role"]
     load_before_sequential, load_after_sequential = shown["load_before_sequential"], shown["load_after_sequential"]
     load_before_sweep, load_after_sweep = shown["load_before_sweep"], shown["load_after_sweep"]
-    ratio = median
-    busiest = max(max(r[k][0] for k in ('load_before_sequential', 'load_after_sequential', 'load_before_sweep', 'load_after_sweep')) for r in repeats)
+    busiest = max(r[key][0] for r in repeats for key in r if key.startswith("load_"))
     cores = machine()["nproc"]
     verdict = "meets" if ratio <= 0.7 else "misses"
     caveat = (
-        f"The 1-minute load reached {busiest:.1f} on {cores} cores while this ran (other jobs share the machine), so the two "
+        f"The 1-minute load reached {busiest:.1f} on {cores} cores while this ran (other jobs share the machine), so the "
         "parts competed with those jobs for the CPUs by different amounts; treat the ratio as indicative only."
         if busiest > cores + 0.5 else
-        f"The 1-minute load stayed at or below {busiest:.1f} on {cores} cores, so the two parts had the machine to themselves."
+        f"The 1-minute load stayed at or below {busiest:.1f} on {cores} cores, so the parts had the machine to themselves."
     )
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(), "code": code_version(),
