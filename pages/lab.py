@@ -11,3 +11,5 @@ lab.style()
 st.title(t("lab.title"), help=t("lab.intro"))
 # A rating reruns only the fragment: the rating area, the lists, the map and the losses.
 st.fragment(lab.lab_view)()
+if st.session_state.get(lab.WAITING):  # a run of the other kind is training: show its list as soon as it has finished
+    st.fragment(lab.await_other_run, run_every=lab.WAIT_POLL_S)()

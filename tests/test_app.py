@@ -737,6 +737,29 @@ def test_lab_does_not_offer_a_second_comparison_run_while_one_is_queued(trained:
     assert [b for b in at.button if b.key == "lab_train_other"]  # none queued, none finished: offered again
 
 
+def test_lab_shows_the_comparison_run_once_the_one_it_waits_for_has_finished(trained: dict) -> None:
+    from metarec_core import jobs
+    from metarec_core.store import RunStore
+    from ui import lab
+
+    store = RunStore()
+    queued = jobs.submit(store, {**TINY, "lambda_meta": 0.0}, trained["dataset"], name="awaited transfer")
+    try:
+        at = open_page(trained["at"], "lab")
+        assert_clean(at)
+        assert at.session_state[lab.WAITING] == queued  # the page looks for the run's end
+        assert any("is queued or training" in c.value for c in at.caption)
+        at = at.run()  # still queued: the page keeps waiting and shows no list for it
+        assert at.session_state[lab.WAITING] == queued and len(lab_lists(at)) == 2
+        assert jobs.run_worker(store, queued) == "completed"
+        at = at.run()  # what the page's poller does next: the run has ended, so it reruns the page and stops waiting
+        assert_clean(at)
+        assert lab.WAITING not in at.session_state
+        assert len(lab_lists(at)) == 3 and any("awaited transfer" in c.value for c in at.caption)
+    finally:
+        store.delete(queued)
+
+
 def test_learn_page_shows_the_run(trained: dict) -> None:
     at = open_page(trained["at"], "learn")
     assert_clean(at)

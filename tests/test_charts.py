@@ -220,6 +220,22 @@ def test_loss_curves_break_where_the_other_phase_ran() -> None:
     assert np.isnan(x[3]) and list(x[~np.isnan(x)]) == [1, 2, 3, 7, 8]
 
 
+def test_loss_figure_names_each_phase_once_on_a_line_of_its_own() -> None:
+    # Alternating meta / transfer epochs: narrow meta bands, each followed by a transfer band.
+    rows = []
+    for epoch in range(3):
+        base = 10 * epoch
+        rows += [("meta", epoch + 1, base + s, "meta", 1.0, float(base + s)) for s in (1, 2)]
+        rows += [("transfer", epoch + 1, base + s, "trans", 1.0, float(base + s)) for s in range(3, 11)]
+    fig = charts.loss_figure(pd.DataFrame(rows, columns=["phase", "epoch", "step", "key", "value", "time"]), keys=("meta", "trans"),
+                             phase_names={"meta": "元学习", "transfer": "迁移"})
+    shaded = [shape for shape in fig.layout.shapes if shape.type == "rect"]
+    assert len(shaded) == 6  # every span is still shaded
+    named = {a.text: a.yshift or 0 for a in fig.layout.annotations}
+    assert set(named) == {"元学习", "迁移"} and len(fig.layout.annotations) == 2  # named once each, not once per epoch
+    assert named["元学习"] != named["迁移"]  # on different lines: a narrow band's name cannot run into the next one's
+
+
 def test_validation_figure_ticks_whole_epochs() -> None:
     metrics = pd.DataFrame({"phase": ["validate"] * 2, "key": ["valid_mae"] * 2, "epoch": [1, 2], "step": [10, 20], "value": [0.8, 0.78]})
     fig = charts.validation_figure(metrics, "valid_mae")

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from metarec_core import elicitation, embedding_views, popularity, projection
+from metarec_core.errors import MetarecError
 from ui import cache, charts, datasets, runs, state
 from ui.errors import guard
 from ui.i18n import cohort_labels, language, t, worded
@@ -25,6 +26,8 @@ REPLAY = "lab_replay"
 DATASET_OF = "lab_dataset"  # the dataset the lab user's ratings are of
 MEMOS = ("lab_loss_memo", "lab_trail_memo")  # per-step losses and trail positions computed so far
 RANKED = "lab_ranked"  # the three lists a star's callback ranked for the rerun it starts (taken by that rerun)
+WAITING = "lab_waiting_for"  # the ID of the queued or training run of the other kind, until it ends
+WAIT_POLL_S = 2.0  # how often the page looks whether that run has ended
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
 #: How long the fragment waits after sending the three lists before it computes and sends the rest. Without the wait
@@ -339,6 +342,7 @@ def other_run_list(other: OtherRun, titles: dict[str, str]) -> None:
         top_list(other.top, titles, t("common.score"), "%.2f", "other")
         st.caption(t("lab.other_caption", name=plain(other.run.name)))
     elif other.pending is not None:
+        st.session_state[WAITING] = other.pending.id  # the page looks every few seconds and shows its list when it ends
         st.caption(t("lab.other_pending", kind=other_label, name=plain(other.pending.name)))
     else:
         st.caption(t("lab.no_other", kind=other_label))
@@ -350,6 +354,25 @@ def other_run_list(other: OtherRun, titles: dict[str, str]) -> None:
                 runs.start_run(preset_config(PRESET_OF_KIND[other.kind]), name=other_label)
                 st.session_state[state.RUN] = keep
                 st.toast(t("lab.other_started", kind=other_label))
+                st.rerun()  # the whole page: the column says the run is training, and the page starts looking for its end
+
+
+def await_other_run() -> None:
+    """Rerun the page once the run of the other kind the lab waits for has ended (its list, or the offer to train, shows).
+
+    Drawn by the page, as a fragment rerun every :data:`WAIT_POLL_S` seconds,
+    only while there is such a run; it draws nothing.
+    """
+    run_id = st.session_state.get(WAITING)
+    if run_id is None:
+        return
+    try:
+        ended = not cache.store().get_run(run_id).is_active
+    except MetarecError:  # deleted meanwhile
+        ended = True
+    if ended:
+        st.session_state.pop(WAITING, None)
+        st.rerun()
 
 
 @dataclass(frozen=True)
