@@ -14,6 +14,7 @@ from ui.metrics import metric_label
 
 PREFIX = "cfg_"
 BASE = "train_base"  # the preset's (or default) full config: settings the page does not show come from it
+WATCHED = "train_watched"  # the run whose progress the page showed first while it trained (it keeps that place)
 #: Every setting the page edits (TrainConfig fields; model.* are ModelConfig fields).
 FIELDS = (
     "lambda_meta", "lambda_trans", "lambda_l0", "schedule", "num_epochs", "meta_epochs", "trans_epochs",
@@ -303,9 +304,12 @@ navigation.enter_page(__file__)
 st.title(t("train.title"))
 st.caption(t("train.intro"))
 init_widgets()
-# While the current run trains, its progress comes first (a click on "Train the default model" lands here).
+# While the current run trains, its progress comes first (a click on "Train the default model" lands here); it stays
+# first once that run has finished, so the page does not jump when it does.
 running = state.current_run()
-progress_first = running is not None and running.is_active
+if running is not None and running.is_active:
+    st.session_state[WATCHED] = running.id
+progress_first = running is not None and st.session_state.get(WATCHED) == running.id
 if progress_first:
     live_section()
     st.divider()

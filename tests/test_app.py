@@ -373,6 +373,10 @@ def test_a_run_started_on_the_train_page_trains_in_the_background_and_shows_its_
     assert record.status == "completed", record.error
     at = at.run()
     assert_clean(at)
+    nodes = list(at.main)
+    live = next(n for n, node in enumerate(nodes) if node.type == "header" and node.value == "Current run")
+    start = next(n for n, node in enumerate(nodes) if node.type == "button" and node.key == "train_start")
+    assert live < start  # its progress came first while it trained, and keeps its place once it has finished
     final = at.dataframe[-1].value
     assert {"MAE (test, new users)", "RMSE (test, new users)", "nDCG@3 (test, new users)"} <= set(final.columns)
     assert 0.0 < float(final["MAE (test, new users)"].iloc[0]) < 2.0
