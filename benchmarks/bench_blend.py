@@ -84,7 +84,8 @@ def one_seed(dataset, seed: int, weights: tuple[float, ...], workdir: Path) -> d
 
 def summary(values: list[float]) -> str:
     """Mean ± std (ddof = 1) of per-seed values."""
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else f"{values[0]:.4f}"
+    mean, std = cold.mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
 
 
 def render(report: dict) -> str:

@@ -620,6 +620,27 @@ def test_lab_lists_ranked_in_a_stars_callback_are_those_a_rerun_ranks(trained: d
     at.button(key="lab_reset").click().run()
 
 
+def test_lab_gives_new_lists_a_head_start_and_unchanged_lists_none(trained: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    import types
+
+    from ui import lab
+
+    waits = []  # the lab module's own sleeps only (the test harness sleeps too)
+    monkeypatch.setattr(lab, "time", types.SimpleNamespace(sleep=waits.append, perf_counter=time.perf_counter))
+    at = open_page(trained["at"], "lab")
+    at.button(key="lab_reset").click().run()
+    waits.clear()
+    star_buttons(at)[4].click().run()
+    assert waits == [lab.LISTS_HEAD_START_S]  # a rating: new lists, sent ahead of the rest
+    at.toggle(key="lab_zoom").set_value(False).run()
+    at.run()
+    assert waits == [lab.LISTS_HEAD_START_S]  # the zoom toggle and a plain rerun leave the lists as they were: no wait
+    at.toggle(key="lab_zoom").set_value(True).run()
+    at.button(key="lab_reset").click().run()
+    assert waits == [lab.LISTS_HEAD_START_S] * 2  # no ratings: the lists change again
+
+
 def test_lab_asks_first_about_the_items_the_core_ranks_most_informative(trained: dict) -> None:
     from metarec_core import elicitation
     from ui import cache, lab

@@ -293,13 +293,13 @@ def loss_figure(
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, line=line, connectgaps=False))
     if phase_names and runs:
         first = metrics[metrics["run"] == runs[0]]
-        rows: dict[str, int] = {}  # each phase is named once, on its first span, a line of its own (bands can be narrow)
+        line_of: dict[str, int] = {}  # each phase is named once, on its first span, on a line of its own (bands can be narrow)
         for phase, x0, x1 in phase_spans(first, x):
             named = {}
-            if phase not in rows:
-                rows[phase] = len(rows)
+            if phase not in line_of:
+                line_of[phase] = len(line_of)
                 named = dict(annotation_text=esc(phase_names.get(phase, phase)), annotation_position="top left",
-                             annotation_yshift=-14 * rows[phase], annotation_font=dict(size=10, color=PHASE_COLOURS.get(phase, "#666666")))
+                             annotation_yshift=-14 * line_of[phase], annotation_font=dict(size=10, color=PHASE_COLOURS.get(phase, "#666666")))
             fig.add_vrect(
                 x0=x0, x1=max(x1, x0 + 0.5), fillcolor=PHASE_COLOURS.get(phase, "#999999"), opacity=0.08, line_width=0, layer="below",
                 **named,

@@ -30,10 +30,11 @@ WAITING = "lab_waiting_for"  # the ID of the queued or training run of the other
 WAIT_POLL_S = 2.0  # how often the page looks whether that run has ended
 TOP_K = 6  # rows of each top list: all three lists, the map and the rating cards fit one 1440x900 screen
 N_CARDS = 6
-#: How long the fragment waits after sending the three lists before it computes and sends the rest. Without the wait
+LISTED = "lab_listed"  # the key (ranked_key) of the lists the browser was last sent
+#: How long the fragment waits after sending three new lists before it computes and sends the rest. Without the wait
 #: the rest's elements reach the browser while it is still drawing the lists, and their React render (50-100 ms) often
-#: comes before the frame that shows them: the lists' median was 139-157 ms without it and 81-113 ms with 20-50 ms of it
-#: (benchmarks/results/lab.md, "head start" rows); the page settles 20-30 ms later.
+#: comes before the frame that shows them: the lists' median was 121-184 ms without it and 82-111 ms with it
+#: (benchmarks/results/lab.md, "head start" rows), the page settling up to 50 ms later.
 LISTS_HEAD_START_S = 0.04
 MAP_HEIGHT = 262  # the map and the loss chart, legends and axes included
 LOSS_HEIGHT = 262
@@ -448,8 +449,11 @@ def lab_view() -> None:
                     st.markdown(f"**{t('lab.col.popular')}**")
                     top_list(pop, data.titles, t(worded("lab.col.count", implicit)), "%d", "popular")
         # What the rest of the lab shows, computed before any of it is drawn: the lists travel to the browser on their
-        # own, and it draws and shows them before the rest arrives (the head start: the script thread sleeps, no CPU).
-        time.sleep(LISTS_HEAD_START_S)
+        # own, and when they are new it draws and shows them before the rest arrives (the head start: the script thread
+        # sleeps, no CPU; a search or the zoom toggle leaves the lists as they were and does not wait).
+        if st.session_state.get(LISTED) != ranked.key:
+            st.session_state[LISTED] = ranked.key
+            time.sleep(LISTS_HEAD_START_S)
         offer, hits = cards_on_offer(data, ratings, str(st.session_state.get("lab_search") or ""))
         trail = embedding_views.user_trail(rec, ratings, data.pca, upto=upto, user_features=features,
                                            memo=memo(MEMOS[1], run.id, stamp), last_state=adapted)  # the last step: adapted above
